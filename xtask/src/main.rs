@@ -1,0 +1,108 @@
+//! Build tasks for the project, run as `cargo xtask <task>` (an alias in
+//! `.cargo/config.toml`), in the style of rust-analyzer's xtask.
+//!
+//! - `build`: compile the wasm components (the sessions component and the
+//!   test fixtures) for `wasm32-wasip2`, picking a toolchain that works here.
+//! - `up [-- FLAGS]`: build, then serve `spin.toml` with the local host, as
+//!   `spin build && spin up` would. Flags after `--` go to the host
+//!   (`--listen`, `--runtime-config-file`, `--state-dir`).
+//! - `test`: build, then run every test of the workspace.
+//! - `lint`: `cargo fmt --check` and clippy with warnings denied.
+
+mod apt;
+mod toolchain;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let task = args.next().unwrap_or_default();
+    let rest: Vec<String> = args.skip_while(|a| a == "--").collect();
+    match task.as_str() {
+        "build" => toolchain::build_components().map(|_| ()),
+        "up" => up(&rest),
+        "test" => test(&rest),
+        "lint" => lint(),
+        "" | "help" | "--help" | "-h" => {
+            println!("{}", USAGE);
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`\n{USAGE}"),
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <task>
+  build              build the wasm components (target/wasm32-wasip2/release/*.wasm)
+  up [-- FLAGS]      build, then serve spin.toml on http://127.0.0.1:3000
+                     (FLAGS: --listen ADDR, --runtime-config-file FILE, --state-dir DIR)
+  test [-- ARGS]     build, then run every test (ARGS go to `cargo test`)
+  lint               cargo fmt --check and clippy -D warnings";
+
+fn up(host_flags: &[String]) -> Result<()> {
+    toolchain::build_components()?;
+    let root = toolchain::project_root();
+    let status = Command::new(toolchain::host_cargo())
+        .current_dir(&root)
+        .args(["run", "--quiet", "--package", "spin-sessions-host", "--", "up"])
+        .arg("--from")
+        .arg(root.join("spin.toml"))
+        .args(host_flags)
+        .status()
+        .context("running the host")?;
+    check(status, "the host")
+}
+
+/// Debian packages of the browser test: a real headless Chromium and the
+/// WebDriver server that drives it.
+const BROWSER_PACKAGES: &[(&str, &str)] = &[
+    ("chromium", "/usr/bin/chromium"),
+    ("chromium-driver", "/usr/bin/chromedriver"),
+];
+
+fn test(cargo_test_args: &[String]) -> Result<()> {
+    apt::ensure(BROWSER_PACKAGES, "the browser test", "")?;
+    toolchain::build_components()?;
+    let root = toolchain::project_root();
+    let status = Command::new(toolchain::host_cargo())
+        .current_dir(&root)
+        .args(["test", "--workspace"])
+        .args(cargo_test_args)
+        .status()
+        .context("running cargo test")?;
+    check(status, "cargo test")
+}
+
+fn lint() -> Result<()> {
+    let root = toolchain::project_root();
+    let cargo = toolchain::host_cargo();
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["fmt", "--all", "--check"])
+        .status()?;
+    check(status, "cargo fmt --check")?;
+    let status = Command::new(&cargo)
+        .current_dir(&root)
+        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .status()?;
+    check(status, "cargo clippy")
+}
+
+fn check(status: std::process::ExitStatus, what: &str) -> Result<()> {
+    if status.success() {
+        Ok(())
+    } else {
+        bail!("{what} failed ({status})")
+    }
+}

@@ -1,0 +1,216 @@
+//! Building the wasm components for `wasm32-wasip2` on whatever machine this is.
+//!
+//! Two toolchains are tried, in order:
+//! 1. rustup with the `wasm32-wasip2` target installed: the plain
+//!    `cargo build --target wasm32-wasip2 --release`, exactly what
+//!    `spin.toml`'s build command runs.
+//! 2. Debian's packaged Rust (`/usr/bin/rustc`, which ships the std sources),
+//!    building std from source with `-Zbuild-std` and linking with
+//!    `wasm-component-ld` over Debian's `wasm-ld-19`. This is the recipe for
+//!    machines where rustup cannot download targets. Set
+//!    `XTASK_WASM_TOOLCHAIN=debian` to take this route anyway.
+//!
+//! Whatever the second route lacks is installed when we run as root on
+//! Debian; elsewhere the build stops and names the missing piece and the
+//! command that installs it. Tools live under `target/tools`, and the std
+//! build is cached in the target directory like any other dependency.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The wasm32-wasip2 packages of the workspace, built together so that std
+/// and shared dependencies compile once.
+const COMPONENT_PACKAGES: &[&str] = &["spin-sessions", "probe"];
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// Debian packages the std-from-source route needs, with a file each that
+/// proves the package is installed.
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("rustc-web", "/usr/bin/rustc"),
+    ("cargo-web", "/usr/bin/cargo"),
+    ("rust-web-src", "/usr/lib/rustlib/src/rust/library/std/Cargo.toml"),
+    ("lld-19", "/usr/bin/wasm-ld-19"),
+    ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),
+];
+
+/// The workspace root (the parent of `xtask/`).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+/// The cargo that runs this xtask (rustup's, normally).
+pub fn host_cargo() -> PathBuf {
+    std::env::var_os("CARGO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "cargo".into())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join("target"))
+}
+
+fn tools_dir() -> PathBuf {
+    target_dir().join("tools")
+}
+
+/// Builds every component and returns the paths of the `.wasm` files.
+pub fn build_components() -> Result<Vec<PathBuf>> {
+    let mut command = if rustup_has_wasm_target() {
+        let mut c = Command::new(host_cargo());
+        c.args(["build", "--release", "--target", WASM_TARGET]);
+        c
+    } else {
+        debian_build_command()?
+    };
+    for package in COMPONENT_PACKAGES {
+        command.args(["--package", package]);
+    }
+    let status = command
+        .current_dir(project_root())
+        .status()
+        .context("starting the wasm build")?;
+    if !status.success() {
+        bail!("the wasm32-wasip2 build failed ({status})");
+    }
+    let outputs: Vec<PathBuf> = COMPONENT_PACKAGES
+        .iter()
+        .map(|p| {
+            target_dir()
+                .join(WASM_TARGET)
+                .join("release")
+                .join(format!("{}.wasm", p.replace('-', "_")))
+        })
+        .collect();
+    for wasm in &outputs {
+        check_is_component(wasm)?;
+    }
+    Ok(outputs)
+}
+
+/// A WASI 0.2 component starts with the wasm magic and the component
+/// "layer" (1) in its version field, where a core module has layer 0.
+fn check_is_component(wasm: &Path) -> Result<()> {
+    let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    let is_component = bytes.len() > 8 && &bytes[0..4] == b"\0asm" && bytes[6..8] == [1, 0];
+    if !is_component {
+        bail!(
+            "{} is a core wasm module, not a component: the linker was not wasm-component-ld",
+            wasm.display()
+        );
+    }
+    Ok(())
+}
+
+/// True when rustup can build for wasm32-wasip2. rustup cannot download on
+/// some machines (it hangs), so `rustup target add` gets one short try per
+/// target directory.
+fn rustup_has_wasm_target() -> bool {
+    // `XTASK_WASM_TOOLCHAIN=debian` forces the second route (to test it).
+    if std::env::var("XTASK_WASM_TOOLCHAIN").as_deref() == Ok("debian") {
+        return false;
+    }
+    let installed = || {
+        Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == WASM_TARGET))
+            .unwrap_or(false)
+    };
+    if installed() {
+        return true;
+    }
+    let marker = tools_dir().join("rustup-target-add-failed");
+    if marker.exists() || which("rustup").is_none() {
+        return false;
+    }
+    eprintln!("xtask: trying `rustup target add {WASM_TARGET}` (20 s at most)");
+    let added = Command::new("timeout")
+        .args(["20", "rustup", "target", "add", WASM_TARGET])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if added && installed() {
+        return true;
+    }
+    let _ = std::fs::create_dir_all(tools_dir());
+    let _ = std::fs::write(&marker, "rustup could not add the target; using Debian's Rust\n");
+    eprintln!("xtask: rustup has no {WASM_TARGET}; building std from source with Debian's Rust");
+    false
+}
+
+/// The cargo invocation of the std-from-source route, after making sure its
+/// pieces are present.
+fn debian_build_command() -> Result<Command> {
+    crate::apt::ensure(
+        DEBIAN_PACKAGES,
+        &format!("building for {WASM_TARGET} without rustup's target"),
+        &format!("(or `rustup target add {WASM_TARGET}`)"),
+    )?;
+    let tools_bin = tools_dir().join("bin");
+    let component_ld = ensure_wasm_component_ld(&tools_bin)?;
+    // wasm-component-ld runs `wasm-ld` from PATH; Debian names it wasm-ld-19.
+    let wasm_ld = tools_bin.join("wasm-ld");
+    if !wasm_ld.exists() {
+        std::os::unix::fs::symlink("/usr/bin/wasm-ld-19", &wasm_ld)
+            .with_context(|| format!("linking {}", wasm_ld.display()))?;
+    }
+    let path = std::env::join_paths(
+        std::iter::once(tools_bin.clone())
+            .chain(std::iter::once(PathBuf::from("/usr/bin")))
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )?;
+    let mut c = Command::new("/usr/bin/cargo");
+    c.env("PATH", path)
+        .env("RUSTC", "/usr/bin/rustc")
+        .env("RUSTDOC", "/usr/bin/rustdoc")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CARGO")
+        // -Zbuild-std is an unstable cargo flag; Debian's stable Rust
+        // accepts it with RUSTC_BOOTSTRAP.
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env(
+            "RUSTFLAGS",
+            format!(
+                "-C linker={} -C link-self-contained=no -L native=/usr/lib/wasm32-wasi",
+                component_ld.display()
+            ),
+        )
+        .args(["build", "--release", "--target", WASM_TARGET])
+        .args(["-Zbuild-std=std,panic_abort"]);
+    Ok(c)
+}
+
+fn ensure_wasm_component_ld(tools_bin: &Path) -> Result<PathBuf> {
+    let linker = tools_bin.join("wasm-component-ld");
+    if linker.exists() {
+        return Ok(linker);
+    }
+    eprintln!("xtask: installing wasm-component-ld into {}", tools_dir().display());
+    let status = Command::new(host_cargo())
+        .args(["install", "wasm-component-ld", "--locked", "--root"])
+        .arg(tools_dir())
+        .status()
+        .context("running cargo install")?;
+    if !status.success() || !linker.exists() {
+        bail!(
+            "could not install wasm-component-ld; install it with: cargo install wasm-component-ld --locked --root {}",
+            tools_dir().display()
+        );
+    }
+    Ok(linker)
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
