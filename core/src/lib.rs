@@ -1,0 +1,35 @@
+//! HTTP sessions without I/O.
+//!
+//! The pieces a session needs, each in its own module, none of which touches
+//! the network, the clock or a store directly:
+//!
+//! - [`id`]: the session identifier a cookie carries (64 characters of
+//!   `[A-Za-z0-9]` from a caller-supplied cryptographic RNG) and the
+//!   record key derived from it with SHA-256;
+//! - [`cookie`]: reading the `Cookie` header and writing `Set-Cookie`;
+//! - [`record`]: what is stored per session, and its versioned encoding;
+//! - [`expiry`]: idle and absolute timeouts, and when a read should touch;
+//! - [`store`]: the small [`SessionStore`] trait an adapter implements
+//!   (Spin's key-value store in the component, [`MemoryStore`] in tests);
+//! - [`manager`]: [`SessionManager`], which finds, creates, updates and
+//!   deletes sessions through a store with compare-and-swap;
+//! - [`time`]: RFC 3339 formatting of Unix times.
+//!
+//! Times are whole seconds since the Unix epoch, passed in by the caller.
+
+pub mod cookie;
+pub mod expiry;
+pub mod id;
+pub mod manager;
+pub mod memory;
+pub mod record;
+pub mod store;
+pub mod time;
+
+pub use cookie::{CookieSettings, COOKIE_NAME};
+pub use expiry::ExpiryPolicy;
+pub use id::SessionId;
+pub use manager::{Found, Session, SessionManager, UpdateError};
+pub use memory::MemoryStore;
+pub use record::{DecodeError, SessionRecord, RECORD_FORMAT};
+pub use store::{SessionStore, Snapshot, StoreError, Swap};

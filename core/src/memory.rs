@@ -1,0 +1,113 @@
+//! An in-memory [`SessionStore`] for tests, with operation counts.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+
+use crate::store::{SessionStore, Snapshot, StoreError, Swap};
+
+/// A store in a `HashMap`, single-threaded, that counts its reads and
+/// writes and can be told to fail.
+#[derive(Default)]
+pub struct MemoryStore {
+    entries: RefCell<HashMap<String, Vec<u8>>>,
+    reads: Cell<u64>,
+    writes: Cell<u64>,
+    failing: Cell<bool>,
+}
+
+/// A [`MemoryStore`] read.
+#[derive(Debug)]
+pub struct MemorySnapshot {
+    key: String,
+    value: Option<Vec<u8>>,
+}
+
+impl Snapshot for MemorySnapshot {
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads done so far (snapshots).
+    pub fn reads(&self) -> u64 {
+        self.reads.get()
+    }
+
+    /// Writes done so far (swaps, sets and deletes).
+    pub fn writes(&self) -> u64 {
+        self.writes.get()
+    }
+
+    /// Makes every later operation fail (or succeed again).
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.set(failing);
+    }
+
+    /// What `key` holds, without counting a read.
+    pub fn peek(&self, key: &str) -> Option<Vec<u8>> {
+        self.entries.borrow().get(key).cloned()
+    }
+
+    /// Writes `key` behind the manager's back, as another request would.
+    pub fn put(&self, key: &str, value: &[u8]) {
+        self.entries.borrow_mut().insert(key.to_owned(), value.to_vec());
+    }
+
+    /// All keys, for assertions.
+    pub fn keys(&self) -> Vec<String> {
+        self.entries.borrow().keys().cloned().collect()
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.failing.get() {
+            Err(StoreError("injected failure".into()))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn count_write(&self) {
+        self.writes.set(self.writes.get() + 1);
+    }
+}
+
+impl SessionStore for MemoryStore {
+    type Snapshot = MemorySnapshot;
+
+    fn snapshot(&self, key: &str) -> Result<MemorySnapshot, StoreError> {
+        self.check()?;
+        self.reads.set(self.reads.get() + 1);
+        Ok(MemorySnapshot { key: key.to_owned(), value: self.peek(key) })
+    }
+
+    fn swap(&self, snapshot: MemorySnapshot, value: &[u8]) -> Result<Swap<MemorySnapshot>, StoreError> {
+        self.check()?;
+        self.count_write();
+        let current = self.peek(&snapshot.key);
+        if current != snapshot.value {
+            return Ok(Swap::Conflict(MemorySnapshot { key: snapshot.key, value: current }));
+        }
+        self.put(&snapshot.key, value);
+        Ok(Swap::Done)
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.check()?;
+        self.count_write();
+        self.put(key, value);
+        Ok(())
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.check()?;
+        self.count_write();
+        self.entries.borrow_mut().remove(key);
+        Ok(())
+    }
+}
