@@ -1,0 +1,204 @@
+//! Loading an app: manifest + runtime config + variables into a validated
+//! [`AppConfig`], then stores opened and components compiled.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _, Result};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::kv::sqlite::{DbLocation, SqliteDb, SqliteStore};
+use crate::kv::StoreRegistry;
+use crate::manifest::Manifest;
+use crate::routes::{DuplicateRoute, Router};
+use crate::runtime_config::{self, RuntimeConfig, StoreConfig};
+use crate::state::{self, HostState};
+use crate::variables::{EnvSource, Resolver};
+use crate::HostOptions;
+
+/// A validated app: everything `spin up` checks before serving, without
+/// opening stores or compiling anything.
+#[derive(Debug)]
+pub struct AppConfig {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// The route table.
+    pub router: Router,
+    /// Routes a later trigger made unreachable (Spin keeps the last one).
+    pub duplicate_routes: Vec<DuplicateRoute>,
+    /// The runtime config file, if one was given.
+    pub runtime_config_file: Option<PathBuf>,
+    /// The resolved state directory (`None`: unset, default store in memory).
+    pub state_dir: Option<PathBuf>,
+    /// Every store the app can use, by label (`default` always included).
+    pub stores: BTreeMap<String, StoreConfig>,
+    /// Resolved variables.
+    pub resolver: Arc<Resolver>,
+}
+
+/// Validates the app described by `opts`: manifest, runtime config, store
+/// labels and variables. Fails with a message naming the offending field.
+pub fn open_app(opts: &HostOptions) -> Result<AppConfig> {
+    let manifest = Manifest::load(&opts.manifest)?;
+    let runtime_config = match &opts.runtime_config_file {
+        Some(path) => Some(RuntimeConfig::load(path)?),
+        None => None,
+    };
+    let state_dir = runtime_config::resolve_state_dir(
+        opts.state_dir.as_deref(),
+        runtime_config.as_ref(),
+        &manifest.dir,
+    )?;
+    let stores = runtime_config::resolve_stores(runtime_config.as_ref(), state_dir.as_deref());
+
+    for component in manifest.components.values() {
+        for label in &component.key_value_stores {
+            if !stores.contains_key(label) {
+                bail!(
+                    "unknown key_value_stores label {label:?} for component {:?}: stores other \
+                     than \"default\" must be configured in the runtime config file \
+                     ([key_value_store.{label}])",
+                    component.id
+                );
+            }
+        }
+    }
+
+    let (router, duplicate_routes) = Router::build(
+        manifest
+            .triggers
+            .iter()
+            .map(|t| (t.route.as_str(), t.component.as_str())),
+    )
+    .context("invalid [[trigger.http]] route")?;
+
+    let env = match &opts.variable_env {
+        Some(pairs) => EnvSource::Fixed(pairs.clone()),
+        None => EnvSource::Process,
+    };
+    let resolver = Resolver::new(
+        &manifest.variables,
+        manifest
+            .components
+            .values()
+            .map(|c| (c.id.clone(), c.variables.clone())),
+        &env,
+    )
+    .context("cannot resolve application variables")?;
+
+    Ok(AppConfig {
+        manifest,
+        router,
+        duplicate_routes,
+        runtime_config_file: opts.runtime_config_file.clone(),
+        state_dir,
+        stores,
+        resolver: Arc::new(resolver),
+    })
+}
+
+/// What one routed component needs at request time.
+pub(crate) struct ComponentRuntime {
+    pub(crate) id: Arc<str>,
+    pub(crate) pre: ProxyPre<HostState>,
+    pub(crate) allowed_stores: Arc<HashSet<String>>,
+    pub(crate) environment: Vec<(String, String)>,
+}
+
+/// An app ready to serve.
+pub(crate) struct LoadedApp {
+    pub(crate) config: AppConfig,
+    pub(crate) stores: Arc<StoreRegistry>,
+    pub(crate) components: HashMap<String, ComponentRuntime>,
+}
+
+/// Opens every store of `config` (SQLite files are created if missing).
+fn open_stores(config: &AppConfig) -> Result<StoreRegistry> {
+    let mut registry = StoreRegistry::default();
+    // Labels kept in the same file share one connection.
+    let mut files: HashMap<PathBuf, Arc<SqliteDb>> = HashMap::new();
+    for (label, store) in &config.stores {
+        let StoreConfig::Sqlite(location) = store;
+        let db = match location {
+            DbLocation::File(path) => match files.get(path) {
+                Some(db) => db.clone(),
+                None => {
+                    let db = SqliteDb::open(location)
+                        .with_context(|| format!("cannot open key-value store {label:?}"))?;
+                    files.insert(path.clone(), db.clone());
+                    db
+                }
+            },
+            DbLocation::InMemory => SqliteDb::open(location)
+                .with_context(|| format!("cannot open key-value store {label:?}"))?,
+        };
+        registry.insert(label.clone(), Arc::new(SqliteStore::new(db, label)));
+    }
+    Ok(registry)
+}
+
+/// Opens the stores and compiles and pre-instantiates every routed
+/// component. Compilation runs on the blocking pool.
+pub(crate) async fn load(config: AppConfig) -> Result<LoadedApp> {
+    let stores = Arc::new(open_stores(&config)?);
+    let routed: HashSet<&str> = config
+        .router
+        .routes()
+        .iter()
+        .map(|r| r.component())
+        .collect();
+    let mut components = HashMap::new();
+    for id in routed {
+        let component = &config.manifest.components[id];
+        let source = component.source.clone();
+        let id_owned = id.to_string();
+        let pre = tokio::task::spawn_blocking(move || prepare(&id_owned, &source))
+            .await
+            .context("component preparation panicked")??;
+        components.insert(
+            id.to_string(),
+            ComponentRuntime {
+                id: Arc::from(id),
+                pre,
+                allowed_stores: Arc::new(component.key_value_stores.iter().cloned().collect()),
+                environment: component
+                    .environment
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            },
+        );
+    }
+    Ok(LoadedApp {
+        config,
+        stores,
+        components,
+    })
+}
+
+fn prepare(id: &str, source: &std::path::Path) -> Result<ProxyPre<HostState>> {
+    if !source.exists() {
+        bail!(
+            "component `{id}`: source \"{}\" does not exist (build the component first)",
+            source.display()
+        );
+    }
+    let component = crate::engine::load_component(source)
+        .with_context(|| format!("component `{id}`"))?;
+    let engine = crate::engine::engine()?;
+    let linker = state::linker(engine)?;
+    let pre = linker.instantiate_pre(&component).map_err(|e| {
+        anyhow::anyhow!(
+            "component `{id}` imports something this host does not provide \
+             (it offers WASI 0.2, wasi:http, fermyon:spin/key-value@2.0.0, \
+             fermyon:spin/variables@2.0.0 and wasi:keyvalue@0.2.0-draft2): {e:?}"
+        )
+    })?;
+    ProxyPre::new(pre).map_err(|e| {
+        anyhow::anyhow!(
+            "component `{id}` is not a wasi:http@0.2 handler (it must export \
+             wasi:http/incoming-handler): {e:?}"
+        )
+    })
+}

@@ -1,0 +1,577 @@
+//! The `type = "spin"` key-value backend: SQLite, in the same file layout as
+//! Spin so a database written here can be opened by `spin up` and back.
+//!
+//! Layout: one table `spin_key_value(store, key, value)` keyed by
+//! `(store, key)`, where `store` is the store's label. One database file can
+//! therefore hold several stores, as Spin's default file does.
+//!
+//! Concurrency: each database has a single connection behind a mutex, and
+//! every operation runs on tokio's blocking pool (`spawn_blocking`). The
+//! runtime's worker threads (two on the target machine) never wait on SQLite
+//! I/O or on the mutex, and the mutex is held only for the duration of one
+//! short statement or transaction, never across an `.await`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use super::{KvBackend, KvError, KvResult};
+
+/// The table Spin's SQLite store uses. `IF NOT EXISTS` so an existing Spin
+/// database is used as it is.
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS spin_key_value (
+    store TEXT NOT NULL,
+    key   TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (store, key)
+)";
+
+const UPSERT: &str = "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+     ON CONFLICT(store, key) DO UPDATE SET value = excluded.value";
+
+const SELECT_VALUE: &str = "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2";
+
+/// Where a SQLite database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbLocation {
+    /// A database file (created with its parent directories if missing).
+    File(PathBuf),
+    /// A private in-memory database, lost when the host stops. Spin uses this
+    /// for a `type = "spin"` store configured without a `path`.
+    InMemory,
+}
+
+impl std::fmt::Display for DbLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbLocation::File(path) => write!(f, "\"{}\"", path.display()),
+            DbLocation::InMemory => f.write_str("a temporary in-memory store"),
+        }
+    }
+}
+
+/// One open SQLite database, shared by every store label kept in it.
+pub struct SqliteDb {
+    conn: Mutex<Connection>,
+    location: DbLocation,
+}
+
+impl SqliteDb {
+    /// Opens (creating if needed) the database at `location` and makes sure
+    /// Spin's table exists.
+    pub fn open(location: &DbLocation) -> anyhow::Result<Arc<Self>> {
+        let conn = match location {
+            DbLocation::File(path) => open_file(path)?,
+            DbLocation::InMemory => {
+                Connection::open_in_memory().context("cannot open an in-memory SQLite database")?
+            }
+        };
+        conn.execute_batch(CREATE_TABLE)
+            .with_context(|| format!("cannot create the spin_key_value table in {location}"))?;
+        Ok(Arc::new(Self {
+            conn: Mutex::new(conn),
+            location: location.clone(),
+        }))
+    }
+
+    /// Where this database lives.
+    pub fn location(&self) -> &DbLocation {
+        &self.location
+    }
+
+    /// Runs `work` with the connection on the blocking pool.
+    async fn run<T, F>(self: &Arc<Self>, work: F) -> KvResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, KvError> + Send + 'static,
+    {
+        let db = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            // A panic inside `work` poisons the mutex; the connection itself is
+            // still consistent (SQLite rolls back an unfinished transaction
+            // when the `Transaction` is dropped), so keep using it.
+            let mut conn = db.conn.lock().unwrap_or_else(|e| e.into_inner());
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| KvError(format!("key-value task failed: {e}")))?
+    }
+}
+
+fn open_file(path: &Path) -> anyhow::Result<Connection> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).with_context(|| {
+            format!(
+                "cannot create the key-value store's directory \"{}\"",
+                parent.display()
+            )
+        })?;
+    }
+    let conn = Connection::open(path)
+        .with_context(|| format!("cannot open SQLite database \"{}\"", path.display()))?;
+    // Another process (a real `spin up`, or a second host) may use the same
+    // file: wait for its locks instead of failing at once.
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // WAL: readers never block the writer, and a commit is one append to the
+    // log, so a killed process loses nothing that was committed.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .with_context(|| format!("cannot switch \"{}\" to WAL mode", path.display()))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        anyhow::bail!(
+            "SQLite database \"{}\" refused WAL mode (journal_mode is {mode})",
+            path.display()
+        );
+    }
+    // synchronous = NORMAL: in WAL mode a commit has reached the OS once the
+    // log write returns, so it survives the host process being killed at any
+    // point; only an OS crash or power loss can roll back the last few
+    // commits (never corrupt the file). FULL would add an fsync per write,
+    // which a session store hit on every request does not need.
+    conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+    Ok(conn)
+}
+
+fn sql_err(e: rusqlite::Error) -> KvError {
+    KvError(format!("SQLite error: {e}"))
+}
+
+/// One store label inside a SQLite database.
+pub struct SqliteStore {
+    db: Arc<SqliteDb>,
+    name: Arc<str>,
+}
+
+impl SqliteStore {
+    /// The store called `name` (its rows have `store = name`) in `db`.
+    pub fn new(db: Arc<SqliteDb>, name: &str) -> Self {
+        Self {
+            db,
+            name: Arc::from(name),
+        }
+    }
+}
+
+fn read_value(conn: &Connection, store: &str, key: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+    conn.prepare_cached(SELECT_VALUE)?
+        .query_row(params![store, key], |row| row.get::<_, Vec<u8>>(0))
+        .optional()
+}
+
+#[async_trait]
+impl KvBackend for SqliteStore {
+    async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
+        let (name, key) = (self.name.clone(), key.to_owned());
+        self.db
+            .run(move |conn| read_value(conn, &name, &key).map_err(sql_err))
+            .await
+    }
+
+    async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
+        let (name, key, value) = (self.name.clone(), key.to_owned(), value.to_vec());
+        self.db
+            .run(move |conn| {
+                conn.prepare_cached(UPSERT)
+                    .and_then(|mut stmt| stmt.execute(params![&*name, key, value]))
+                    .map(drop)
+                    .map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn delete(&self, key: &str) -> KvResult<()> {
+        let (name, key) = (self.name.clone(), key.to_owned());
+        self.db
+            .run(move |conn| {
+                conn.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")
+                    .and_then(|mut stmt| stmt.execute(params![&*name, key]))
+                    .map(drop)
+                    .map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn exists(&self, key: &str) -> KvResult<bool> {
+        let (name, key) = (self.name.clone(), key.to_owned());
+        self.db
+            .run(move |conn| {
+                conn.prepare_cached(
+                    "SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2 LIMIT 1",
+                )
+                .and_then(|mut stmt| stmt.exists(params![&*name, key]))
+                .map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn keys(&self) -> KvResult<Vec<String>> {
+        let name = self.name.clone();
+        self.db
+            .run(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")
+                    .map_err(sql_err)?;
+                let rows = stmt
+                    .query_map(params![&*name], |row| row.get::<_, String>(0))
+                    .map_err(sql_err)?;
+                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> KvResult<bool> {
+        let (name, key) = (self.name.clone(), key.to_owned());
+        let (expected, new) = (expected.map(<[u8]>::to_vec), new.to_vec());
+        self.db
+            .run(move |conn| {
+                // IMMEDIATE takes the write lock up front, so no other
+                // connection (another process on the same file) can change
+                // the row between our check and our write.
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql_err)?;
+                let changed = match &expected {
+                    // The handle saw a value: swap only if it is still that
+                    // value (Spin's SQLite swap compares values the same way).
+                    Some(old) => tx
+                        .prepare_cached(
+                            "UPDATE spin_key_value SET value = ?3
+                             WHERE store = ?1 AND key = ?2 AND value = ?4",
+                        )
+                        .and_then(|mut stmt| stmt.execute(params![&*name, key, new, old])),
+                    // The handle saw no value: create the key, but never
+                    // overwrite a row someone created in between. (Spin's
+                    // SQLite store upserts here; its `Cas` contract says the
+                    // swap "should insert the key and value, disallowing an
+                    // update", which is what this does.)
+                    None => tx
+                        .prepare_cached(
+                            "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
+                             ON CONFLICT(store, key) DO NOTHING",
+                        )
+                        .and_then(|mut stmt| stmt.execute(params![&*name, key, new])),
+                }
+                .map_err(sql_err)?;
+                tx.commit().map_err(sql_err)?;
+                Ok(changed == 1)
+            })
+            .await
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
+        let (name, key) = (self.name.clone(), key.to_owned());
+        self.db
+            .run(move |conn| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(sql_err)?;
+                let current = match read_value(&tx, &name, &key).map_err(sql_err)? {
+                    None => 0,
+                    // Spin stores counters as the 8 little-endian bytes of an
+                    // i64; anything else is not a counter.
+                    Some(bytes) => {
+                        let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+                            KvError(format!(
+                                "the value under key {key:?} is not a counter \
+                                 (expected 8 bytes of little-endian i64, found {} bytes)",
+                                bytes.len()
+                            ))
+                        })?;
+                        i64::from_le_bytes(bytes)
+                    }
+                };
+                let next = current.checked_add(delta).ok_or_else(|| {
+                    KvError(format!("incrementing key {key:?} by {delta} overflows i64"))
+                })?;
+                tx.prepare_cached(UPSERT)
+                    .and_then(|mut stmt| {
+                        stmt.execute(params![&*name, key, next.to_le_bytes().to_vec()])
+                    })
+                    .map_err(sql_err)?;
+                tx.commit().map_err(sql_err)?;
+                Ok(next)
+            })
+            .await
+    }
+
+    async fn get_many(&self, keys: Vec<String>) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
+        let name = self.name.clone();
+        self.db
+            .run(move |conn| {
+                // One read transaction so the result is a consistent snapshot,
+                // like Spin's single `IN (...)` query.
+                let tx = conn.transaction().map_err(sql_err)?;
+                let mut seen = std::collections::HashSet::new();
+                let mut found = Vec::new();
+                for key in keys {
+                    if !seen.insert(key.clone()) {
+                        continue;
+                    }
+                    if let Some(value) = read_value(&tx, &name, &key).map_err(sql_err)? {
+                        found.push((key, Some(value)));
+                    }
+                }
+                tx.commit().map_err(sql_err)?;
+                Ok(found)
+            })
+            .await
+    }
+
+    async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> KvResult<()> {
+        let name = self.name.clone();
+        self.db
+            .run(move |conn| {
+                let tx = conn.transaction().map_err(sql_err)?;
+                for (key, value) in pairs {
+                    tx.prepare_cached(UPSERT)
+                        .and_then(|mut stmt| stmt.execute(params![&*name, key, value]))
+                        .map_err(sql_err)?;
+                }
+                tx.commit().map_err(sql_err)
+            })
+            .await
+    }
+
+    async fn delete_many(&self, keys: Vec<String>) -> KvResult<()> {
+        let name = self.name.clone();
+        self.db
+            .run(move |conn| {
+                let tx = conn.transaction().map_err(sql_err)?;
+                for key in keys {
+                    tx.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")
+                        .and_then(|mut stmt| stmt.execute(params![&*name, key]))
+                        .map_err(sql_err)?;
+                }
+                tx.commit().map_err(sql_err)
+            })
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database file in a fresh scratch directory (removed on drop).
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Self {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static N: AtomicU64 = AtomicU64::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "spin-sessions-host-sqlite-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            Self(dir)
+        }
+
+        fn location(&self) -> DbLocation {
+            // A missing parent directory is created on open.
+            DbLocation::File(self.0.join("state/kv.db"))
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn store(db: &Arc<SqliteDb>, name: &str) -> SqliteStore {
+        SqliteStore::new(db.clone(), name)
+    }
+
+    #[tokio::test]
+    async fn set_get_delete_exists_keys() {
+        let scratch = Scratch::new("basic");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let s = store(&db, "default");
+        assert_eq!(s.get("a").await.unwrap(), None);
+        assert!(!s.exists("a").await.unwrap());
+        s.set("a", b"1").await.unwrap();
+        s.set("b", b"2").await.unwrap();
+        s.set("a", b"one").await.unwrap();
+        assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"one"[..]));
+        assert!(s.exists("a").await.unwrap());
+        let mut keys = s.keys().await.unwrap();
+        keys.sort();
+        assert_eq!(keys, ["a", "b"]);
+        s.delete("a").await.unwrap();
+        s.delete("a").await.unwrap();
+        assert_eq!(s.get("a").await.unwrap(), None);
+        assert_eq!(s.keys().await.unwrap(), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn stores_in_one_file_are_separate() {
+        let scratch = Scratch::new("separate");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let (a, b) = (store(&db, "default"), store(&db, "other"));
+        a.set("k", b"from-a").await.unwrap();
+        assert_eq!(b.get("k").await.unwrap(), None);
+        b.set("k", b"from-b").await.unwrap();
+        assert_eq!(a.get("k").await.unwrap().as_deref(), Some(&b"from-a"[..]));
+        assert_eq!(b.keys().await.unwrap(), ["k"]);
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_on_an_existing_value() {
+        let scratch = Scratch::new("cas");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let s = store(&db, "default");
+        s.set("k", b"v1").await.unwrap();
+        // Seen v1, still v1: swap happens.
+        assert!(s.compare_and_swap("k", Some(b"v1"), b"v2").await.unwrap());
+        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+        // Seen v1, now v2: swap fails and leaves the value alone.
+        assert!(!s.compare_and_swap("k", Some(b"v1"), b"v3").await.unwrap());
+        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+        // Seen v2 but the key was deleted since: fails, nothing recreated.
+        s.delete("k").await.unwrap();
+        assert!(!s.compare_and_swap("k", Some(b"v2"), b"v4").await.unwrap());
+        assert_eq!(s.get("k").await.unwrap(), None);
+        // Swapping a value for the same value succeeds.
+        s.set("k", b"same").await.unwrap();
+        assert!(s.compare_and_swap("k", Some(b"same"), b"same").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_on_an_absent_key_never_overwrites() {
+        let scratch = Scratch::new("cas-absent");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let s = store(&db, "default");
+        // Seen absent, still absent: the key is created.
+        assert!(s.compare_and_swap("new", None, b"first").await.unwrap());
+        assert_eq!(s.get("new").await.unwrap().as_deref(), Some(&b"first"[..]));
+        // Seen absent, but someone created the row in between: fails.
+        assert!(!s.compare_and_swap("new", None, b"second").await.unwrap());
+        assert_eq!(s.get("new").await.unwrap().as_deref(), Some(&b"first"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_swaps_from_one_snapshot_have_one_winner() {
+        let scratch = Scratch::new("cas-race");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let s = Arc::new(store(&db, "default"));
+        s.set("k", b"0").await.unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    s.compare_and_swap("k", Some(b"0"), format!("v{i}").as_bytes())
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut wins = 0;
+        for task in tasks {
+            wins += usize::from(task.await.unwrap());
+        }
+        assert_eq!(wins, 1);
+    }
+
+    #[tokio::test]
+    async fn increment_uses_spins_encoding() {
+        let scratch = Scratch::new("incr");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let s = store(&db, "default");
+        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
+        assert_eq!(s.increment("n", 2).await.unwrap(), 3);
+        assert_eq!(s.increment("n", -10).await.unwrap(), -7);
+        assert_eq!(s.get("n").await.unwrap(), Some((-7i64).to_le_bytes().to_vec()));
+        s.set("text", b"abc").await.unwrap();
+        assert!(s.increment("text", 1).await.is_err());
+        s.set("max", &i64::MAX.to_le_bytes()).await.unwrap();
+        assert!(s.increment("max", 1).await.is_err());
+        assert_eq!(s.get("max").await.unwrap(), Some(i64::MAX.to_le_bytes().to_vec()));
+    }
+
+    #[tokio::test]
+    async fn batch_operations() {
+        let scratch = Scratch::new("batch");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let s = store(&db, "default");
+        s.set_many(vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())])
+            .await
+            .unwrap();
+        let got = s
+            .get_many(vec!["b".into(), "missing".into(), "a".into(), "b".into()])
+            .await
+            .unwrap();
+        // Like Spin: absent keys are left out, duplicates collapse.
+        assert_eq!(
+            got,
+            vec![
+                ("b".to_string(), Some(b"2".to_vec())),
+                ("a".to_string(), Some(b"1".to_vec()))
+            ]
+        );
+        s.delete_many(vec!["a".into(), "missing".into()]).await.unwrap();
+        assert_eq!(s.keys().await.unwrap(), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_file() {
+        let scratch = Scratch::new("reopen");
+        {
+            let db = SqliteDb::open(&scratch.location()).unwrap();
+            let s = store(&db, "default");
+            s.set("kept", b"yes").await.unwrap();
+            s.increment("count", 41).await.unwrap();
+        }
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let s = store(&db, "default");
+        assert_eq!(s.get("kept").await.unwrap().as_deref(), Some(&b"yes"[..]));
+        assert_eq!(s.increment("count", 1).await.unwrap(), 42);
+    }
+
+    #[tokio::test]
+    async fn the_file_uses_spins_schema_and_wal() {
+        let scratch = Scratch::new("schema");
+        let DbLocation::File(path) = scratch.location() else {
+            unreachable!()
+        };
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        store(&db, "default").set("k", b"v").await.unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode.to_lowercase(), "wal");
+        let (store_name, key, value): (String, String, Vec<u8>) = conn
+            .query_row("SELECT store, key, value FROM spin_key_value", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        assert_eq!((store_name.as_str(), key.as_str(), value.as_slice()), ("default", "k", &b"v"[..]));
+        let pk: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('spin_key_value') WHERE pk > 0",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(pk, 2);
+    }
+
+    #[tokio::test]
+    async fn in_memory_databases_work() {
+        let db = SqliteDb::open(&DbLocation::InMemory).unwrap();
+        let s = store(&db, "mem");
+        s.set("k", b"v").await.unwrap();
+        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v"[..]));
+    }
+}

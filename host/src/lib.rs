@@ -1,0 +1,225 @@
+//! A small local host that runs a Spin HTTP app (`spin.toml`, manifest
+//! version 2) the way `spin up` does, on wasmtime 48.
+//!
+//! It implements what the sessions project needs, faithfully: `wasi:http`
+//! components instantiated per request, Spin's routing and `spin-*` request
+//! headers, `fermyon:spin/key-value@2.0.0` and `wasi:keyvalue@0.2.0-draft2`
+//! on Spin's SQLite layout, `fermyon:spin/variables@2.0.0` with the
+//! environment provider, and Spin's runtime config for key-value stores.
+//! Anything else a manifest or runtime config asks for is refused at
+//! startup.
+//!
+//! The library also offers a test API on [`RunningHost`]: a movable wall
+//! clock, per-request key-value statistics and a key-value fault switch.
+
+pub mod app;
+pub mod bindings;
+pub mod clock;
+pub mod engine;
+pub mod kv;
+pub mod manifest;
+pub mod routes;
+pub mod runtime_config;
+pub mod server;
+pub mod state;
+mod toml_fields;
+pub mod variables;
+
+use std::collections::VecDeque;
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use app::{open_app, AppConfig};
+
+/// How to run an app.
+#[derive(Debug, Clone)]
+pub struct HostOptions {
+    /// The `spin.toml` to run.
+    pub manifest: PathBuf,
+    /// Where to listen; port 0 picks a free port (see [`RunningHost::addr`]).
+    pub listen: SocketAddr,
+    /// Spin's `--runtime-config-file`.
+    pub runtime_config_file: Option<PathBuf>,
+    /// Spin's `--state-dir`; `None` means `.spin` beside the manifest (or
+    /// the runtime config's `state_dir`).
+    pub state_dir: Option<PathBuf>,
+    /// The environment the variables provider reads (`SPIN_VARIABLE_*`);
+    /// `None` reads the process environment.
+    pub variable_env: Option<Vec<(String, String)>>,
+    /// When true, no per-request log lines are printed.
+    pub quiet: bool,
+}
+
+impl HostOptions {
+    /// Options for `manifest` on an ephemeral 127.0.0.1 port, everything
+    /// else as `spin up` defaults it.
+    pub fn new(manifest: impl Into<PathBuf>) -> Self {
+        Self {
+            manifest: manifest.into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            runtime_config_file: None,
+            state_dir: None,
+            variable_env: None,
+            quiet: false,
+        }
+    }
+}
+
+/// One finished request, as recorded for tests and logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestStats {
+    /// The request method.
+    pub method: String,
+    /// The request path (without the query).
+    pub path: String,
+    /// The response status sent.
+    pub status: u16,
+    /// Key-value reads the guest made (get, exists, get-keys, list-keys,
+    /// get-many, cas new), across both key-value interfaces.
+    pub kv_reads: u64,
+    /// Key-value writes the guest made (set, delete, set-many, delete-many,
+    /// increment, swap).
+    pub kv_writes: u64,
+    /// From receiving the request to the guest finishing.
+    pub duration: Duration,
+}
+
+/// A route as `spin up` lists it at startup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInfo {
+    /// The component serving the route.
+    pub component: String,
+    /// The route, printed as Spin prints it (`/path`, or
+    /// `/prefix (wildcard)`).
+    pub route: String,
+    /// The component's description, if any.
+    pub description: Option<String>,
+}
+
+/// How long [`RunningHost::shutdown`] lets in-flight requests finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A host serving an app. Dropping it stops accepting connections; use
+/// [`RunningHost::shutdown`] to also wait for in-flight requests.
+pub struct RunningHost {
+    addr: SocketAddr,
+    shared: Arc<server::Shared>,
+    routes: Vec<RouteInfo>,
+    shutdown: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Validates and loads the app, binds the listener and starts serving.
+pub async fn start(opts: HostOptions) -> anyhow::Result<RunningHost> {
+    let config = open_app(&opts)?;
+    for dup in &config.duplicate_routes {
+        eprintln!(
+            "spin-sessions-host: route {:?} of component `{}` is a duplicate and will never be \
+             used (component `{}` serves it)",
+            dup.route, dup.replaced, dup.effective
+        );
+    }
+    let routes = config
+        .router
+        .routes()
+        .iter()
+        .map(|r| RouteInfo {
+            component: r.component().to_string(),
+            route: r.to_string(),
+            description: config.manifest.components[r.component()]
+                .description
+                .clone(),
+        })
+        .collect();
+    let app = app::load(config).await?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| {
+            if e.kind() == ErrorKind::AddrInUse {
+                anyhow::anyhow!("{} is already in use", opts.listen)
+            } else {
+                anyhow::anyhow!("unable to listen on {}: {e}", opts.listen)
+            }
+        })?;
+    let addr = listener
+        .local_addr()
+        .context("cannot read the listening address")?;
+    let shared = Arc::new(server::Shared {
+        stats: Mutex::new(VecDeque::new()),
+        clock: clock::ClockOffset::default(),
+        fault: Arc::new(kv::FaultSwitch::default()),
+        quiet: opts.quiet,
+    });
+    let server = Arc::new(server::Server {
+        app,
+        shared: shared.clone(),
+    });
+    let (shutdown, signal) = watch::channel(false);
+    let task = tokio::spawn(server::serve(listener, server, signal, SHUTDOWN_GRACE));
+    Ok(RunningHost {
+        addr,
+        shared,
+        routes,
+        shutdown,
+        task: Some(task),
+    })
+}
+
+impl RunningHost {
+    /// The address the host listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The routes served, most specific first.
+    pub fn routes(&self) -> &[RouteInfo] {
+        &self.routes
+    }
+
+    /// Moves the guests' wall clock forward by `by` (the monotonic clock is
+    /// unaffected).
+    pub fn advance_clock(&self, by: Duration) {
+        self.shared.clock.advance(by);
+    }
+
+    /// Returns and clears the stats of the requests finished so far (at most
+    /// the last [`server::STATS_CAPACITY`]), oldest first.
+    ///
+    /// A request's stats are recorded before the end of its response is
+    /// sent, so they are present once a client has read the whole response.
+    pub fn take_request_stats(&self) -> Vec<RequestStats> {
+        let mut stats = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.drain(..).collect()
+    }
+
+    /// Test hook: while `Some(message)`, every key-value operation of both
+    /// interfaces (including opening a store the component may use) fails
+    /// with `other(message)`.
+    pub fn set_kv_fault(&self, fault: Option<String>) {
+        self.shared.fault.set(fault);
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (up to
+    /// [`SHUTDOWN_GRACE`]) and closes idle connections.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for RunningHost {
+    fn drop(&mut self) {
+        // Without an explicit shutdown the server still stops accepting and
+        // winds down its connections in the background.
+        let _ = self.shutdown.send(true);
+    }
+}
