@@ -1,0 +1,81 @@
+//! [`SessionStore`] over Spin's key-value store, through `wasi:keyvalue`
+//! (store and atomics, which Spin 3.1+ makes atomic on every backend).
+
+use session_core::{SessionStore, Snapshot, StoreError, Swap};
+
+mod bindings {
+    wit_bindgen::generate!({
+        path: "wit",
+        world: "spin-sessions:platform/keyvalue-imports",
+        generate_all,
+    });
+}
+
+use bindings::wasi::keyvalue::{atomics, store};
+
+/// One opened bucket of Spin's key-value store.
+pub struct SpinStore {
+    bucket: store::Bucket,
+}
+
+impl SpinStore {
+    /// Opens the store named `label` (it must be listed in the component's
+    /// `key_value_stores`).
+    pub fn open(label: &str) -> Result<Self, StoreError> {
+        store::open(label).map(|bucket| SpinStore { bucket }).map_err(store_error)
+    }
+}
+
+fn store_error(err: store::Error) -> StoreError {
+    StoreError(match err {
+        store::Error::NoSuchStore => "no such store".to_owned(),
+        store::Error::AccessDenied => "access denied".to_owned(),
+        store::Error::Other(message) => message,
+    })
+}
+
+/// A `wasi:keyvalue` compare-and-swap handle with the value it read.
+pub struct SpinSnapshot {
+    cas: atomics::Cas,
+    value: Option<Vec<u8>>,
+}
+
+impl Snapshot for SpinSnapshot {
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+}
+
+impl SpinSnapshot {
+    fn new(cas: atomics::Cas) -> Self {
+        let value = cas.current().ok().flatten();
+        SpinSnapshot { cas, value }
+    }
+}
+
+impl SessionStore for SpinStore {
+    type Snapshot = SpinSnapshot;
+
+    fn snapshot(&self, key: &str) -> Result<SpinSnapshot, StoreError> {
+        let cas = atomics::Cas::new(&self.bucket, key).map_err(store_error)?;
+        // `current` returns what `new` read; it does not go to the store.
+        let value = cas.current().map_err(store_error)?;
+        Ok(SpinSnapshot { cas, value })
+    }
+
+    fn swap(&self, snapshot: SpinSnapshot, value: &[u8]) -> Result<Swap<SpinSnapshot>, StoreError> {
+        match atomics::swap(snapshot.cas, value) {
+            Ok(()) => Ok(Swap::Done),
+            Err(atomics::CasError::CasFailed(fresh)) => Ok(Swap::Conflict(SpinSnapshot::new(fresh))),
+            Err(atomics::CasError::StoreError(err)) => Err(store_error(err)),
+        }
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.bucket.set(key, value).map_err(store_error)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        self.bucket.delete(key).map_err(store_error)
+    }
+}
