@@ -114,7 +114,10 @@ impl Response {
     fn see_other(location: &str) -> Self {
         Response {
             status: 303,
-            headers: vec![("location".into(), location.into()), ("cache-control".into(), "no-store".into())],
+            headers: vec![
+                ("location".into(), location.into()),
+                ("cache-control".into(), "no-store".into()),
+            ],
             body: Vec::new(),
         }
     }
@@ -132,7 +135,10 @@ impl Response {
 
     /// The store failed: the request may be retried.
     fn unavailable() -> Self {
-        Response::text(503, "The session store is unavailable; please try again shortly.")
+        Response::text(
+            503,
+            "The session store is unavailable; please try again shortly.",
+        )
     }
 }
 
@@ -149,7 +155,10 @@ pub struct Context<'a, S, R: ?Sized> {
 }
 
 /// Answers one request.
-pub fn handle<S: SessionStore, R: CryptoRng + ?Sized>(req: &Request, cx: &mut Context<'_, S, R>) -> Response {
+pub fn handle<S: SessionStore, R: CryptoRng + ?Sized>(
+    req: &Request,
+    cx: &mut Context<'_, S, R>,
+) -> Response {
     let settings = match &cx.settings {
         Ok(settings) => *settings,
         Err(err) => return Response::text(500, &format!("Configuration error: {err}")),
@@ -172,7 +181,10 @@ pub fn handle<S: SessionStore, R: CryptoRng + ?Sized>(req: &Request, cx: &mut Co
         },
     };
     if method == "HEAD" {
-        Response { body: Vec::new(), ..response }
+        Response {
+            body: Vec::new(),
+            ..response
+        }
     } else {
         response
     }
@@ -185,7 +197,10 @@ fn live_session<S: SessionStore, R: ?Sized>(
     req: &Request,
     cx: &Context<'_, S, R>,
 ) -> Result<Option<SessionOf<S>>, Response> {
-    match cx.sessions.find(find_session_id(req.cookie_headers()), cx.now) {
+    match cx
+        .sessions
+        .find(find_session_id(req.cookie_headers()), cx.now)
+    {
         Ok(Found::Live(session)) => Ok(Some(session)),
         Ok(Found::Undecodable(err)) => {
             eprintln!("sessions: replacing a session whose record does not decode: {err}");
@@ -242,7 +257,9 @@ fn show_page<S: SessionStore, R: CryptoRng + ?Sized>(
     }
 }
 
-fn create<S: SessionStore, R: CryptoRng + ?Sized>(cx: &mut Context<'_, S, R>) -> Result<SessionOf<S>, Response> {
+fn create<S: SessionStore, R: CryptoRng + ?Sized>(
+    cx: &mut Context<'_, S, R>,
+) -> Result<SessionOf<S>, Response> {
     cx.sessions.create(cx.rng, cx.now).map_err(|err| {
         eprintln!("sessions: {err}");
         Response::unavailable()
@@ -270,7 +287,11 @@ fn read_form(req: &Request) -> Result<Vec<(String, String)>, Response> {
         }
     };
     form::decode(body).map_err(|err| {
-        let status = if err == form::FormError::BadPercentEncoding { 400 } else { 422 };
+        let status = if err == form::FormError::BadPercentEncoding {
+            400
+        } else {
+            422
+        };
         Response::text(status, &capitalised(&err.to_string()))
     })
 }
@@ -284,7 +305,10 @@ fn capitalised(message: &str) -> String {
 }
 
 fn field<'f>(fields: &'f [(String, String)], name: &str) -> Option<&'f str> {
-    fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    fields
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Compares without stopping at the first difference, so that the time
@@ -292,7 +316,11 @@ fn field<'f>(fields: &'f [(String, String)], name: &str) -> Option<&'f str> {
 fn tokens_match(expected: &str, given: Option<&str>) -> bool {
     let Some(given) = given else { return false };
     expected.len() == given.len()
-        && expected.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        && expected
+            .bytes()
+            .zip(given.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 const FORM_EXPIRED: &str =
@@ -348,7 +376,11 @@ fn post_form<S: SessionStore, R: ?Sized>(
     }
 }
 
-fn logout<S: SessionStore, R: ?Sized>(req: &Request, cx: &mut Context<'_, S, R>, cookies: &CookieSettings) -> Response {
+fn logout<S: SessionStore, R: ?Sized>(
+    req: &Request,
+    cx: &mut Context<'_, S, R>,
+    cookies: &CookieSettings,
+) -> Response {
     let fields = match read_form(req) {
         Ok(fields) => fields,
         Err(response) => return response,
@@ -395,4 +427,76 @@ fn session_json<S: SessionStore, R: ?Sized>(req: &Request, cx: &mut Context<'_, 
             "expires_at": rfc3339(cx.sessions.policy().expires_at(record)),
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The HTTP layer against the in-memory store; the end-to-end tests in
+    //! `tests/` cover the same flow through the real host.
+
+    use super::*;
+    use crate::config::CookieSecure;
+    use rand::rngs::OsRng;
+    use rand::TryRngCore;
+    use session_core::MemoryStore;
+
+    const NOW: i64 = 1_760_000_000;
+
+    fn get(path: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body: Body::Complete(Vec::new()),
+        }
+    }
+
+    fn serve(req: &Request, secure: CookieSecure) -> Response {
+        let sessions = SessionManager::new(MemoryStore::new(), Default::default());
+        let settings = Settings {
+            expiry: Default::default(),
+            cookie_secure: secure,
+            cookie_max_age_secs: None,
+        };
+        let mut rng = OsRng.unwrap_err();
+        let mut cx = Context {
+            sessions: &sessions,
+            settings: Ok(settings),
+            now: NOW,
+            rng: &mut rng,
+        };
+        handle(req, &mut cx)
+    }
+
+    fn set_cookie(response: &Response) -> &str {
+        response
+            .headers
+            .iter()
+            .find(|(n, _)| n == "set-cookie")
+            .map(|(_, v)| v.as_str())
+            .expect("a cookie is issued")
+    }
+
+    #[test]
+    fn auto_secure_follows_spin_full_url() {
+        let https = get("/", &[("spin-full-url", "https://example.com/")]);
+        assert!(set_cookie(&serve(&https, CookieSecure::Auto)).ends_with("; Secure"));
+        let http = get("/", &[("spin-full-url", "http://127.0.0.1:3000/")]);
+        assert!(!set_cookie(&serve(&http, CookieSecure::Auto)).contains("Secure"));
+        assert!(!set_cookie(&serve(&https, CookieSecure::Never)).contains("Secure"));
+        let bogus = get("/", &[("spin-full-url", "not a url")]);
+        assert!(!set_cookie(&serve(&bogus, CookieSecure::Auto)).contains("Secure"));
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(tokens_match("abc", Some("abc")));
+        assert!(!tokens_match("abc", Some("abd")));
+        assert!(!tokens_match("abc", Some("ab")));
+        assert!(!tokens_match("abc", None));
+        assert!(!tokens_match("", Some("x")));
+    }
 }

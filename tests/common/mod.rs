@@ -58,9 +58,16 @@ impl App {
                 .map(|(k, v)| (format!("SPIN_VARIABLE_{}", k.to_uppercase()), v.to_string()))
                 .collect(),
         );
-        let host = runtime.block_on(host::start(options)).expect("the host starts");
+        let host = runtime
+            .block_on(host::start(options))
+            .expect("the host starts");
         let addr = host.addr();
-        App { runtime, host: Some(host), addr, state }
+        App {
+            runtime,
+            host: Some(host),
+            addr,
+            state,
+        }
     }
 
     fn host(&self) -> &RunningHost {
@@ -86,8 +93,7 @@ impl App {
     pub fn stop(mut self) -> tempfile::TempDir {
         let host = self.host.take().unwrap();
         self.runtime.block_on(host.shutdown());
-        let state = std::mem::replace(&mut self.state, tempfile::tempdir().unwrap());
-        state
+        std::mem::replace(&mut self.state, tempfile::tempdir().unwrap())
     }
 
     /// The SQLite file of the default store.
@@ -101,7 +107,7 @@ impl App {
         let mut query = db
             .prepare("SELECT key, value FROM spin_key_value WHERE store = 'default' ORDER BY key")
             .unwrap();
-        let rows = query
+        let rows: Vec<(String, Vec<u8>)> = query
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
             .unwrap()
             .map(Result::unwrap)
@@ -139,7 +145,10 @@ impl App {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Response {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
         if let Some(cookie) = cookie {
             head.push_str(&format!("Cookie: {cookie}\r\n"));
         }
@@ -178,7 +187,10 @@ pub struct Response {
 impl Response {
     /// The first value of a header.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The body as text.
@@ -209,13 +221,20 @@ pub fn cookie(id: &str) -> String {
 
 fn send(addr: SocketAddr, raw: &[u8]) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     // The server may answer before reading all of a body it refuses, and
     // then close: a failed write is not a failed test.
     let _ = stream.write_all(raw);
     let mut bytes = Vec::new();
     let _ = stream.read_to_end(&mut bytes);
-    parse(&bytes).unwrap_or_else(|| panic!("not an HTTP response: {:?}", String::from_utf8_lossy(&bytes)))
+    parse(&bytes).unwrap_or_else(|| {
+        panic!(
+            "not an HTTP response: {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    })
 }
 
 fn parse(bytes: &[u8]) -> Option<Response> {
@@ -231,8 +250,16 @@ fn parse(bytes: &[u8]) -> Option<Response> {
     let chunked = headers
         .iter()
         .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked { dechunk(rest)? } else { rest.to_vec() };
-    Some(Response { status, headers, body })
+    let body = if chunked {
+        dechunk(rest)?
+    } else {
+        rest.to_vec()
+    };
+    Some(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {

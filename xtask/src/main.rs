@@ -55,7 +55,14 @@ fn up(host_flags: &[String]) -> Result<()> {
     let root = toolchain::project_root();
     let status = Command::new(toolchain::host_cargo())
         .current_dir(&root)
-        .args(["run", "--quiet", "--package", "spin-sessions-host", "--", "up"])
+        .args([
+            "run",
+            "--quiet",
+            "--package",
+            "spin-sessions-host",
+            "--",
+            "up",
+        ])
         .arg("--from")
         .arg(root.join("spin.toml"))
         .args(host_flags)
@@ -94,7 +101,14 @@ fn lint() -> Result<()> {
     check(status, "cargo fmt --check")?;
     let status = Command::new(&cargo)
         .current_dir(&root)
-        .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+        .args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
         .status()?;
     check(status, "cargo clippy")
 }

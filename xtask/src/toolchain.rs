@@ -31,7 +31,10 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("rustc-web", "/usr/bin/rustc"),
     ("cargo-web", "/usr/bin/cargo"),
-    ("rust-web-src", "/usr/lib/rustlib/src/rust/library/std/Cargo.toml"),
+    (
+        "rust-web-src",
+        "/usr/lib/rustlib/src/rust/library/std/Cargo.toml",
+    ),
     ("lld-19", "/usr/bin/wasm-ld-19"),
     ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),
 ];
@@ -121,7 +124,11 @@ fn rustup_has_wasm_target() -> bool {
         Command::new("rustup")
             .args(["target", "list", "--installed"])
             .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == WASM_TARGET))
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.trim() == WASM_TARGET)
+            })
             .unwrap_or(false)
     };
     if installed() {
@@ -141,7 +148,10 @@ fn rustup_has_wasm_target() -> bool {
         return true;
     }
     let _ = std::fs::create_dir_all(tools_dir());
-    let _ = std::fs::write(&marker, "rustup could not add the target; using Debian's Rust\n");
+    let _ = std::fs::write(
+        &marker,
+        "rustup could not add the target; using Debian's Rust\n",
+    );
     eprintln!("xtask: rustup has no {WASM_TARGET}; building std from source with Debian's Rust");
     false
 }
@@ -165,7 +175,9 @@ fn debian_build_command() -> Result<Command> {
     let path = std::env::join_paths(
         std::iter::once(tools_bin.clone())
             .chain(std::iter::once(PathBuf::from("/usr/bin")))
-            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+            .chain(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            )),
     )?;
     let mut c = Command::new("/usr/bin/cargo");
     c.env("PATH", path)
@@ -194,7 +206,10 @@ fn ensure_wasm_component_ld(tools_bin: &Path) -> Result<PathBuf> {
     if linker.exists() {
         return Ok(linker);
     }
-    eprintln!("xtask: installing wasm-component-ld into {}", tools_dir().display());
+    eprintln!(
+        "xtask: installing wasm-component-ld into {}",
+        tools_dir().display()
+    );
     let status = Command::new(host_cargo())
         .args(["install", "wasm-component-ld", "--locked", "--root"])
         .arg(tools_dir())
