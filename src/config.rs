@@ -59,7 +59,13 @@ impl Settings {
     /// or `None` when the manifest does not declare it.
     pub fn from_variables(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let timeout = |variable: &'static str, default: u64| {
-            number(&lookup, variable, default, 1, "a whole number of seconds from 1 to 315360000")
+            number(
+                &lookup,
+                variable,
+                default,
+                1,
+                "a whole number of seconds from 1 to 315360000",
+            )
         };
         let idle_timeout_secs = timeout("idle_timeout_secs", 3600)?;
         let absolute_timeout_secs = timeout("absolute_timeout_secs", 86_400)?;
@@ -83,7 +89,10 @@ impl Settings {
             }
         };
         Ok(Settings {
-            expiry: ExpiryPolicy { idle_timeout_secs, absolute_timeout_secs },
+            expiry: ExpiryPolicy {
+                idle_timeout_secs,
+                absolute_timeout_secs,
+            },
             cookie_secure,
             cookie_max_age_secs: (max_age > 0).then_some(max_age),
         })
@@ -111,7 +120,11 @@ fn number(
     };
     match raw.trim().parse::<u64>() {
         Ok(n) if (min..=MAX_TIMEOUT_SECS).contains(&n) => Ok(n),
-        _ => Err(ConfigError { variable, value: raw, expected }),
+        _ => Err(ConfigError {
+            variable,
+            value: raw,
+            expected,
+        }),
     }
 }
 
@@ -121,15 +134,23 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_variables(|name| map.get(name).cloned())
     }
 
     #[test]
     fn defaults() {
         let s = settings(&[]).unwrap();
-        assert_eq!(s.expiry, ExpiryPolicy { idle_timeout_secs: 3600, absolute_timeout_secs: 86_400 });
+        assert_eq!(
+            s.expiry,
+            ExpiryPolicy {
+                idle_timeout_secs: 3600,
+                absolute_timeout_secs: 86_400
+            }
+        );
         assert_eq!(s.cookie_secure, CookieSecure::Auto);
         assert_eq!(s.cookie_max_age_secs, None);
     }
@@ -147,8 +168,12 @@ mod tests {
         assert_eq!(s.expiry.absolute_timeout_secs, 120);
         assert!(s.secure_cookie(false));
         assert_eq!(s.cookie_max_age_secs, Some(600));
-        assert!(!settings(&[("cookie_secure", "never")]).unwrap().secure_cookie(true));
-        assert!(settings(&[("cookie_secure", "auto")]).unwrap().secure_cookie(true));
+        assert!(!settings(&[("cookie_secure", "never")])
+            .unwrap()
+            .secure_cookie(true));
+        assert!(settings(&[("cookie_secure", "auto")])
+            .unwrap()
+            .secure_cookie(true));
     }
 
     #[test]
@@ -166,7 +191,10 @@ mod tests {
             assert_eq!(err.variable, variable);
             assert_eq!(err.value, value);
             let message = err.to_string();
-            assert!(message.contains(variable) && message.contains(value), "{message}");
+            assert!(
+                message.contains(variable) && message.contains(value),
+                "{message}"
+            );
         }
     }
 }

@@ -26,7 +26,9 @@ pub enum FormError {
 impl std::fmt::Display for FormError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FormError::BadPercentEncoding => f.write_str("the form body has invalid percent-encoding"),
+            FormError::BadPercentEncoding => {
+                f.write_str("the form body has invalid percent-encoding")
+            }
             FormError::NotUtf8 => f.write_str("form fields must be UTF-8 text"),
             FormError::FieldTooLong(name) => {
                 write!(f, "field {name} is longer than {MAX_FIELD_BYTES} bytes")
@@ -124,7 +126,11 @@ mod tests {
     #[test]
     fn rejects_bad_percent_encoding() {
         for body in ["v1=%", "v1=%4", "v1=%zz", "%g1=x", "v1=100%"] {
-            assert_eq!(decode(body.as_bytes()), Err(FormError::BadPercentEncoding), "{body}");
+            assert_eq!(
+                decode(body.as_bytes()),
+                Err(FormError::BadPercentEncoding),
+                "{body}"
+            );
         }
     }
 
@@ -140,7 +146,10 @@ mod tests {
         let at_limit = format!("v1={}", "a".repeat(MAX_FIELD_BYTES));
         assert!(decode(at_limit.as_bytes()).is_ok());
         let over = format!("v1={}", "a".repeat(MAX_FIELD_BYTES + 1));
-        assert_eq!(decode(over.as_bytes()), Err(FormError::FieldTooLong("v1".into())));
+        assert_eq!(
+            decode(over.as_bytes()),
+            Err(FormError::FieldTooLong("v1".into()))
+        );
         // 400 encoded "é" are 800 bytes decoded: fine; 600 are 1200: too long.
         assert!(decode(format!("v1={}", "%C3%A9".repeat(400)).as_bytes()).is_ok());
         assert!(decode(format!("v1={}", "%C3%A9".repeat(600)).as_bytes()).is_err());
@@ -153,7 +162,12 @@ mod tests {
 
     #[test]
     fn rejects_control_characters() {
-        for body in ["v1=a%00b", "v1=a%0D%0ASet-Cookie:+x", "v1=%1B[31m", "v1=%C2%85"] {
+        for body in [
+            "v1=a%00b",
+            "v1=a%0D%0ASet-Cookie:+x",
+            "v1=%1B[31m",
+            "v1=%C2%85",
+        ] {
             assert_eq!(
                 decode(body.as_bytes()),
                 Err(FormError::ControlCharacter("v1".into())),

@@ -16,7 +16,6 @@ pub mod form;
 pub mod pages;
 pub mod spin_store;
 
-
 /// The key-value store holding the sessions (Spin's default store).
 pub const STORE_LABEL: &str = "default";
 
@@ -51,7 +50,12 @@ mod entry {
         let expiry = settings.as_ref().map(|s| s.expiry).unwrap_or_default();
         let sessions = SessionManager::new(store, expiry);
         let mut rng = OsRng.unwrap_err();
-        let mut cx = Context { sessions: &sessions, settings, now: unix_now(), rng: &mut rng };
+        let mut cx = Context {
+            sessions: &sessions,
+            settings,
+            now: unix_now(),
+            rng: &mut rng,
+        };
         into_spin(app::handle(&req, &mut cx))
     }
 
@@ -98,7 +102,12 @@ mod entry {
         } else {
             read_body(request).await
         };
-        app::Request { method, path, headers, body }
+        app::Request {
+            method,
+            path,
+            headers,
+            body,
+        }
     }
 
     async fn read_body(request: IncomingRequest) -> Body {

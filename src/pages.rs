@@ -102,7 +102,9 @@ pub fn render(page: Page, record: &SessionRecord) -> String {
                 r#"<p>Thank you.</p><p id="submitted">Your answers were submitted at <time>{}</time>.</p>"#,
                 rfc3339(at)
             ),
-            None => r#"<p>Nothing has been submitted yet: <a href="/">start here</a>.</p>"#.to_owned(),
+            None => {
+                r#"<p>Nothing has been submitted yet: <a href="/">start here</a>.</p>"#.to_owned()
+            }
         },
     };
     let title = page.title();
@@ -136,8 +138,12 @@ mod tests {
     #[test]
     fn stored_values_appear_only_escaped() {
         let mut record = SessionRecord::new(0, "tok".into());
-        record.values.insert("v1".into(), "<script>alert(1)</script>".into());
-        record.values.insert("v2".into(), "\"><img src=x onerror=alert(2)>".into());
+        record
+            .values
+            .insert("v1".into(), "<script>alert(1)</script>".into());
+        record
+            .values
+            .insert("v2".into(), "\"><img src=x onerror=alert(2)>".into());
         for page in [Page::Welcome, Page::TellMeMore, Page::ReadyToSubmit] {
             let html = render(page, &record);
             assert!(!html.contains("<script>alert"), "{page:?}");
@@ -161,7 +167,12 @@ mod tests {
 
     #[test]
     fn routes_round_trip() {
-        for page in [Page::Welcome, Page::TellMeMore, Page::ReadyToSubmit, Page::ThankYou] {
+        for page in [
+            Page::Welcome,
+            Page::TellMeMore,
+            Page::ReadyToSubmit,
+            Page::ThankYou,
+        ] {
             assert_eq!(Page::at(page.path()), Some(page));
         }
         assert_eq!(Page::at("/s"), None);

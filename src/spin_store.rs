@@ -22,7 +22,9 @@ impl SpinStore {
     /// Opens the store named `label` (it must be listed in the component's
     /// `key_value_stores`).
     pub fn open(label: &str) -> Result<Self, StoreError> {
-        store::open(label).map(|bucket| SpinStore { bucket }).map_err(store_error)
+        store::open(label)
+            .map(|bucket| SpinStore { bucket })
+            .map_err(store_error)
     }
 }
 
@@ -66,7 +68,9 @@ impl SessionStore for SpinStore {
     fn swap(&self, snapshot: SpinSnapshot, value: &[u8]) -> Result<Swap<SpinSnapshot>, StoreError> {
         match atomics::swap(snapshot.cas, value) {
             Ok(()) => Ok(Swap::Done),
-            Err(atomics::CasError::CasFailed(fresh)) => Ok(Swap::Conflict(SpinSnapshot::new(fresh))),
+            Err(atomics::CasError::CasFailed(fresh)) => {
+                Ok(Swap::Conflict(SpinSnapshot::new(fresh)))
+            }
             Err(atomics::CasError::StoreError(err)) => Err(store_error(err)),
         }
     }

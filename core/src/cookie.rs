@@ -47,7 +47,10 @@ pub struct CookieSettings {
 impl CookieSettings {
     /// The `Set-Cookie` value that hands `id` to the browser.
     pub fn set_cookie(&self, id: &SessionId) -> String {
-        let mut value = format!("{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Lax", id.as_str());
+        let mut value = format!(
+            "{COOKIE_NAME}={}; Path=/; HttpOnly; SameSite=Lax",
+            id.as_str()
+        );
         if let Some(max_age) = self.max_age_secs {
             value.push_str(&format!("; Max-Age={max_age}"));
         }
@@ -78,13 +81,19 @@ mod tests {
     #[test]
     fn finds_the_cookie_among_others() {
         let header = format!("theme=dark; session={}; lang=en", id('a'));
-        assert_eq!(find_session_id([header.as_str()]).unwrap().as_str(), id('a'));
+        assert_eq!(
+            find_session_id([header.as_str()]).unwrap().as_str(),
+            id('a')
+        );
     }
 
     #[test]
     fn tolerates_odd_spacing_quotes_and_several_headers() {
         let quoted = format!("  session = \"{}\" ", id('b'));
-        assert_eq!(find_session_id([quoted.as_str()]).unwrap().as_str(), id('b'));
+        assert_eq!(
+            find_session_id([quoted.as_str()]).unwrap().as_str(),
+            id('b')
+        );
         let second = format!("session={}", id('c'));
         let found = find_session_id(["other=1", second.as_str()]).unwrap();
         assert_eq!(found.as_str(), id('c'));
@@ -114,7 +123,10 @@ mod tests {
     #[test]
     fn the_first_well_formed_duplicate_wins() {
         let header = format!("session=junk; session={}; session={}", id('d'), id('e'));
-        assert_eq!(find_session_id([header.as_str()]).unwrap().as_str(), id('d'));
+        assert_eq!(
+            find_session_id([header.as_str()]).unwrap().as_str(),
+            id('d')
+        );
     }
 
     #[test]
@@ -127,12 +139,18 @@ mod tests {
     #[test]
     fn set_cookie_attributes() {
         let id = SessionId::parse(&id('g')).unwrap();
-        let plain = CookieSettings { secure: false, max_age_secs: None };
+        let plain = CookieSettings {
+            secure: false,
+            max_age_secs: None,
+        };
         assert_eq!(
             plain.set_cookie(&id),
             format!("session={}; Path=/; HttpOnly; SameSite=Lax", id.as_str())
         );
-        let persistent = CookieSettings { secure: true, max_age_secs: Some(600) };
+        let persistent = CookieSettings {
+            secure: true,
+            max_age_secs: Some(600),
+        };
         let value = persistent.set_cookie(&id);
         assert!(value.ends_with("; Max-Age=600; Secure"), "{value}");
         assert_eq!(

@@ -18,15 +18,22 @@ pub const TOUCH_FRACTION: u64 = 60;
 impl Default for ExpiryPolicy {
     /// One hour idle (as in the tutorial's sample), one day at most.
     fn default() -> Self {
-        ExpiryPolicy { idle_timeout_secs: 3600, absolute_timeout_secs: 86_400 }
+        ExpiryPolicy {
+            idle_timeout_secs: 3600,
+            absolute_timeout_secs: 86_400,
+        }
     }
 }
 
 impl ExpiryPolicy {
     /// The first second at which the session no longer counts as live.
     pub fn expires_at(&self, record: &SessionRecord) -> i64 {
-        let idle_end = record.last_seen_at.saturating_add(secs(self.idle_timeout_secs));
-        let absolute_end = record.created_at.saturating_add(secs(self.absolute_timeout_secs));
+        let idle_end = record
+            .last_seen_at
+            .saturating_add(secs(self.idle_timeout_secs));
+        let absolute_end = record
+            .created_at
+            .saturating_add(secs(self.absolute_timeout_secs));
         idle_end.min(absolute_end)
     }
 
@@ -66,7 +73,10 @@ mod tests {
 
     #[test]
     fn idle_boundary() {
-        let policy = ExpiryPolicy { idle_timeout_secs: 60, absolute_timeout_secs: 1000 };
+        let policy = ExpiryPolicy {
+            idle_timeout_secs: 60,
+            absolute_timeout_secs: 1000,
+        };
         let r = record(T0, T0 + 10);
         assert_eq!(policy.expires_at(&r), T0 + 70);
         assert!(!policy.is_expired(&r, T0 + 69));
@@ -75,7 +85,10 @@ mod tests {
 
     #[test]
     fn absolute_boundary_wins_over_activity() {
-        let policy = ExpiryPolicy { idle_timeout_secs: 60, absolute_timeout_secs: 100 };
+        let policy = ExpiryPolicy {
+            idle_timeout_secs: 60,
+            absolute_timeout_secs: 100,
+        };
         let r = record(T0, T0 + 90);
         assert_eq!(policy.expires_at(&r), T0 + 100);
         assert!(!policy.is_expired(&r, T0 + 99));
@@ -84,7 +97,10 @@ mod tests {
 
     #[test]
     fn huge_timeouts_do_not_overflow() {
-        let policy = ExpiryPolicy { idle_timeout_secs: u64::MAX, absolute_timeout_secs: u64::MAX };
+        let policy = ExpiryPolicy {
+            idle_timeout_secs: u64::MAX,
+            absolute_timeout_secs: u64::MAX,
+        };
         let r = record(T0, T0);
         assert_eq!(policy.expires_at(&r), i64::MAX);
         assert!(!policy.is_expired(&r, i64::MAX - 1));
@@ -92,12 +108,18 @@ mod tests {
 
     #[test]
     fn touch_granularity() {
-        let policy = ExpiryPolicy { idle_timeout_secs: 3600, absolute_timeout_secs: 86_400 };
+        let policy = ExpiryPolicy {
+            idle_timeout_secs: 3600,
+            absolute_timeout_secs: 86_400,
+        };
         assert_eq!(policy.touch_granularity_secs(), 60);
         let r = record(T0, T0);
         assert!(!policy.needs_touch(&r, T0 + 59));
         assert!(policy.needs_touch(&r, T0 + 60));
-        let tiny = ExpiryPolicy { idle_timeout_secs: 5, absolute_timeout_secs: 10 };
+        let tiny = ExpiryPolicy {
+            idle_timeout_secs: 5,
+            absolute_timeout_secs: 10,
+        };
         assert_eq!(tiny.touch_granularity_secs(), 1);
         assert!(!tiny.needs_touch(&r, T0));
         assert!(tiny.needs_touch(&r, T0 + 1));

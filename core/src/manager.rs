@@ -126,7 +126,12 @@ impl<S: SessionStore> SessionManager<S> {
             self.store.delete(&key)?;
             return Ok(Found::Expired);
         }
-        Ok(Found::Live(Session { id, key, record, snapshot: Some(snapshot) }))
+        Ok(Found::Live(Session {
+            id,
+            key,
+            record,
+            snapshot: Some(snapshot),
+        }))
     }
 
     /// Creates and stores a new session with a fresh identifier and CSRF
@@ -141,13 +146,22 @@ impl<S: SessionStore> SessionManager<S> {
         let key = id.record_key();
         let record = SessionRecord::new(now, random_token(rng, CSRF_TOKEN_LEN));
         self.store.set(&key, &record.encode())?;
-        Ok(Session { id, key, record, snapshot: None })
+        Ok(Session {
+            id,
+            key,
+            record,
+            snapshot: None,
+        })
     }
 
     /// Records that the session was seen at `now`, if its `last_seen_at`
     /// lags by the touch granularity or more; most reads write nothing.
     /// Returns whether it wrote.
-    pub fn touch_if_due(&self, session: &mut Session<S::Snapshot>, now: i64) -> Result<bool, UpdateError> {
+    pub fn touch_if_due(
+        &self,
+        session: &mut Session<S::Snapshot>,
+        now: i64,
+    ) -> Result<bool, UpdateError> {
         if !self.policy.needs_touch(&session.record, now) {
             return Ok(false);
         }
@@ -222,7 +236,10 @@ mod tests {
     fn manager() -> SessionManager<MemoryStore> {
         SessionManager::new(
             MemoryStore::new(),
-            ExpiryPolicy { idle_timeout_secs: 600, absolute_timeout_secs: 3600 },
+            ExpiryPolicy {
+                idle_timeout_secs: 600,
+                absolute_timeout_secs: 3600,
+            },
         )
     }
 
@@ -255,11 +272,23 @@ mod tests {
         let m = manager();
         assert!(matches!(m.find(None, T0).unwrap(), Found::NoCookie));
         let stranger = SessionId::parse(&"x".repeat(64)).unwrap();
-        assert!(matches!(m.find(Some(stranger), T0).unwrap(), Found::Unknown));
+        assert!(matches!(
+            m.find(Some(stranger), T0).unwrap(),
+            Found::Unknown
+        ));
         let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
-        assert!(matches!(m.find(Some(s.id().clone()), T0 + 600).unwrap(), Found::Expired));
-        assert!(m.store().peek(s.key()).is_none(), "expired record is deleted");
-        assert!(matches!(m.find(Some(s.id().clone()), T0).unwrap(), Found::Unknown));
+        assert!(matches!(
+            m.find(Some(s.id().clone()), T0 + 600).unwrap(),
+            Found::Expired
+        ));
+        assert!(
+            m.store().peek(s.key()).is_none(),
+            "expired record is deleted"
+        );
+        assert!(matches!(
+            m.find(Some(s.id().clone()), T0).unwrap(),
+            Found::Unknown
+        ));
     }
 
     #[test]
@@ -287,7 +316,10 @@ mod tests {
         assert_eq!(m.store().writes(), writes + 1);
         assert_eq!(found.record().last_seen_at, T0 + 10);
         // The touch keeps the session alive past the first idle deadline.
-        assert!(matches!(m.find(Some(s.id().clone()), T0 + 605).unwrap(), Found::Live(_)));
+        assert!(matches!(
+            m.find(Some(s.id().clone()), T0 + 605).unwrap(),
+            Found::Live(_)
+        ));
     }
 
     #[test]

@@ -56,7 +56,9 @@ impl MemoryStore {
 
     /// Writes `key` behind the manager's back, as another request would.
     pub fn put(&self, key: &str, value: &[u8]) {
-        self.entries.borrow_mut().insert(key.to_owned(), value.to_vec());
+        self.entries
+            .borrow_mut()
+            .insert(key.to_owned(), value.to_vec());
     }
 
     /// All keys, for assertions.
@@ -83,15 +85,25 @@ impl SessionStore for MemoryStore {
     fn snapshot(&self, key: &str) -> Result<MemorySnapshot, StoreError> {
         self.check()?;
         self.reads.set(self.reads.get() + 1);
-        Ok(MemorySnapshot { key: key.to_owned(), value: self.peek(key) })
+        Ok(MemorySnapshot {
+            key: key.to_owned(),
+            value: self.peek(key),
+        })
     }
 
-    fn swap(&self, snapshot: MemorySnapshot, value: &[u8]) -> Result<Swap<MemorySnapshot>, StoreError> {
+    fn swap(
+        &self,
+        snapshot: MemorySnapshot,
+        value: &[u8],
+    ) -> Result<Swap<MemorySnapshot>, StoreError> {
         self.check()?;
         self.count_write();
         let current = self.peek(&snapshot.key);
         if current != snapshot.value {
-            return Ok(Swap::Conflict(MemorySnapshot { key: snapshot.key, value: current }));
+            return Ok(Swap::Conflict(MemorySnapshot {
+                key: snapshot.key,
+                value: current,
+            }));
         }
         self.put(&snapshot.key, value);
         Ok(Swap::Done)

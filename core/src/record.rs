@@ -101,7 +101,9 @@ mod tests {
         let mut record = SessionRecord::new(1_700_000_000, "t".repeat(32));
         record.writes = 7;
         record.submitted_at = Some(1_700_000_100);
-        record.values.insert("v1".into(), "Ada <Lovelace> & \"co\" é".into());
+        record
+            .values
+            .insert("v1".into(), "Ada <Lovelace> & \"co\" é".into());
         record.values.insert("v2".into(), String::new());
         record
     }
@@ -116,7 +118,10 @@ mod tests {
     fn unknown_format_is_reported_as_such() {
         let mut record = sample();
         record.format = 2;
-        assert_eq!(SessionRecord::decode(&record.encode()), Err(DecodeError::UnknownFormat(2)));
+        assert_eq!(
+            SessionRecord::decode(&record.encode()),
+            Err(DecodeError::UnknownFormat(2))
+        );
         // Even when the rest would not parse as format 1.
         assert_eq!(
             SessionRecord::decode(br#"{"format":9,"something":"else"}"#),
@@ -126,7 +131,14 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed() {
-        for bytes in [&b""[..], b"\xff\xfe", b"null", b"{}", b"{\"format\":1}", b"[1,2]"] {
+        for bytes in [
+            &b""[..],
+            b"\xff\xfe",
+            b"null",
+            b"{}",
+            b"{\"format\":1}",
+            b"[1,2]",
+        ] {
             assert!(
                 matches!(SessionRecord::decode(bytes), Err(DecodeError::Malformed(_))),
                 "{bytes:?}"

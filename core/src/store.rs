@@ -42,7 +42,11 @@ pub trait SessionStore {
     fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError>;
 
     /// Stores `value` only if the key still holds what `snapshot` read.
-    fn swap(&self, snapshot: Self::Snapshot, value: &[u8]) -> Result<Swap<Self::Snapshot>, StoreError>;
+    fn swap(
+        &self,
+        snapshot: Self::Snapshot,
+        value: &[u8],
+    ) -> Result<Swap<Self::Snapshot>, StoreError>;
 
     /// Stores `value` unconditionally.
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
