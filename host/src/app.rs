@@ -29,6 +29,8 @@ pub struct AppConfig {
     pub duplicate_routes: Vec<DuplicateRoute>,
     /// The runtime config file, if one was given.
     pub runtime_config_file: Option<PathBuf>,
+    /// Its contents.
+    pub runtime_config: Option<RuntimeConfig>,
     /// The resolved state directory (`None`: unset, default store in memory).
     pub state_dir: Option<PathBuf>,
     /// Every store the app can use, by label (`default` always included).
@@ -92,10 +94,47 @@ pub fn open_app(opts: &HostOptions) -> Result<AppConfig> {
         router,
         duplicate_routes,
         runtime_config_file: opts.runtime_config_file.clone(),
+        runtime_config,
         state_dir,
         stores,
         resolver: Arc::new(resolver),
     })
+}
+
+impl AppConfig {
+    /// The informational lines `spin up` prints before "Serving": which
+    /// runtime config is used, and where the default store keeps its data
+    /// (only when a component uses it).
+    pub fn startup_messages(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let (Some(path), Some(config)) = (&self.runtime_config_file, &self.runtime_config) {
+            let summaries: Vec<String> = config
+                .stores
+                .keys()
+                .map(|label| format!("[key_value_store.{label}: spin]"))
+                .collect();
+            if !summaries.is_empty() {
+                lines.push(format!(
+                    "Using runtime config {} from \"{}\"",
+                    summaries.join(", "),
+                    path.display()
+                ));
+            }
+        }
+        let default_used = self.manifest.components.values().any(|c| {
+            c.key_value_stores
+                .iter()
+                .any(|l| l == runtime_config::DEFAULT_STORE)
+        });
+        if default_used {
+            if let Some(StoreConfig::Sqlite(location)) =
+                self.stores.get(runtime_config::DEFAULT_STORE)
+            {
+                lines.push(format!("Storing default key-value data to {location}."));
+            }
+        }
+        lines
+    }
 }
 
 /// What one routed component needs at request time.
@@ -184,8 +223,8 @@ fn prepare(id: &str, source: &std::path::Path) -> Result<ProxyPre<HostState>> {
             source.display()
         );
     }
-    let component = crate::engine::load_component(source)
-        .with_context(|| format!("component `{id}`"))?;
+    let component =
+        crate::engine::load_component(source).with_context(|| format!("component `{id}`"))?;
     let engine = crate::engine::engine()?;
     let linker = state::linker(engine)?;
     let pre = linker.instantiate_pre(&component).map_err(|e| {

@@ -12,7 +12,11 @@
 //! The library also offers a test API on [`RunningHost`]: a movable wall
 //! clock, per-request key-value statistics and a key-value fault switch.
 
+#![warn(missing_docs)]
+
 pub mod app;
+// Generated from WIT; the WIT files carry the documentation.
+#[allow(missing_docs)]
 pub mod bindings;
 pub mod clock;
 pub mod engine;
@@ -112,6 +116,7 @@ pub struct RunningHost {
     addr: SocketAddr,
     shared: Arc<server::Shared>,
     routes: Vec<RouteInfo>,
+    startup_messages: Vec<String>,
     shutdown: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -138,6 +143,7 @@ pub async fn start(opts: HostOptions) -> anyhow::Result<RunningHost> {
                 .clone(),
         })
         .collect();
+    let startup_messages = config.startup_messages();
     let app = app::load(config).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -167,6 +173,7 @@ pub async fn start(opts: HostOptions) -> anyhow::Result<RunningHost> {
         addr,
         shared,
         routes,
+        startup_messages,
         shutdown,
         task: Some(task),
     })
@@ -181,6 +188,12 @@ impl RunningHost {
     /// The routes served, most specific first.
     pub fn routes(&self) -> &[RouteInfo] {
         &self.routes
+    }
+
+    /// The informational lines `spin up` prints before "Serving" (runtime
+    /// config in use, where the default store lives).
+    pub fn startup_messages(&self) -> &[String] {
+        &self.startup_messages
     }
 
     /// Moves the guests' wall clock forward by `by` (the monotonic clock is

@@ -26,7 +26,12 @@ enum Command {
 #[derive(clap::Args)]
 struct UpArgs {
     /// The application manifest.
-    #[arg(short = 'f', long = "from", alias = "file", default_value = "spin.toml")]
+    #[arg(
+        short = 'f',
+        long = "from",
+        alias = "file",
+        default_value = "spin.toml"
+    )]
     from: PathBuf,
 
     /// The address to listen on.
@@ -47,10 +52,10 @@ struct UpArgs {
     quiet: bool,
 }
 
-fn print_startup(host: &RunningHost, args: &UpArgs) {
+fn print_startup(host: &RunningHost) {
     let base = format!("http://{}", host.addr());
-    if let Some(path) = &args.runtime_config_file {
-        println!("Using runtime config from \"{}\"", path.display());
+    for line in host.startup_messages() {
+        println!("{line}");
     }
     // The same lines `spin up` prints, so scripts that read them work here.
     println!();
@@ -89,15 +94,15 @@ async fn stop_signal() {
 
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let opts = HostOptions {
-        manifest: args.from.clone(),
+        manifest: args.from,
         listen: args.listen,
-        runtime_config_file: args.runtime_config_file.clone(),
-        state_dir: args.state_dir.clone(),
+        runtime_config_file: args.runtime_config_file,
+        state_dir: args.state_dir,
         variable_env: None,
         quiet: args.quiet,
     };
     let host = host::start(opts).await?;
-    print_startup(&host, &args);
+    print_startup(&host);
     stop_signal().await;
     eprintln!("spin-sessions-host: shutting down");
     host.shutdown().await;

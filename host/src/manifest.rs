@@ -276,7 +276,10 @@ fn parse_http_trigger(index: usize, table: &Table) -> Result<HttpTrigger> {
             "{place}: inline components (`component = {{ ... }}`) are not supported by this host: \
              define a [component.<id>] and reference it by id"
         ),
-        Some(other) => bail!("{place}: `component` must be a string, found {}", type_name(other)),
+        Some(other) => bail!(
+            "{place}: `component` must be a string, found {}",
+            type_name(other)
+        ),
         None if f.raw("static_response").is_some() => {
             bail!("{place}: `static_response` is not supported by this host")
         }
@@ -357,7 +360,10 @@ fn parse_component(id: &str, table: &Table, dir: &Path) -> Result<Component> {
     f.reject_if_set("sqlite_databases", "the SQLite API")?;
     f.reject_if_set("ai_models", "the Serverless AI API")?;
     f.reject_if_set("dependencies", "component dependencies")?;
-    f.reject_if_set("dependencies_inherit_configuration", "component dependencies")?;
+    f.reject_if_set(
+        "dependencies_inherit_configuration",
+        "component dependencies",
+    )?;
     f.reject_if_set("profile", "build profiles")?;
     // `spin up` never builds: the build settings are for `spin build`.
     if let Some(build) = f.raw("build") {
@@ -422,7 +428,9 @@ pub fn check_id(id: &str, delim: char, lower: bool) -> Result<(), String> {
             }
         }
         if lower && upper {
-            return Err(format!("lower-case identifiers must be all lowercase; got {id:?}"));
+            return Err(format!(
+                "lower-case identifiers must be all lowercase; got {id:?}"
+            ));
         }
     }
     Ok(())
@@ -468,7 +476,10 @@ watch = ["src/**/*.rs"]
 
     fn rejects(text: &str, needle: &str) {
         let err = format!("{:#}", parse(text).expect_err("should be rejected"));
-        assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+        assert!(
+            err.contains(needle),
+            "error {err:?} should mention {needle:?}"
+        );
     }
 
     /// `GOOD` with `line` added to the `[component.probe]` table.
@@ -508,7 +519,10 @@ watch = ["src/**/*.rs"]
             &GOOD.replace("spin_manifest_version = 2", "spin_version = \"1\""),
             "spin_version",
         );
-        rejects(&GOOD.replace("spin_manifest_version = 2", ""), "spin_manifest_version");
+        rejects(
+            &GOOD.replace("spin_manifest_version = 2", ""),
+            "spin_manifest_version",
+        );
     }
 
     #[test]
@@ -518,13 +532,22 @@ watch = ["src/**/*.rs"]
             &GOOD.replace("name = \"probe\"", "name = \"probe\"\ncolour = \"red\""),
             "[application]: unknown field `colour`",
         );
-        rejects(&with_component_line("colour = \"red\""), "[component.probe]: unknown field `colour`");
         rejects(
-            &GOOD.replace("component = \"probe\"", "component = \"probe\"\nmethod = \"GET\""),
+            &with_component_line("colour = \"red\""),
+            "[component.probe]: unknown field `colour`",
+        );
+        rejects(
+            &GOOD.replace(
+                "component = \"probe\"",
+                "component = \"probe\"\nmethod = \"GET\"",
+            ),
             "unknown field `method`",
         );
         rejects(
-            &GOOD.replace("{ default = \"hello\" }", "{ default = \"hello\", colour = 1 }"),
+            &GOOD.replace(
+                "{ default = \"hello\" }",
+                "{ default = \"hello\", colour = 1 }",
+            ),
             "unknown field `colour`",
         );
     }
@@ -537,9 +560,15 @@ watch = ["src/**/*.rs"]
             ("ai_models = [\"llama2-chat\"]", "ai_models"),
             ("dependencies = { \"a:b/c\" = \"1.0\" }", "dependencies"),
             ("exclude_files = [\"x\"]", "exclude_files"),
-            ("allowed_http_hosts = [\"example.com\"]", "allowed_http_hosts"),
+            (
+                "allowed_http_hosts = [\"example.com\"]",
+                "allowed_http_hosts",
+            ),
         ] {
-            rejects(&with_component_line(line), &format!("`{field}` is not supported"));
+            rejects(
+                &with_component_line(line),
+                &format!("`{field}` is not supported"),
+            );
         }
         rejects(
             &GOOD.replace(
@@ -620,7 +649,10 @@ watch = ["src/**/*.rs"]
     #[test]
     fn rejects_required_and_default_together_or_neither() {
         rejects(
-            &GOOD.replace("{ default = \"hello\" }", "{ default = \"hello\", required = true }"),
+            &GOOD.replace(
+                "{ default = \"hello\" }",
+                "{ default = \"hello\", required = true }",
+            ),
             "must be `required` OR have a `default`",
         );
         rejects(
@@ -635,12 +667,18 @@ watch = ["src/**/*.rs"]
             &GOOD.replace("\"{{ greeting }}\"", "\"{{ nope }}\""),
             "unknown variable \"nope\"",
         );
-        rejects(&GOOD.replace("\"{{ greeting }}\"", "\"{{ greeting\""), "unmatched");
+        rejects(
+            &GOOD.replace("\"{{ greeting }}\"", "\"{{ greeting\""),
+            "unmatched",
+        );
     }
 
     #[test]
     fn rejects_bad_ids_and_labels() {
-        rejects(&GOOD.replace("[component.probe]", "[component.Pro_be]"), "invalid component id");
+        rejects(
+            &GOOD.replace("[component.probe]", "[component.Pro_be]"),
+            "invalid component id",
+        );
         rejects(
             &GOOD.replace("\"my_store\"", "\"b@dlabel\""),
             "kebab-case or snake_case",

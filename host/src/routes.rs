@@ -32,6 +32,10 @@ impl Segment {
     }
 }
 
+/// What a matching route captured from a path: named parameters, and the
+/// wildcard's tail if the route ends in one.
+type Captures<'p> = (Vec<(String, &'p str)>, Option<&'p str>);
+
 /// A route as written in the manifest, parsed.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -78,7 +82,7 @@ impl Route {
 
     /// Matches `path` (the request's path, without the query), returning the
     /// named parameters and the wildcard's capture.
-    fn matches<'p>(&self, path: &'p str) -> Option<(Vec<(String, &'p str)>, Option<&'p str>)> {
+    fn matches<'p>(&self, path: &'p str) -> Option<Captures<'p>> {
         let mut rest = path.trim_start_matches('/').trim_end_matches('/');
         let mut params = Vec::new();
         for (i, segment) in self.segments.iter().enumerate() {
@@ -123,7 +127,10 @@ impl fmt::Display for Route {
 /// Parses a manifest route, rejecting what Spin's router rejects and what
 /// this host does not support.
 pub fn parse_route(raw: &str, component: &str) -> Result<Route> {
-    if raw.chars().any(|c| c.is_whitespace() || c == '?' || c == '#') {
+    if raw
+        .chars()
+        .any(|c| c.is_whitespace() || c == '?' || c == '#')
+    {
         bail!("route {raw:?}: routes may not contain whitespace, '?' or '#'");
     }
     // Spin's normalisation: make absolute, then strip one trailing slash.
@@ -289,7 +296,9 @@ mod tests {
     use super::*;
 
     fn router(entries: &[(&str, &str)]) -> Router {
-        Router::build(entries.iter().map(|(r, c)| (*r, *c))).unwrap().0
+        Router::build(entries.iter().map(|(r, c)| (*r, *c)))
+            .unwrap()
+            .0
     }
 
     fn component(r: &Router, path: &str) -> Option<String> {
@@ -331,8 +340,16 @@ mod tests {
     #[test]
     fn longest_wildcard_wins_regardless_of_order() {
         for entries in [
-            [("/one/...", "1"), ("/one/two/...", "2"), ("/one/two/three/...", "3")],
-            [("/one/two/three/...", "3"), ("/one/two/...", "2"), ("/one/...", "1")],
+            [
+                ("/one/...", "1"),
+                ("/one/two/...", "2"),
+                ("/one/two/three/...", "3"),
+            ],
+            [
+                ("/one/two/three/...", "3"),
+                ("/one/two/...", "2"),
+                ("/one/...", "1"),
+            ],
         ] {
             let r = router(&entries);
             assert_eq!(component(&r, "/one/two/three/four").as_deref(), Some("3"));
@@ -403,8 +420,7 @@ mod tests {
 
     #[test]
     fn duplicate_routes_last_one_wins() {
-        let (r, dups) =
-            Router::build([("/", "a"), ("/foo", "first"), ("/foo", "second")]).unwrap();
+        let (r, dups) = Router::build([("/", "a"), ("/foo", "first"), ("/foo", "second")]).unwrap();
         assert_eq!(component(&r, "/foo").as_deref(), Some("second"));
         assert_eq!(
             dups,
@@ -426,7 +442,10 @@ mod tests {
     #[test]
     fn display_matches_spin_up() {
         assert_eq!(parse_route("/...", "c").unwrap().to_string(), " (wildcard)");
-        assert_eq!(parse_route("/whee/...", "c").unwrap().to_string(), "/whee (wildcard)");
+        assert_eq!(
+            parse_route("/whee/...", "c").unwrap().to_string(),
+            "/whee (wildcard)"
+        );
         assert_eq!(parse_route("/hello", "c").unwrap().to_string(), "/hello");
         assert_eq!(parse_route("hello/", "c").unwrap().to_string(), "/hello");
     }

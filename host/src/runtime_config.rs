@@ -49,14 +49,26 @@ pub struct RuntimeConfig {
 const SPIN_ONLY_SECTIONS: &[(&str, &str)] = &[
     ("sqlite_database", "the SQLite API"),
     ("llm_compute", "the Serverless AI API"),
-    ("variables_provider", "variable providers other than the environment"),
-    ("variable_provider", "variable providers other than the environment"),
-    ("config_provider", "variable providers other than the environment"),
+    (
+        "variables_provider",
+        "variable providers other than the environment",
+    ),
+    (
+        "variable_provider",
+        "variable providers other than the environment",
+    ),
+    (
+        "config_provider",
+        "variable providers other than the environment",
+    ),
     ("client_tls", "outbound TLS settings"),
     ("outbound_networking", "outbound networking settings"),
     ("blob_store", "the blob store API"),
     ("otel", "OpenTelemetry settings"),
-    ("log_dir", "component log files: guest output goes to the host's stderr"),
+    (
+        "log_dir",
+        "component log files: guest output goes to the host's stderr",
+    ),
 ];
 
 impl RuntimeConfig {
@@ -168,7 +180,10 @@ mod tests {
 
     fn rejects(text: &str, needle: &str) {
         let err = format!("{:#}", parse(text).expect_err("should be rejected"));
-        assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+        assert!(
+            err.contains(needle),
+            "error {err:?} should mention {needle:?}"
+        );
     }
 
     #[test]
@@ -229,7 +244,10 @@ mod tests {
             Some(PathBuf::from("/cli"))
         );
         let unset = parse("state_dir = \"\"").unwrap();
-        assert_eq!(resolve_state_dir(None, Some(&unset), manifest_dir).unwrap(), None);
+        assert_eq!(
+            resolve_state_dir(None, Some(&unset), manifest_dir).unwrap(),
+            None
+        );
         let relative = resolve_state_dir(Some(Path::new("rel")), None, manifest_dir)
             .unwrap()
             .unwrap();
@@ -244,8 +262,14 @@ mod tests {
                 "not supported by this host",
             );
         }
-        rejects("[key_value_store.x]\ntype = \"etcd\"\n", "unknown key-value store type");
-        rejects("[key_value_store.x]\npath = \"a.db\"\n", "missing required field `type`");
+        rejects(
+            "[key_value_store.x]\ntype = \"etcd\"\n",
+            "unknown key-value store type",
+        );
+        rejects(
+            "[key_value_store.x]\npath = \"a.db\"\n",
+            "missing required field `type`",
+        );
     }
 
     #[test]
@@ -255,7 +279,10 @@ mod tests {
             "unknown field `colour`",
         );
         rejects("baz = \"/baz\"\n", "unknown field `baz`");
-        rejects("[sqlite_database.default]\ntype = \"spin\"\n", "`sqlite_database` is not supported");
+        rejects(
+            "[sqlite_database.default]\ntype = \"spin\"\n",
+            "`sqlite_database` is not supported",
+        );
         rejects(
             "[[variables_provider]]\ntype = \"vault\"\n",
             "`variables_provider` is not supported",

@@ -154,34 +154,41 @@ fn absolute_uri(req: &Request<Incoming>) -> Result<Uri, &'static str> {
 }
 
 /// The `spin-*` headers Spin adds (crates/trigger-http, headers.rs).
-fn spin_headers(
-    uri: &Uri,
-    route: &RouteMatch,
-    client: SocketAddr,
-) -> Vec<(HeaderName, String)> {
+fn spin_headers(uri: &Uri, route: &RouteMatch, client: SocketAddr) -> Vec<(HeaderName, String)> {
     let full_url = format!(
         "http://{}{}",
         uri.authority().map(|a| a.as_str()).unwrap_or("localhost"),
         uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
     );
     let mut headers = vec![
-        (HeaderName::from_static("spin-path-info"), route.path_info.clone()),
+        (
+            HeaderName::from_static("spin-path-info"),
+            route.path_info.clone(),
+        ),
         (HeaderName::from_static("spin-full-url"), full_url),
-        (HeaderName::from_static("spin-matched-route"), route.matched_route.clone()),
+        (
+            HeaderName::from_static("spin-matched-route"),
+            route.matched_route.clone(),
+        ),
         // This host has no application base path, like current Spin.
         (HeaderName::from_static("spin-base-path"), "/".to_string()),
         (
             HeaderName::from_static("spin-raw-component-route"),
             route.raw_component_route.clone(),
         ),
-        (HeaderName::from_static("spin-component-route"), route.component_route.clone()),
-        (HeaderName::from_static("spin-client-addr"), client.to_string()),
+        (
+            HeaderName::from_static("spin-component-route"),
+            route.component_route.clone(),
+        ),
+        (
+            HeaderName::from_static("spin-client-addr"),
+            client.to_string(),
+        ),
     ];
     for (name, value) in &route.params {
-        if let Ok(header) = HeaderName::try_from(format!(
-            "spin-path-match-{}",
-            name.to_ascii_lowercase()
-        )) {
+        if let Ok(header) =
+            HeaderName::try_from(format!("spin-path-match-{}", name.to_ascii_lowercase()))
+        {
             headers.push((header, value.clone()));
         }
     }
@@ -258,10 +265,7 @@ impl Server {
                 recorder.counters.clone(),
                 self.shared.fault.clone(),
             ),
-            variables: VariablesHost::new(
-                self.app.config.resolver.clone(),
-                component.id.clone(),
-            ),
+            variables: VariablesHost::new(self.app.config.resolver.clone(), component.id.clone()),
         };
         let mut store = Store::new(component.pre.engine(), state);
 
@@ -524,7 +528,10 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         eprintln!(
             "spin-sessions-host: requests still running after {}s; stopping anyway",
             grace.as_secs()

@@ -284,7 +284,10 @@ mod tests {
         ]);
         let component = BTreeMap::from([
             ("greeting".to_string(), "{{ greeting }}".to_string()),
-            ("banner".to_string(), "<{{greeting}}|{{ api_key }}>".to_string()),
+            (
+                "banner".to_string(),
+                "<{{greeting}}|{{ api_key }}>".to_string(),
+            ),
             ("plain".to_string(), "literal".to_string()),
         ]);
         Resolver::new(&declared, [("probe".to_string(), component)], &env)
@@ -295,7 +298,9 @@ mod tests {
         for good in ["a", "abc", "a1b2c3", "a_1", "a_1_b_3", "greeting"] {
             check_variable_name(good).expect(good);
         }
-        for bad in ["", "aX", "1bc", "_x", "x.y", "x_", "a__b", "x-y", "Greeting"] {
+        for bad in [
+            "", "aX", "1bc", "_x", "x.y", "x_", "a__b", "x-y", "Greeting",
+        ] {
             check_variable_name(bad).expect_err(bad);
         }
     }
@@ -344,11 +349,23 @@ mod tests {
             "k".into(),
         )]))
         .unwrap();
-        assert!(matches!(r.get("probe", "nope"), Err(VarError::Undefined(_))));
-        assert!(matches!(r.get("probe", "Bad-Name"), Err(VarError::InvalidName(_))));
+        assert!(matches!(
+            r.get("probe", "nope"),
+            Err(VarError::Undefined(_))
+        ));
+        assert!(matches!(
+            r.get("probe", "Bad-Name"),
+            Err(VarError::InvalidName(_))
+        ));
         // The app variable `api_key` is not mapped into the component.
-        assert!(matches!(r.get("probe", "api_key"), Err(VarError::Undefined(_))));
-        assert!(matches!(r.get("other", "greeting"), Err(VarError::Undefined(_))));
+        assert!(matches!(
+            r.get("probe", "api_key"),
+            Err(VarError::Undefined(_))
+        ));
+        assert!(matches!(
+            r.get("other", "greeting"),
+            Err(VarError::Undefined(_))
+        ));
     }
 
     #[test]

@@ -52,9 +52,17 @@ async fn kv_set_get_delete_round_trip() {
     let state = TempDir::new("roundtrip");
     let host = start_probe(&state, vec![]).await;
     let addr = host.addr();
-    assert_eq!(send(addr, "PUT", "/kv/default/k", b"\x00\x01bin").await.status, 204);
+    assert_eq!(
+        send(addr, "PUT", "/kv/default/k", b"\x00\x01bin")
+            .await
+            .status,
+        204
+    );
     let reply = get(addr, "/kv/default/k").await;
-    assert_eq!((reply.status, reply.body.as_slice()), (200, &b"\x00\x01bin"[..]));
+    assert_eq!(
+        (reply.status, reply.body.as_slice()),
+        (200, &b"\x00\x01bin"[..])
+    );
     assert_eq!(send(addr, "DELETE", "/kv/default/k", b"").await.status, 204);
     assert_eq!(get(addr, "/kv/default/k").await.status, 404);
     // Deleting an absent key is fine.
@@ -67,9 +75,15 @@ async fn a_store_not_in_key_value_stores_is_denied() {
     let state = TempDir::new("denied");
     let host = start_probe(&state, vec![]).await;
     let reply = get(host.addr(), "/kv/other/k").await;
-    assert_eq!((reply.status, reply.text().as_str()), (403, "access-denied"));
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (403, "access-denied")
+    );
     let reply = send(host.addr(), "PUT", "/kv/secrets/k", b"x").await;
-    assert_eq!((reply.status, reply.text().as_str()), (403, "access-denied"));
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (403, "access-denied")
+    );
     host.shutdown().await;
 }
 
@@ -105,23 +119,21 @@ impl Drop for Child {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_binary_reads_spin_variable_env_and_stops_on_sigterm() {
+/// Runs the real binary on the probe with `env` added to its environment;
+/// returns the child and the address it printed.
+fn spawn_binary(state: &TempDir, env: &[(&str, &str)]) -> (Child, SocketAddr) {
     let manifest = built_probe_manifest();
-    let state = TempDir::new("binary");
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_spin-sessions-host"))
-            .arg("up")
-            .arg("--from")
-            .arg(&manifest)
-            .args(["--listen", "127.0.0.1:0", "--quiet", "--state-dir"])
-            .arg(state.path())
-            .env("SPIN_VARIABLE_GREETING", "hola")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the host binary"),
-    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_spin-sessions-host"));
+    command
+        .arg("up")
+        .arg("--from")
+        .arg(&manifest)
+        .args(["--listen", "127.0.0.1:0", "--quiet", "--state-dir"])
+        .arg(state.path())
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = Child(command.spawn().expect("spawn the host binary"));
     let stdout = child.0.stdout.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -141,10 +153,23 @@ async fn the_binary_reads_spin_variable_env_and_stops_on_sigterm() {
         }
         printed.push(line);
     };
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.starts_with("Storing default key-value data to")),
+        "{printed:?}"
+    );
     let routes = lines_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(routes, "Available Routes:");
     let route = lines_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert_eq!(route, format!("  probe: http://{addr} (wildcard)"));
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reads_spin_variable_env_and_stops_on_sigterm() {
+    let state = TempDir::new("binary");
+    let (mut child, addr) = spawn_binary(&state, &[("SPIN_VARIABLE_GREETING", "hola")]);
 
     let reply = get(addr, "/var/greeting").await;
     assert_eq!((reply.status, reply.text().as_str()), (200, "hola"));
@@ -159,10 +184,39 @@ async fn the_binary_reads_spin_variable_env_and_stops_on_sigterm() {
         if let Some(exit) = child.0.try_wait().unwrap() {
             break exit;
         }
-        assert!(std::time::Instant::now() < deadline, "the host ignored SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host ignored SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "the host exited with {exit}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_sigkill() {
+    let state = TempDir::new("sigkill");
+    let (mut child, addr) = spawn_binary(&state, &[]);
+    for i in 0..20 {
+        let reply = send(
+            addr,
+            "PUT",
+            &format!("/kv/default/k{i}"),
+            format!("v{i}").as_bytes(),
+        )
+        .await;
+        assert_eq!(reply.status, 204);
+    }
+    // SIGKILL: no shutdown, no checkpoint, no destructors.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let host = start_probe(&state, vec![]).await;
+    for i in 0..20 {
+        let reply = get(host.addr(), &format!("/kv/default/k{i}")).await;
+        assert_eq!((reply.status, reply.text()), (200, format!("v{i}")));
+    }
+    host.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,10 +226,18 @@ async fn a_cas_race_has_exactly_one_winner() {
     let addr = host.addr();
     for (round, key) in ["fresh", "existing"].into_iter().enumerate() {
         if round == 1 {
-            assert_eq!(send(addr, "PUT", "/kv/default/existing", b"start").await.status, 204);
+            assert_eq!(
+                send(addr, "PUT", "/kv/default/existing", b"start")
+                    .await
+                    .status,
+                204
+            );
         }
         let path = format!("/cas/{key}?delay_ms=300");
-        let (a, b) = tokio::join!(send(addr, "POST", &path, b"alpha"), send(addr, "POST", &path, b"beta"));
+        let (a, b) = tokio::join!(
+            send(addr, "POST", &path, b"alpha"),
+            send(addr, "POST", &path, b"beta")
+        );
         let mut outcomes = [(a.status, a.text()), (b.status, b.text())];
         outcomes.sort();
         assert_eq!(
@@ -185,7 +247,11 @@ async fn a_cas_race_has_exactly_one_winner() {
         );
         let winner = if a.status == 200 { "alpha" } else { "beta" };
         let stored = get(addr, &format!("/kv/default/{key}")).await;
-        assert_eq!((stored.status, stored.text().as_str()), (200, winner), "key {key}");
+        assert_eq!(
+            (stored.status, stored.text().as_str()),
+            (200, winner),
+            "key {key}"
+        );
     }
     host.shutdown().await;
 }
@@ -203,7 +269,10 @@ async fn increment_counts_from_zero_in_spins_encoding() {
     let raw = get(addr, "/kv/default/hits").await;
     assert_eq!(raw.body, (-2i64).to_le_bytes().to_vec());
     // Incrementing a value that is not a counter is an error, not a trap.
-    assert_eq!(send(addr, "PUT", "/kv/default/word", b"abc").await.status, 204);
+    assert_eq!(
+        send(addr, "PUT", "/kv/default/word", b"abc").await.status,
+        204
+    );
     let reply = send(addr, "POST", "/incr/word?delta=1", b"").await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     host.shutdown().await;
@@ -237,7 +306,10 @@ async fn spin_headers_are_set_like_spin() {
         .lines()
         .filter_map(|line| line.split_once(": ").or_else(|| line.split_once(':')))
         .collect();
-    assert_eq!(headers["spin-full-url"], format!("http://{addr}/headers?x=1&y=2"));
+    assert_eq!(
+        headers["spin-full-url"],
+        format!("http://{addr}/headers?x=1&y=2")
+    );
     assert_eq!(headers["spin-path-info"], "/headers");
     assert_eq!(headers["spin-matched-route"], "/...");
     assert_eq!(headers["spin-raw-component-route"], "/...");
@@ -278,7 +350,9 @@ async fn per_request_kv_counts() {
     let addr = host.addr();
     let _ = host.take_request_stats();
 
-    let cases: [(&str, &str, &[u8], u16, u64, u64); 6] = [
+    // (method, path, body, status, kv reads, kv writes)
+    type Case = (&'static str, &'static str, &'static [u8], u16, u64, u64);
+    let cases: [Case; 6] = [
         ("PUT", "/kv/default/a", b"1", 204, 0, 1),
         ("GET", "/kv/default/a", b"", 200, 1, 0),
         ("DELETE", "/kv/default/a", b"", 204, 0, 1),
@@ -291,7 +365,12 @@ async fn per_request_kv_counts() {
         assert_eq!(reply.status, status, "{method} {path}: {}", reply.text());
         let stats = only(host.take_request_stats());
         assert_eq!(
-            (stats.method.as_str(), stats.status, stats.kv_reads, stats.kv_writes),
+            (
+                stats.method.as_str(),
+                stats.status,
+                stats.kv_reads,
+                stats.kv_writes
+            ),
             (method, status, reads, writes),
             "{method} {path}"
         );
@@ -308,7 +387,10 @@ async fn the_kv_fault_switch_fails_every_operation() {
     assert_eq!(send(addr, "PUT", "/kv/default/k", b"v").await.status, 204);
     host.set_kv_fault(Some("disk on fire".into()));
     let reply = get(addr, "/kv/default/k").await;
-    assert_eq!((reply.status, reply.text().as_str()), (503, "other: disk on fire"));
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (503, "other: disk on fire")
+    );
     let reply = send(addr, "POST", "/incr/n?delta=1", b"").await;
     assert_eq!(reply.status, 503, "{}", reply.text());
     assert!(reply.text().contains("disk on fire"), "{}", reply.text());
@@ -337,10 +419,41 @@ async fn keep_alive_serves_several_requests_on_one_connection() {
             .header("host", host.addr().to_string())
             .body(Full::new(Bytes::new()))
             .unwrap();
+        // Waits for the previous exchange to settle; fails if the server
+        // closed the connection instead of keeping it alive.
+        sender.ready().await.expect("the connection stays open");
         let response = sender.send_request(request).await.unwrap();
         assert_eq!(response.status(), 200);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"hello");
     }
+    host.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let state = TempDir::new("graceful");
+    let host = start_probe(&state, vec![]).await;
+    let addr = host.addr();
+    let in_flight =
+        tokio::spawn(async move { send(addr, "POST", "/cas/slow?delay_ms=1000", b"done").await });
+    // Let the request reach the guest, which then sleeps for a second.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    host.shutdown().await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "shutdown did not wait for the request"
+    );
+    let reply = in_flight.await.unwrap();
+    assert_eq!((reply.status, reply.text().as_str()), (200, "won"));
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting connections after shutdown"
+    );
+
+    let host = start_probe(&state, vec![]).await;
+    let stored = get(host.addr(), "/kv/default/slow").await;
+    assert_eq!(stored.text(), "done");
     host.shutdown().await;
 }

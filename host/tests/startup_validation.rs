@@ -50,7 +50,10 @@ fn app(dir: &TempDir, manifest: &str, runtime_config: Option<&str>) -> HostOptio
 
 fn refused(opts: &HostOptions, needle: &str) {
     let err = format!("{:#}", host::open_app(opts).expect_err("should be refused"));
-    assert!(err.contains(needle), "error {err:?} should mention {needle:?}");
+    assert!(
+        err.contains(needle),
+        "error {err:?} should mention {needle:?}"
+    );
 }
 
 #[test]
@@ -124,7 +127,11 @@ fn unsupported_runtime_config_is_refused() {
         "key-value store type `redis` is not supported by this host",
     );
     refused(
-        &app(&dir, MANIFEST, Some("[sqlite_database.default]\ntype = \"spin\"\n")),
+        &app(
+            &dir,
+            MANIFEST,
+            Some("[sqlite_database.default]\ntype = \"spin\"\n"),
+        ),
         "`sqlite_database` is not supported by this host",
     );
 }
@@ -158,7 +165,11 @@ fn a_required_variable_without_a_value_is_refused() {
 #[test]
 fn manifest_errors_name_the_file_and_field() {
     let dir = TempDir::new("manifest");
-    let opts = app(&dir, &MANIFEST.replace("name = \"app\"", "name = \"app\"\nmood = 1"), None);
+    let opts = app(
+        &dir,
+        &MANIFEST.replace("name = \"app\"", "name = \"app\"\nmood = 1"),
+        None,
+    );
     let err = format!("{:#}", host::open_app(&opts).unwrap_err());
     assert!(err.contains("spin.toml"), "{err}");
     assert!(err.contains("`mood`"), "{err}");
@@ -176,5 +187,8 @@ async fn start_refuses_a_missing_component_file() {
         Ok(_) => panic!("should not start"),
         Err(e) => format!("{e:#}"),
     };
-    assert!(err.contains("web.wasm") && err.contains("does not exist"), "{err}");
+    assert!(
+        err.contains("web.wasm") && err.contains("does not exist"),
+        "{err}"
+    );
 }

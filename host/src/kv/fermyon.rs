@@ -21,7 +21,10 @@ impl KvHost {
 impl key_value::Host for KvHost {}
 
 impl key_value::HostStore for KvHost {
-    async fn open(&mut self, label: String) -> wasmtime::Result<Result<Resource<SpinStore>, Error>> {
+    async fn open(
+        &mut self,
+        label: String,
+    ) -> wasmtime::Result<Result<Resource<SpinStore>, Error>> {
         let backend = match self.open_backend(&label) {
             Ok(backend) => backend,
             Err(OpenError::AccessDenied) => return Ok(Err(Error::AccessDenied)),

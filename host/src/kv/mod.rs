@@ -59,8 +59,12 @@ pub trait KvBackend: Send + Sync {
     /// Atomically replaces the value under `key` with `new` if and only if
     /// the stored value still equals `expected` (`None`: the key must still
     /// be absent, and is then created). Returns whether the swap happened.
-    async fn compare_and_swap(&self, key: &str, expected: Option<&[u8]>, new: &[u8])
-        -> KvResult<bool>;
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> KvResult<bool>;
     /// Atomically adds `delta` to the 64-bit integer under `key` (a missing
     /// key counts as 0) and returns the new value.
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64>;

@@ -444,7 +444,10 @@ mod tests {
         assert_eq!(s.get("k").await.unwrap(), None);
         // Swapping a value for the same value succeeds.
         s.set("k", b"same").await.unwrap();
-        assert!(s.compare_and_swap("k", Some(b"same"), b"same").await.unwrap());
+        assert!(s
+            .compare_and_swap("k", Some(b"same"), b"same")
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
@@ -491,12 +494,18 @@ mod tests {
         assert_eq!(s.increment("n", 1).await.unwrap(), 1);
         assert_eq!(s.increment("n", 2).await.unwrap(), 3);
         assert_eq!(s.increment("n", -10).await.unwrap(), -7);
-        assert_eq!(s.get("n").await.unwrap(), Some((-7i64).to_le_bytes().to_vec()));
+        assert_eq!(
+            s.get("n").await.unwrap(),
+            Some((-7i64).to_le_bytes().to_vec())
+        );
         s.set("text", b"abc").await.unwrap();
         assert!(s.increment("text", 1).await.is_err());
         s.set("max", &i64::MAX.to_le_bytes()).await.unwrap();
         assert!(s.increment("max", 1).await.is_err());
-        assert_eq!(s.get("max").await.unwrap(), Some(i64::MAX.to_le_bytes().to_vec()));
+        assert_eq!(
+            s.get("max").await.unwrap(),
+            Some(i64::MAX.to_le_bytes().to_vec())
+        );
     }
 
     #[tokio::test]
@@ -504,9 +513,12 @@ mod tests {
         let scratch = Scratch::new("batch");
         let db = SqliteDb::open(&scratch.location()).unwrap();
         let s = store(&db, "default");
-        s.set_many(vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())])
-            .await
-            .unwrap();
+        s.set_many(vec![
+            ("a".into(), b"1".to_vec()),
+            ("b".into(), b"2".to_vec()),
+        ])
+        .await
+        .unwrap();
         let got = s
             .get_many(vec!["b".into(), "missing".into(), "a".into(), "b".into()])
             .await
@@ -519,7 +531,9 @@ mod tests {
                 ("a".to_string(), Some(b"1".to_vec()))
             ]
         );
-        s.delete_many(vec!["a".into(), "missing".into()]).await.unwrap();
+        s.delete_many(vec!["a".into(), "missing".into()])
+            .await
+            .unwrap();
         assert_eq!(s.keys().await.unwrap(), ["b"]);
     }
 
@@ -556,7 +570,10 @@ mod tests {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })
             .unwrap();
-        assert_eq!((store_name.as_str(), key.as_str(), value.as_slice()), ("default", "k", &b"v"[..]));
+        assert_eq!(
+            (store_name.as_str(), key.as_str(), value.as_slice()),
+            ("default", "k", &b"v"[..])
+        );
         let pk: i64 = conn
             .query_row(
                 "SELECT count(*) FROM pragma_table_info('spin_key_value') WHERE pk > 0",

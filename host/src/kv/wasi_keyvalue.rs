@@ -44,7 +44,10 @@ impl KvHost {
 }
 
 impl store::Host for KvHost {
-    async fn open(&mut self, identifier: String) -> wasmtime::Result<Result<Resource<Bucket>, store::Error>> {
+    async fn open(
+        &mut self,
+        identifier: String,
+    ) -> wasmtime::Result<Result<Resource<Bucket>, store::Error>> {
         let backend = match self.open_backend(&identifier) {
             Ok(backend) => backend,
             Err(OpenError::AccessDenied) => return Ok(Err(store::Error::AccessDenied)),
