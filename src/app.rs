@@ -192,11 +192,16 @@ pub fn handle<S: SessionStore, R: CryptoRng + ?Sized>(
 
 type SessionOf<S> = Session<<S as SessionStore>::Snapshot>;
 
-/// The request's live session, if it has one. Never creates one.
+/// The request's live session, if it has one. Never creates one. This is
+/// where every session request does its share of the sweeping, first.
 fn live_session<S: SessionStore, R: ?Sized>(
     req: &Request,
     cx: &Context<'_, S, R>,
 ) -> Result<Option<SessionOf<S>>, Response> {
+    if let Err(err) = cx.sessions.maintain(cx.now) {
+        eprintln!("sessions: {err}");
+        return Err(Response::unavailable());
+    }
     match cx
         .sessions
         .find(find_session_id(req.cookie_headers()), cx.now)
@@ -460,6 +465,7 @@ mod tests {
             expiry: Default::default(),
             cookie_secure: secure,
             cookie_max_age_secs: None,
+            max_sessions: 10,
         };
         let mut rng = OsRng.unwrap_err();
         let mut cx = Context {

@@ -28,6 +28,8 @@ pub struct Settings {
     pub cookie_secure: CookieSecure,
     /// `Max-Age` of the cookie; `None` (variable 0) for a browser-session cookie.
     pub cookie_max_age_secs: Option<u64>,
+    /// The cap on live sessions.
+    pub max_sessions: u64,
 }
 
 /// A variable whose value is not acceptable.
@@ -64,6 +66,7 @@ impl Settings {
                 variable,
                 default,
                 1,
+                MAX_TIMEOUT_SECS,
                 "a whole number of seconds from 1 to 315360000",
             )
         };
@@ -74,7 +77,16 @@ impl Settings {
             "cookie_max_age_secs",
             0,
             0,
+            MAX_TIMEOUT_SECS,
             "a whole number of seconds from 0 (browser-session cookie) to 315360000",
+        )?;
+        let max_sessions = number(
+            &lookup,
+            "max_sessions",
+            session_core::manager::DEFAULT_MAX_SESSIONS,
+            1,
+            u64::MAX,
+            "a whole number of sessions, 1 or more",
         )?;
         let cookie_secure = match lookup("cookie_secure").as_deref().map(str::trim) {
             None | Some("auto") => CookieSecure::Auto,
@@ -95,6 +107,7 @@ impl Settings {
             },
             cookie_secure,
             cookie_max_age_secs: (max_age > 0).then_some(max_age),
+            max_sessions,
         })
     }
 
@@ -113,13 +126,14 @@ fn number(
     variable: &'static str,
     default: u64,
     min: u64,
+    max: u64,
     expected: &'static str,
 ) -> Result<u64, ConfigError> {
     let Some(raw) = lookup(variable) else {
         return Ok(default);
     };
     match raw.trim().parse::<u64>() {
-        Ok(n) if (min..=MAX_TIMEOUT_SECS).contains(&n) => Ok(n),
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(ConfigError {
             variable,
             value: raw,
@@ -153,6 +167,7 @@ mod tests {
         );
         assert_eq!(s.cookie_secure, CookieSecure::Auto);
         assert_eq!(s.cookie_max_age_secs, None);
+        assert_eq!(s.max_sessions, 100_000);
     }
 
     #[test]
@@ -162,12 +177,14 @@ mod tests {
             ("absolute_timeout_secs", " 120 "),
             ("cookie_secure", "always"),
             ("cookie_max_age_secs", "600"),
+            ("max_sessions", "100"),
         ])
         .unwrap();
         assert_eq!(s.expiry.idle_timeout_secs, 60);
         assert_eq!(s.expiry.absolute_timeout_secs, 120);
         assert!(s.secure_cookie(false));
         assert_eq!(s.cookie_max_age_secs, Some(600));
+        assert_eq!(s.max_sessions, 100);
         assert!(!settings(&[("cookie_secure", "never")])
             .unwrap()
             .secure_cookie(true));
@@ -186,6 +203,8 @@ mod tests {
             ("absolute_timeout_secs", "999999999999"),
             ("cookie_max_age_secs", "soon"),
             ("cookie_secure", "yes"),
+            ("max_sessions", "0"),
+            ("max_sessions", "lots"),
         ] {
             let err = settings(&[(variable, value)]).unwrap_err();
             assert_eq!(err.variable, variable);

@@ -47,8 +47,11 @@ mod entry {
                 return into_spin(app_unavailable());
             }
         };
-        let expiry = settings.as_ref().map(|s| s.expiry).unwrap_or_default();
-        let sessions = SessionManager::new(store, expiry);
+        let sessions = match &settings {
+            Ok(s) => SessionManager::new(store, s.expiry).with_max_sessions(s.max_sessions),
+            // Every request answers 500 then; the store is not touched.
+            Err(_) => SessionManager::new(store, Default::default()),
+        };
         let mut rng = OsRng.unwrap_err();
         let mut cx = Context {
             sessions: &sessions,

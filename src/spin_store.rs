@@ -1,5 +1,6 @@
 //! [`SessionStore`] over Spin's key-value store, through `wasi:keyvalue`
-//! (store and atomics, which Spin 3.1+ makes atomic on every backend).
+//! (store, batch, and atomics, which Spin 3.1+ makes atomic on every
+//! backend).
 
 use session_core::{SessionStore, Snapshot, StoreError, Swap};
 
@@ -11,7 +12,7 @@ mod bindings {
     });
 }
 
-use bindings::wasi::keyvalue::{atomics, store};
+use bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// One opened bucket of Spin's key-value store.
 pub struct SpinStore {
@@ -81,5 +82,30 @@ impl SessionStore for SpinStore {
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.bucket.delete(key).map_err(store_error)
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let found = batch::get_many(&self.bucket, keys).map_err(store_error)?;
+        // Match by key: hosts differ in whether absent keys are listed.
+        let mut by_key: std::collections::HashMap<String, Vec<u8>> = found
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value?)))
+            .collect();
+        Ok(keys.iter().map(|key| by_key.remove(key)).collect())
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        batch::set_many(&self.bucket, entries).map_err(store_error)
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        batch::delete_many(&self.bucket, keys).map_err(store_error)
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        atomics::increment(&self.bucket, key, delta).map_err(store_error)
     }
 }

@@ -349,7 +349,7 @@ fn a_real_browser_goes_through_the_flow() {
     });
 
     // One browser, one session: one record, holding what was typed.
-    let records = app.records();
+    let records = app.session_records();
     assert_eq!(records.len(), 1, "{records:?}");
     let stored = String::from_utf8_lossy(&records[0].1);
     assert!(

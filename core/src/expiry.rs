@@ -37,6 +37,11 @@ impl ExpiryPolicy {
         idle_end.min(absolute_end)
     }
 
+    /// When a session created at `now` expires, if never seen again.
+    pub fn expiry_of_new_session(&self, now: i64) -> i64 {
+        now.saturating_add(secs(self.idle_timeout_secs.min(self.absolute_timeout_secs)))
+    }
+
     /// True once `now` has reached [`ExpiryPolicy::expires_at`].
     pub fn is_expired(&self, record: &SessionRecord, now: i64) -> bool {
         now >= self.expires_at(record)

@@ -9,6 +9,8 @@
 //! - [`cookie`]: reading the `Cookie` header and writing `Set-Cookie`;
 //! - [`record`]: what is stored per session, and its versioned encoding;
 //! - [`expiry`]: idle and absolute timeouts, and when a read should touch;
+//! - [`index`]: the expiry index in the store, swept a bounded step per
+//!   request, and the cap on the number of sessions;
 //! - [`store`]: the small [`SessionStore`] trait an adapter implements
 //!   (Spin's key-value store in the component, [`MemoryStore`] in tests);
 //! - [`manager`]: [`SessionManager`], which finds, creates, updates and
@@ -20,6 +22,7 @@
 pub mod cookie;
 pub mod expiry;
 pub mod id;
+pub mod index;
 pub mod manager;
 pub mod memory;
 pub mod record;

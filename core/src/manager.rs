@@ -1,7 +1,10 @@
 //! Finding, creating, updating and deleting sessions through a store.
 
+use std::cell::Cell;
+
 use crate::expiry::ExpiryPolicy;
 use crate::id::{random_token, SessionId};
+use crate::index::{self, Cursor, StepReport};
 use crate::record::{DecodeError, SessionRecord};
 use crate::store::{SessionStore, Snapshot, StoreError, Swap};
 
@@ -12,10 +15,21 @@ pub const CSRF_TOKEN_LEN: usize = 32;
 /// race before the request gives up (and answers 503).
 pub const MAX_SWAP_ATTEMPTS: usize = 16;
 
-/// Sessions over a [`SessionStore`], with an [`ExpiryPolicy`].
+/// The default cap on live sessions.
+pub const DEFAULT_MAX_SESSIONS: u64 = 100_000;
+
+/// How many sweep steps a creation may run to bring the session count back
+/// under the cap.
+const EVICTION_STEPS: usize = 2;
+
+/// Sessions over a [`SessionStore`], with an [`ExpiryPolicy`], a cap on
+/// their number and the expiry index ([`crate::index`]).
 pub struct SessionManager<S> {
     store: S,
     policy: ExpiryPolicy,
+    max_sessions: u64,
+    /// The index cursor as [`SessionManager::maintain`] last read it.
+    cursor: Cell<Option<Cursor>>,
 }
 
 /// A live session, as read for the current request.
@@ -90,7 +104,27 @@ impl std::fmt::Display for UpdateError {
 impl<S: SessionStore> SessionManager<S> {
     /// Sessions in `store`, ending by `policy`.
     pub fn new(store: S, policy: ExpiryPolicy) -> Self {
-        SessionManager { store, policy }
+        SessionManager {
+            store,
+            policy,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            cursor: Cell::new(None),
+        }
+    }
+
+    /// Caps the number of live sessions (at least 1).
+    pub fn with_max_sessions(mut self, max_sessions: u64) -> Self {
+        self.max_sessions = max_sessions.max(1);
+        self
+    }
+
+    /// Each request's share of the sweeping: reads the index cursor (one
+    /// read) and, once its bucket has ended, does one bounded
+    /// [`index::step`]. Call it once per request, before anything else.
+    pub fn maintain(&self, now: i64) -> Result<StepReport, StoreError> {
+        let report = index::step(&self.store, &self.policy, now, 0)?;
+        self.cursor.set(report.cursor);
+        Ok(report)
     }
 
     /// The expiry policy.
@@ -135,8 +169,10 @@ impl<S: SessionStore> SessionManager<S> {
     }
 
     /// Creates and stores a new session with a fresh identifier and CSRF
-    /// token (one write). The identifier is new, so no one else can be
-    /// writing its key: a plain set suffices.
+    /// token, and its index entry (three writes: the session count, a slot,
+    /// and one batch with the entry and the record; the identifier is new,
+    /// so no one else can be writing its key). When the count passes the
+    /// cap, the sessions that expire soonest are evicted first.
     pub fn create<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
@@ -145,7 +181,28 @@ impl<S: SessionStore> SessionManager<S> {
         let id = SessionId::generate(rng);
         let key = id.record_key();
         let record = SessionRecord::new(now, random_token(rng, CSRF_TOKEN_LEN));
-        self.store.set(&key, &record.encode())?;
+        // Counted first: if a later write fails, the count is one too high
+        // (the cap errs on the safe side), never too low.
+        let count = self.store.increment(index::SESSION_COUNT_KEY, 1)?;
+        // Never behind the cursor, which eviction may have moved ahead: an
+        // entry there would never be swept.
+        let bucket = index::bucket_of(self.policy.expires_at(&record))
+            .max(self.cursor.get().map_or(i64::MIN, |c| c.bucket));
+        let slot = self.store.increment(&index::slot_counter_key(bucket), 1)?;
+        self.store.set_many(&[
+            (index::entry_key(bucket, slot), key.as_bytes().to_vec()),
+            (key.clone(), record.encode()),
+        ])?;
+        let mut excess = u64::try_from(count)
+            .unwrap_or(0)
+            .saturating_sub(self.max_sessions);
+        for _ in 0..EVICTION_STEPS {
+            if excess == 0 {
+                break;
+            }
+            let report = index::step(&self.store, &self.policy, now, excess)?;
+            excess = excess.saturating_sub(report.entries_removed);
+        }
         Ok(Session {
             id,
             key,
@@ -254,7 +311,8 @@ mod tests {
     fn create_then_find() {
         let m = manager();
         let created = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
-        assert_eq!(m.store().writes(), 1);
+        // The count, a slot, and one batch with the entry and the record.
+        assert_eq!(m.store().writes(), 3);
         let found = live(m.find(Some(created.id().clone()), T0 + 1).unwrap());
         assert_eq!(found.record(), created.record());
         assert_eq!(found.record().csrf_token.len(), CSRF_TOKEN_LEN);

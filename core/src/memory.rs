@@ -34,12 +34,12 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// Reads done so far (snapshots).
+    /// Reads done so far (snapshots and batch reads).
     pub fn reads(&self) -> u64 {
         self.reads.get()
     }
 
-    /// Writes done so far (swaps, sets and deletes).
+    /// Writes done so far (swaps, sets, deletes, batches, increments).
     pub fn writes(&self) -> u64 {
         self.writes.get()
     }
@@ -121,5 +121,44 @@ impl SessionStore for MemoryStore {
         self.count_write();
         self.entries.borrow_mut().remove(key);
         Ok(())
+    }
+
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        self.check()?;
+        self.reads.set(self.reads.get() + 1);
+        Ok(keys.iter().map(|k| self.peek(k)).collect())
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        self.check()?;
+        self.count_write();
+        for (key, value) in entries {
+            self.put(key, value);
+        }
+        Ok(())
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        self.check()?;
+        self.count_write();
+        let mut entries = self.entries.borrow_mut();
+        for key in keys {
+            entries.remove(key);
+        }
+        Ok(())
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        self.check()?;
+        self.count_write();
+        // Counters are kept as decimal text here; the format is the
+        // backend's business, callers only ever see the number.
+        let current: i64 = self
+            .peek(key)
+            .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(0);
+        let next = current + delta;
+        self.put(key, next.to_string().as_bytes());
+        Ok(next)
     }
 }

@@ -2,9 +2,10 @@
 //!
 //! Deliberately small, and shaped after `wasi:keyvalue`: a read that may
 //! later be swapped atomically ([`SessionStore::snapshot`] and
-//! [`SessionStore::swap`]), a blind write for records nobody else can know
-//! yet, and a delete. There is no listing: nothing on a request path may
-//! cost more as the store grows.
+//! [`SessionStore::swap`]), blind writes for keys nobody else can know yet,
+//! deletes, batches of those (one store round trip each), and an atomic
+//! counter. There is no listing: nothing on a request path may cost more as
+//! the store grows.
 
 /// A store failure. The request that meets one should answer 503.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,4 +54,17 @@ pub trait SessionStore {
 
     /// Removes `key`; removing an absent key is not an error.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
+
+    /// Reads several keys at once; the answer is in the order of `keys`.
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
+
+    /// Stores several values at once (not atomically as a whole).
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
+
+    /// Removes several keys at once.
+    fn delete_many(&self, keys: &[String]) -> Result<(), StoreError>;
+
+    /// Adds `delta` to the counter at `key` (absent = 0), atomically, and
+    /// returns the new value.
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
 }

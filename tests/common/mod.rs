@@ -115,6 +115,14 @@ impl App {
         rows
     }
 
+    /// Only the session records (`session/…`), without the expiry index.
+    pub fn session_records(&self) -> Vec<(String, Vec<u8>)> {
+        self.records()
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("session/"))
+            .collect()
+    }
+
     /// Sends `raw` bytes as one request and reads the response.
     pub fn raw(&self, raw: &[u8]) -> Response {
         send(self.addr, raw)

@@ -1,0 +1,584 @@
+//! The expiry index: what the tutorial's heap was for, in a key-value store
+//! without listing, TTLs or background tasks.
+//!
+//! Every session has exactly one *entry* in the index, in the time bucket of
+//! its expiry as it was when the entry was written:
+//!
+//! - `expiry/<bucket>/count`: a counter; `increment` hands out slot numbers
+//!   1, 2, 3… so that concurrent writers never collide (no CAS retries);
+//! - `expiry/<bucket>/<slot>`: the record key of one session;
+//! - `expiry/cursor`: `{"bucket":B,"next":N}`, the first slot not yet swept;
+//! - `sessions/count`: how many entries exist (≈ sessions), for the cap.
+//!
+//! Each request reads the cursor (one read). Once the cursor's bucket has
+//! ended, the request does one bounded [`step`]: it reads up to
+//! [`SWEEP_BATCH`] entries and their records, claims them by moving the
+//! cursor with compare-and-swap (only the winner goes on), then deletes the
+//! expired records and their entries, and moves the entries of sessions that
+//! are still live to the bucket of their current expiry. A touch writes
+//! nothing to the index: a busy session's entry moves forward only when the
+//! sweep reaches it, at most once per bucket it passes through. Stale
+//! entries (logged-out, already deleted sessions) are harmless: a record is
+//! deleted only when the record itself says it has expired, and the
+//! session count drops exactly when an entry is removed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::expiry::ExpiryPolicy;
+use crate::record::SessionRecord;
+use crate::store::{SessionStore, Snapshot, StoreError, Swap};
+
+/// Width of a time bucket, in seconds. Fixed, so that the index keeps its
+/// meaning when the timeouts are reconfigured.
+pub const BUCKET_SECS: i64 = 60;
+
+/// Entries examined by one sweep step.
+pub const SWEEP_BATCH: i64 = 16;
+
+/// Empty buckets one step may skip over when the cursor's bucket is done.
+pub const SKIP_BUCKETS: i64 = 16;
+
+/// The sweep cursor's key.
+pub const CURSOR_KEY: &str = "expiry/cursor";
+
+/// The counter of index entries, which the cap is checked against.
+pub const SESSION_COUNT_KEY: &str = "sessions/count";
+
+/// The bucket holding time `t` (Unix seconds).
+pub fn bucket_of(t: i64) -> i64 {
+    t.div_euclid(BUCKET_SECS)
+}
+
+/// The first second after `bucket`: once `now` reaches it, every session
+/// whose entry is in the bucket, and whose expiry has not moved, has expired.
+pub fn bucket_end(bucket: i64) -> i64 {
+    bucket.saturating_add(1).saturating_mul(BUCKET_SECS)
+}
+
+/// The slot counter of `bucket`.
+pub fn slot_counter_key(bucket: i64) -> String {
+    format!("expiry/{bucket}/count")
+}
+
+/// The key of entry `slot` of `bucket`.
+pub fn entry_key(bucket: i64, slot: i64) -> String {
+    format!("expiry/{bucket}/{slot}")
+}
+
+/// Where the sweep stands: slots before `next` in `bucket`, and every
+/// earlier bucket, are done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The bucket being swept.
+    pub bucket: i64,
+    /// Its first slot not yet swept (slots start at 1).
+    pub next: i64,
+}
+
+impl Cursor {
+    /// The cursor of a new store: nothing before `now` can be indexed yet.
+    pub fn start(now: i64) -> Self {
+        Cursor {
+            bucket: bucket_of(now),
+            next: 1,
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a cursor always serialises")
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        serde_json::from_slice(bytes).ok()
+    }
+
+    /// True when the cursor's bucket has ended at `now`.
+    pub fn is_due(&self, now: i64) -> bool {
+        now >= bucket_end(self.bucket)
+    }
+}
+
+/// Adds entries for `record_keys`, all expiring in `bucket`: one increment
+/// reserves the slots, one batch write fills them.
+pub fn add_entries<S: SessionStore>(
+    store: &S,
+    bucket: i64,
+    record_keys: &[String],
+) -> Result<(), StoreError> {
+    if record_keys.is_empty() {
+        return Ok(());
+    }
+    let count = record_keys.len() as i64;
+    let last = store.increment(&slot_counter_key(bucket), count)?;
+    let entries: Vec<(String, Vec<u8>)> = record_keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            (
+                entry_key(bucket, last - count + 1 + i as i64),
+                key.as_bytes().to_vec(),
+            )
+        })
+        .collect();
+    store.set_many(&entries)
+}
+
+/// The furthest bucket the cursor may reach at `now`. Sweeping stops at the
+/// current bucket: later ones have not ended. Evicting must reach live
+/// sessions, so it may go on to the bucket where sessions created now
+/// expire, and no further: every entry written later lands there or after
+/// it, so the cursor never passes a bucket that can still gain entries.
+fn furthest_bucket(policy: &ExpiryPolicy, now: i64, evict: u64) -> i64 {
+    if evict > 0 {
+        bucket_of(policy.expiry_of_new_session(now))
+    } else {
+        bucket_of(now)
+    }
+}
+
+/// What one [`step`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepReport {
+    /// The cursor as the step read it (`None` for a new store).
+    pub cursor: Option<Cursor>,
+    /// The cursor was due, or eviction was asked for: the step did work.
+    pub ran: bool,
+    /// Another request moved the cursor first; this one did nothing more.
+    pub lost_claim: bool,
+    /// Entries removed from the index (each lowers the session count).
+    pub entries_removed: u64,
+    /// Session records deleted because they had expired.
+    pub expired: u64,
+    /// Live session records deleted to respect the cap.
+    pub evicted: u64,
+    /// Entries of live sessions moved to a later bucket.
+    pub moved: u64,
+}
+
+/// One bounded step of sweeping from the cursor. It deletes up to `evict`
+/// live sessions as well (soonest to expire first), for the cap; with
+/// `evict == 0` it does nothing until the cursor's bucket has ended.
+///
+/// Work: at most 3 reads (the cursor, a batch of entries, a batch of
+/// records or of bucket probes) and at most 5 writes (the cursor claim, a
+/// slot increment and a batch write for moved entries, a batch delete, the
+/// session count), whatever the size of the store.
+pub fn step<S: SessionStore>(
+    store: &S,
+    policy: &ExpiryPolicy,
+    now: i64,
+    evict: u64,
+) -> Result<StepReport, StoreError> {
+    let snapshot = store.snapshot(CURSOR_KEY)?;
+    let cursor = match snapshot.value().map(Cursor::decode) {
+        Some(Some(cursor)) => cursor,
+        // No cursor yet (a new store), or one that does not parse: start at
+        // the current bucket. Entries can only be in buckets from the
+        // creation of the first session on, which is now for a new store.
+        _ => {
+            let fresh = Cursor::start(now);
+            let lost_claim = matches!(store.swap(snapshot, &fresh.encode())?, Swap::Conflict(_));
+            return Ok(StepReport {
+                lost_claim,
+                ..StepReport::default()
+            });
+        }
+    };
+    let mut report = StepReport {
+        cursor: Some(cursor),
+        ..StepReport::default()
+    };
+    if !cursor.is_due(now) && evict == 0 {
+        return Ok(report);
+    }
+    report.ran = true;
+    let slots: Vec<String> = (cursor.next..cursor.next + SWEEP_BATCH)
+        .map(|slot| entry_key(cursor.bucket, slot))
+        .collect();
+    let values = store.get_many(&slots)?;
+    // In a bucket that has ended, no entry can be on its way any more, so
+    // a missing slot (a writer that failed between taking the slot and
+    // filling it) is skipped. In a bucket that has not ended, a missing
+    // slot may be a creation in flight: the step stops short of it.
+    let usable = if cursor.is_due(now) {
+        values.len()
+    } else {
+        values
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(values.len())
+    };
+    let claimed_next = cursor.next + usable as i64;
+    let entries: Vec<(String, String)> = slots
+        .into_iter()
+        .zip(values)
+        .take(usable)
+        .filter_map(|(slot, value)| Some((slot, String::from_utf8(value?).ok()?)))
+        .collect();
+
+    if entries.is_empty() {
+        // The bucket is done. Look for the next one holding entries, but
+        // never move past a bucket that may still receive entries.
+        let last_probe = (cursor.bucket + SKIP_BUCKETS).min(furthest_bucket(policy, now, evict));
+        let next_bucket = if last_probe > cursor.bucket {
+            let probes: Vec<String> = (cursor.bucket + 1..=last_probe)
+                .map(|b| entry_key(b, 1))
+                .collect();
+            let found = store.get_many(&probes)?;
+            let first_filled = found.iter().position(Option::is_some);
+            cursor.bucket + 1 + first_filled.unwrap_or(probes.len() - 1) as i64
+        } else {
+            cursor.bucket
+        };
+        if next_bucket == cursor.bucket {
+            return Ok(report);
+        }
+        let moved = Cursor {
+            bucket: next_bucket,
+            next: 1,
+        };
+        if let Swap::Conflict(_) = store.swap(snapshot, &moved.encode())? {
+            report.lost_claim = true;
+            return Ok(report);
+        }
+        store.delete(&slot_counter_key(cursor.bucket))?;
+        return Ok(report);
+    }
+
+    let record_keys: Vec<String> = entries
+        .iter()
+        .map(|(_, record_key)| record_key.clone())
+        .collect();
+    let records = store.get_many(&record_keys)?;
+    let claimed = Cursor {
+        bucket: cursor.bucket,
+        next: claimed_next,
+    };
+    // Claim before writing anything: of concurrent sweepers, only the one
+    // whose swap succeeds deletes, so each entry is removed (and counted
+    // down) exactly once.
+    if let Swap::Conflict(_) = store.swap(snapshot, &claimed.encode())? {
+        report.lost_claim = true;
+        return Ok(report);
+    }
+
+    let processed = entries.len() as u64;
+    let mut to_delete: Vec<String> = Vec::new();
+    let mut to_move: Vec<String> = Vec::new();
+    let mut move_to = i64::MAX;
+    for ((slot, record_key), stored) in entries.into_iter().zip(records) {
+        to_delete.push(slot);
+        let record = stored
+            .as_deref()
+            .and_then(|bytes| SessionRecord::decode(bytes).ok());
+        match record {
+            // Gone (logged out, expired on read): only the entry is left.
+            // Unreadable: the record goes too.
+            None => {
+                if stored.is_some() {
+                    to_delete.push(record_key);
+                }
+            }
+            Some(record) if policy.is_expired(&record, now) => {
+                report.expired += 1;
+                to_delete.push(record_key);
+            }
+            Some(_) if report.evicted < evict => {
+                report.evicted += 1;
+                to_delete.push(record_key);
+            }
+            Some(record) => {
+                move_to = move_to.min(bucket_of(policy.expires_at(&record)));
+                to_move.push(record_key);
+            }
+        }
+    }
+    // The live sessions' entries all go to the earliest bucket any of them
+    // expires in: one increment and one batch write, whatever their spread.
+    // An entry that is early is only looked at again sooner. They are
+    // written before the old entries are deleted, so a failure in between
+    // leaves a duplicate entry (harmless), never a session the index lost.
+    add_entries(store, move_to.max(cursor.bucket), &to_move)?;
+    store.delete_many(&to_delete)?;
+    report.moved = to_move.len() as u64;
+    report.entries_removed = processed - report.moved;
+    if report.entries_removed > 0 {
+        store.increment(SESSION_COUNT_KEY, -(report.entries_removed as i64))?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::{Found, SessionManager};
+    use crate::memory::MemoryStore;
+    use crate::store::Snapshot;
+    use rand::rngs::OsRng;
+    use rand::TryRngCore;
+
+    /// A whole bucket boundary, for readable times.
+    const T0: i64 = 1_000_000 * BUCKET_SECS;
+
+    fn policy() -> ExpiryPolicy {
+        ExpiryPolicy {
+            idle_timeout_secs: 600,
+            absolute_timeout_secs: 3600,
+        }
+    }
+
+    fn manager(store: MemoryStore) -> SessionManager<MemoryStore> {
+        SessionManager::new(store, policy())
+    }
+
+    fn session_records(store: &MemoryStore) -> usize {
+        store
+            .keys()
+            .iter()
+            .filter(|k| k.starts_with(crate::id::RECORD_KEY_PREFIX))
+            .count()
+    }
+
+    fn count(store: &MemoryStore) -> i64 {
+        store
+            .peek(SESSION_COUNT_KEY)
+            .map(|v| String::from_utf8(v).unwrap().parse().unwrap())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn bucket_boundaries() {
+        assert_eq!(bucket_of(0), 0);
+        assert_eq!(bucket_of(BUCKET_SECS - 1), 0);
+        assert_eq!(bucket_of(BUCKET_SECS), 1);
+        assert_eq!(bucket_of(-1), -1);
+        assert_eq!(bucket_end(0), BUCKET_SECS);
+        let cursor = Cursor { bucket: 5, next: 1 };
+        assert!(!cursor.is_due(bucket_end(5) - 1));
+        assert!(cursor.is_due(bucket_end(5)));
+        assert_eq!(entry_key(7, 3), "expiry/7/3");
+        assert_eq!(slot_counter_key(-2), "expiry/-2/count");
+    }
+
+    #[test]
+    fn a_request_with_nothing_due_costs_one_read() {
+        let m = manager(MemoryStore::new());
+        m.maintain(T0).unwrap(); // creates the cursor
+        let (reads, writes) = (m.store().reads(), m.store().writes());
+        let report = m.maintain(T0 + 30).unwrap();
+        assert!(!report.ran);
+        assert_eq!(
+            (m.store().reads() - reads, m.store().writes() - writes),
+            (1, 0)
+        );
+    }
+
+    #[test]
+    fn abandoned_sessions_are_swept_in_bounded_steps() {
+        let m = manager(MemoryStore::new());
+        m.maintain(T0).unwrap();
+        let mut rng = OsRng.unwrap_err();
+        let n = 100;
+        for i in 0..n {
+            m.create(&mut rng, T0 + i).unwrap(); // spread over two buckets
+        }
+        assert_eq!(session_records(m.store()), n as usize);
+        assert_eq!(count(m.store()), n);
+        // Long after they all expired (600 s idle): steps of bounded work
+        // delete them all, then the store holds no session at all.
+        let later = T0 + 10_000;
+        let mut steps = 0;
+        while session_records(m.store()) > 0 || count(m.store()) > 0 {
+            let (reads, writes) = (m.store().reads(), m.store().writes());
+            m.maintain(later).unwrap();
+            assert!(m.store().reads() - reads <= 3, "reads per step");
+            assert!(m.store().writes() - writes <= 5, "writes per step");
+            steps += 1;
+            assert!(steps < 100, "the sweep does not finish");
+        }
+        // 100 entries in batches of 16, plus skipping the empty buckets in
+        // between (at most 16 per step).
+        let buckets = bucket_of(later) - bucket_of(T0);
+        assert!(
+            steps <= n / SWEEP_BATCH + 2 + buckets / SKIP_BUCKETS + 2,
+            "{steps} steps"
+        );
+        let cursor = m.maintain(later).unwrap().cursor.unwrap();
+        assert!(
+            cursor.bucket <= bucket_of(later),
+            "the cursor never passes now"
+        );
+    }
+
+    #[test]
+    fn live_sessions_move_forward_instead_of_being_deleted() {
+        let m = manager(MemoryStore::new());
+        m.maintain(T0).unwrap();
+        let mut rng = OsRng.unwrap_err();
+        let idle = m.create(&mut rng, T0).unwrap();
+        let busy = m.create(&mut rng, T0).unwrap();
+        // The busy one is seen 500 s later: its expiry moves to T0 + 1100.
+        let mut found = match m.find(Some(busy.id().clone()), T0 + 500).unwrap() {
+            Found::Live(s) => s,
+            _ => panic!("live"),
+        };
+        m.update(&mut found, T0 + 500, |_| {}).unwrap();
+        // At T0 + 700 the bucket of T0 + 600 has ended.
+        let mut now = T0 + 700;
+        for _ in 0..10 {
+            m.maintain(now).unwrap();
+        }
+        assert!(
+            m.store().peek(idle.key()).is_none(),
+            "the idle session is swept"
+        );
+        assert!(
+            m.store().peek(busy.key()).is_some(),
+            "the busy session stays"
+        );
+        assert_eq!(count(m.store()), 1);
+        // ...and is swept once it has expired too.
+        now = T0 + 1200;
+        for _ in 0..10 {
+            m.maintain(now).unwrap();
+        }
+        assert!(m.store().peek(busy.key()).is_none());
+        assert_eq!(count(m.store()), 0);
+    }
+
+    #[test]
+    fn stale_entries_are_dropped_and_counted_once() {
+        let m = manager(MemoryStore::new());
+        m.maintain(T0).unwrap();
+        let gone = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
+        m.delete(gone).unwrap(); // a logout: the entry stays behind
+        assert_eq!(count(m.store()), 1);
+        for _ in 0..5 {
+            m.maintain(T0 + 700).unwrap();
+        }
+        assert_eq!(count(m.store()), 0);
+        assert!(!m
+            .store()
+            .keys()
+            .iter()
+            .any(|k| k.starts_with("expiry/") && k != CURSOR_KEY));
+    }
+
+    /// A store in which another sweeper moves the cursor just before this
+    /// one's claim.
+    struct Racing {
+        inner: MemoryStore,
+        raced: std::cell::Cell<bool>,
+    }
+
+    impl SessionStore for Racing {
+        type Snapshot = <MemoryStore as SessionStore>::Snapshot;
+        fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError> {
+            self.inner.snapshot(key)
+        }
+        fn swap(
+            &self,
+            snapshot: Self::Snapshot,
+            value: &[u8],
+        ) -> Result<Swap<Self::Snapshot>, StoreError> {
+            if !self.raced.replace(true) {
+                let mut other: Cursor = serde_json::from_slice(snapshot.value().unwrap()).unwrap();
+                other.next += SWEEP_BATCH;
+                self.inner.put(CURSOR_KEY, &other.encode());
+            }
+            self.inner.swap(snapshot, value)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.set(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key)
+        }
+        fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+            self.inner.get_many(keys)
+        }
+        fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+            self.inner.set_many(entries)
+        }
+        fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+            self.inner.delete_many(keys)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+            self.inner.increment(key, delta)
+        }
+    }
+
+    #[test]
+    fn a_lost_cursor_claim_deletes_nothing() {
+        let store = Racing {
+            inner: MemoryStore::new(),
+            raced: std::cell::Cell::new(true),
+        };
+        let m = SessionManager::new(store, policy());
+        m.maintain(T0).unwrap();
+        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
+        m.store().raced.set(false);
+        let report = index_step(m.store(), T0 + 700);
+        assert!(report.ran && report.lost_claim);
+        assert_eq!(report.expired, 0);
+        assert!(
+            m.store().inner.peek(s.key()).is_some(),
+            "the loser deleted nothing"
+        );
+        // The winner's position stands.
+        let cursor: Cursor =
+            serde_json::from_slice(&m.store().inner.peek(CURSOR_KEY).unwrap()).unwrap();
+        assert_eq!(cursor.next, 1 + SWEEP_BATCH);
+    }
+
+    fn index_step(store: &Racing, now: i64) -> StepReport {
+        step(store, &policy(), now, 0).unwrap()
+    }
+
+    #[test]
+    fn the_cap_evicts_the_sessions_that_expire_soonest() {
+        let m = manager(MemoryStore::new()).with_max_sessions(3);
+        m.maintain(T0).unwrap();
+        let mut rng = OsRng.unwrap_err();
+        let mut sessions = Vec::new();
+        for i in 0..10 {
+            let now = T0 + i * BUCKET_SECS; // one bucket apart: a clear order
+            m.maintain(now).unwrap();
+            sessions.push(m.create(&mut rng, now).unwrap());
+            assert!(
+                session_records(m.store()) <= 3 + 1,
+                "at most the cap plus one"
+            );
+        }
+        assert!(count(m.store()) <= 3);
+        let last = T0 + 9 * BUCKET_SECS;
+        let newest = &sessions[9];
+        assert!(matches!(
+            m.find(Some(newest.id().clone()), last).unwrap(),
+            Found::Live(_)
+        ));
+        assert!(matches!(
+            m.find(Some(sessions[0].id().clone()), last).unwrap(),
+            Found::Unknown
+        ));
+    }
+
+    #[test]
+    fn eviction_never_moves_the_cursor_past_new_sessions() {
+        let m = manager(MemoryStore::new()).with_max_sessions(1);
+        m.maintain(T0).unwrap();
+        let mut rng = OsRng.unwrap_err();
+        for _ in 0..5 {
+            m.maintain(T0).unwrap();
+            m.create(&mut rng, T0).unwrap();
+        }
+        let cursor = m.maintain(T0).unwrap().cursor.unwrap();
+        assert!(cursor.bucket <= bucket_of(policy().expiry_of_new_session(T0)));
+        // The last session is still indexed: it is swept once expired.
+        for _ in 0..40 {
+            m.maintain(T0 + 5000).unwrap();
+        }
+        assert_eq!(session_records(m.store()), 0);
+        assert_eq!(count(m.store()), 0);
+    }
+}
