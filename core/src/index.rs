@@ -36,7 +36,7 @@ pub const BUCKET_SECS: i64 = 60;
 pub const SWEEP_BATCH: i64 = 16;
 
 /// Empty buckets one step may skip over when the cursor's bucket is done.
-pub const SKIP_BUCKETS: i64 = 16;
+pub const SKIP_BUCKETS: i64 = 64;
 
 /// The sweep cursor's key.
 pub const CURSOR_KEY: &str = "expiry/cursor";
