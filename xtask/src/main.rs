@@ -8,6 +8,7 @@
 //!   (`--listen`, `--runtime-config-file`, `--state-dir`).
 //! - `test`: build, then run every test of the workspace.
 //! - `lint`: `cargo fmt --check` and clippy with warnings denied.
+//! - `bench`: build, then run the benchmark (`bench/`).
 
 mod apt;
 mod toolchain;
@@ -35,6 +36,7 @@ fn run() -> Result<()> {
         "up" => up(&rest),
         "test" => test(&rest),
         "lint" => lint(),
+        "bench" => bench(&rest),
         "" | "help" | "--help" | "-h" => {
             println!("{}", USAGE);
             Ok(())
@@ -48,7 +50,9 @@ const USAGE: &str = "usage: cargo xtask <task>
   up [-- FLAGS]      build, then serve spin.toml on http://127.0.0.1:3000
                      (FLAGS: --listen ADDR, --runtime-config-file FILE, --state-dir DIR)
   test [-- ARGS]     build, then run every test (ARGS go to `cargo test`)
-  lint               cargo fmt --check and clippy -D warnings";
+  lint               cargo fmt --check and clippy -D warnings
+  bench [-- ARGS]    build, then benchmark the sessions component against the floor
+                     component in the host (figures printed and written to target/bench/)";
 
 fn up(host_flags: &[String]) -> Result<()> {
     toolchain::build_components()?;
@@ -89,6 +93,18 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
         .status()
         .context("running cargo test")?;
     check(status, "cargo test")
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    toolchain::build_components()?;
+    let root = toolchain::project_root();
+    let status = Command::new(toolchain::host_cargo())
+        .current_dir(&root)
+        .args(["run", "--quiet", "--package", "sessions-bench", "--"])
+        .args(args)
+        .status()
+        .context("running the benchmark")?;
+    check(status, "the benchmark")
 }
 
 fn lint() -> Result<()> {
