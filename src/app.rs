@@ -35,6 +35,8 @@ pub enum Body {
     Complete(Vec<u8>),
     /// Longer than [`MAX_BODY_BYTES`]; not kept.
     TooLarge,
+    /// The body broke off before the length it announced.
+    Incomplete,
 }
 
 /// A response to send.
@@ -290,6 +292,7 @@ fn read_form(req: &Request) -> Result<Vec<(String, String)>, Response> {
                 &format!("The form is larger than {MAX_BODY_BYTES} bytes"),
             ))
         }
+        Body::Incomplete => return Err(Response::text(400, "The form body is incomplete")),
     };
     form::decode(body).map_err(|err| {
         let status = if err == form::FormError::BadPercentEncoding {

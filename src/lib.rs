@@ -125,7 +125,7 @@ mod entry {
                     }
                 }
                 // A body that ends early is not a form we can trust.
-                Err(_) => return Body::TooLarge,
+                Err(_) => return Body::Incomplete,
             }
         }
         Body::Complete(body)

@@ -44,6 +44,17 @@ impl App {
 
     /// Serves the app on an existing state directory (a restart).
     pub fn start_in(state: tempfile::TempDir, variables: &[(&str, &str)]) -> App {
+        App::start_with(state, variables, None)
+    }
+
+    /// Serves the app on `state` with a runtime-config file holding
+    /// `runtime_config` (Spin's TOML, e.g. a `type = "redis"` store), as
+    /// `spin up --runtime-config-file` would.
+    pub fn start_with(
+        state: tempfile::TempDir,
+        variables: &[(&str, &str)],
+        runtime_config: Option<&str>,
+    ) -> App {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -52,6 +63,11 @@ impl App {
         let mut options = HostOptions::new(manifest());
         options.state_dir = Some(state.path().to_path_buf());
         options.quiet = true;
+        if let Some(text) = runtime_config {
+            let file = state.path().join("runtime-config.toml");
+            std::fs::write(&file, text).unwrap();
+            options.runtime_config_file = Some(file);
+        }
         options.variable_env = Some(
             variables
                 .iter()
@@ -282,5 +298,106 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
         }
         body.extend_from_slice(rest.get(..size)?);
         rest = rest.get(size + 2..)?;
+    }
+}
+
+/// A real `redis-server` (Debian's package) on a free 127.0.0.1 port, in a
+/// temporary directory, stopped when dropped.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    persistent: bool,
+}
+
+impl RedisServer {
+    /// Starts a server; with `persistent`, every write is appended to an
+    /// fsynced log, so a restart keeps what was acknowledged.
+    pub fn start(persistent: bool) -> RedisServer {
+        assert!(
+            Path::new("/usr/bin/redis-server").exists(),
+            "redis-server is missing: apt-get install redis-server (cargo xtask test installs it)"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = RedisServer {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+            persistent,
+        };
+        server.spawn();
+        server
+    }
+
+    /// The URL for a runtime config's `url`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The runtime config that puts the `default` store on this server.
+    pub fn runtime_config(&self) -> String {
+        format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
+            self.url()
+        )
+    }
+
+    fn spawn(&mut self) {
+        let mut command = std::process::Command::new("/usr/bin/redis-server");
+        command
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if self.persistent {
+            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+        }
+        self.child = Some(command.spawn().expect("redis-server starts"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server (SIGTERM, so a persistent one flushes its log).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port and directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -75,15 +75,16 @@ fn up(host_flags: &[String]) -> Result<()> {
     check(status, "the host")
 }
 
-/// Debian packages of the browser test: a real headless Chromium and the
-/// WebDriver server that drives it.
-const BROWSER_PACKAGES: &[(&str, &str)] = &[
+/// Debian packages the tests use: a real headless Chromium and the
+/// WebDriver server that drives it, and a real Redis server.
+const TEST_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "/usr/bin/chromium"),
     ("chromium-driver", "/usr/bin/chromedriver"),
+    ("redis-server", "/usr/bin/redis-server"),
 ];
 
 fn test(cargo_test_args: &[String]) -> Result<()> {
-    apt::ensure(BROWSER_PACKAGES, "the browser test", "")?;
+    apt::ensure(TEST_PACKAGES, "the tests", "")?;
     toolchain::build_components()?;
     let root = toolchain::project_root();
     let status = Command::new(toolchain::host_cargo())
