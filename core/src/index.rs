@@ -88,8 +88,14 @@ impl Cursor {
         serde_json::to_vec(self).expect("a cursor always serialises")
     }
 
+    /// Reads a stored cursor. One whose numbers are far outside anything
+    /// this code writes (a corrupted value) is no cursor: the sweep then
+    /// restarts from now rather than overflowing its arithmetic.
     fn decode(bytes: &[u8]) -> Option<Self> {
-        serde_json::from_slice(bytes).ok()
+        const LIMIT: i64 = i64::MAX / 4;
+        let cursor: Cursor = serde_json::from_slice(bytes).ok()?;
+        let sane = (1..LIMIT).contains(&cursor.next) && (-LIMIT..LIMIT).contains(&cursor.bucket);
+        sane.then_some(cursor)
     }
 
     /// True when the cursor's bucket has ended at `now`.
@@ -358,6 +364,23 @@ mod tests {
         assert!(cursor.is_due(bucket_end(5)));
         assert_eq!(entry_key(7, 3), "expiry/7/3");
         assert_eq!(slot_counter_key(-2), "expiry/-2/count");
+    }
+
+    #[test]
+    fn a_corrupted_cursor_restarts_from_now() {
+        for bad in [
+            r#"{"bucket":0,"next":9223372036854775800}"#,
+            r#"{"bucket":9223372036854775800,"next":1}"#,
+            r#"{"bucket":-9223372036854775800,"next":1}"#,
+            r#"{"bucket":5,"next":0}"#,
+            "not json",
+        ] {
+            let store = MemoryStore::new();
+            store.put(CURSOR_KEY, bad.as_bytes());
+            step(&store, &policy(), T0, 1).unwrap();
+            let cursor = Cursor::decode(&store.peek(CURSOR_KEY).unwrap()).unwrap();
+            assert_eq!(cursor, Cursor::start(T0), "{bad}");
+        }
     }
 
     #[test]

@@ -6,11 +6,14 @@
 //! - `up [-- FLAGS]`: build, then serve `spin.toml` with the local host, as
 //!   `spin build && spin up` would. Flags after `--` go to the host
 //!   (`--listen`, `--runtime-config-file`, `--state-dir`).
-//! - `test`: build, then run every test of the workspace.
+//! - `test`: build, then run every test of the workspace, then a short
+//!   smoke run of every fuzz target when a nightly toolchain is present.
 //! - `lint`: `cargo fmt --check` and clippy with warnings denied.
 //! - `bench`: build, then run the benchmark (`bench/`).
+//! - `fuzz [TARGET] [-- SECONDS]`: run the libFuzzer targets of `fuzz/`.
 
 mod apt;
+mod fuzz;
 mod toolchain;
 
 use std::process::{Command, ExitCode};
@@ -37,6 +40,7 @@ fn run() -> Result<()> {
         "test" => test(&rest),
         "lint" => lint(),
         "bench" => bench(&rest),
+        "fuzz" => fuzz::fuzz(&rest),
         "" | "help" | "--help" | "-h" => {
             println!("{}", USAGE);
             Ok(())
@@ -49,10 +53,14 @@ const USAGE: &str = "usage: cargo xtask <task>
   build              build the wasm components (target/wasm32-wasip2/release/*.wasm)
   up [-- FLAGS]      build, then serve spin.toml on http://127.0.0.1:3000
                      (FLAGS: --listen ADDR, --runtime-config-file FILE, --state-dir DIR)
-  test [-- ARGS]     build, then run every test (ARGS go to `cargo test`)
+  test [-- ARGS]     build, then run every test (ARGS go to `cargo test`), then
+                     fuzz each target for 10 s (with a nightly toolchain)
   lint               cargo fmt --check and clippy -D warnings
   bench [-- ARGS]    build, then benchmark the sessions component against the floor
-                     component in the host (figures printed and written to target/bench/)";
+                     component in the host (figures printed and written to target/bench/)
+  fuzz [TARGET] [-- SECONDS]
+                     run the fuzz targets (cookie, form, record, index; all by
+                     default) for SECONDS each (60 by default); needs nightly";
 
 fn up(host_flags: &[String]) -> Result<()> {
     toolchain::build_components()?;
@@ -93,7 +101,8 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
         .args(cargo_test_args)
         .status()
         .context("running cargo test")?;
-    check(status, "cargo test")
+    check(status, "cargo test")?;
+    fuzz::smoke()
 }
 
 fn bench(args: &[String]) -> Result<()> {
