@@ -27,7 +27,8 @@ use tokio::task::{JoinError, JoinHandle};
 use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::hyper_request_error;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
@@ -50,6 +51,69 @@ pub const STATS_CAPACITY: usize = 10_000;
 
 /// Spin's prefix for the paths it answers itself.
 const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
+
+/// How long the host waits for the next bytes of a request body the guest
+/// is reading, before the guest sees a read timeout.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a whole request body may take to arrive.
+pub const BODY_TOTAL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A request body with read timeouts: a client that announces a body and
+/// then stalls (or trickles it) must not hold a connection and an instance
+/// for ever. The guest sees `connection-read-timeout`, as from any
+/// broken body, and answers as it sees fit.
+struct TimedBody {
+    inner: Incoming,
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
+    total: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn new(inner: Incoming) -> Self {
+        TimedBody {
+            inner,
+            idle: None,
+            total: Box::pin(tokio::time::sleep(BODY_TOTAL_TIMEOUT)),
+        }
+    }
+}
+
+impl Body for TimedBody {
+    type Data = Bytes;
+    type Error = ErrorCode;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ErrorCode>>> {
+        let this = self.get_mut();
+        if this.total.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(ErrorCode::ConnectionReadTimeout)));
+        }
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.idle = None;
+                Poll::Ready(frame.map(|f| f.map_err(hyper_request_error)))
+            }
+            Poll::Pending => {
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_IDLE_TIMEOUT)));
+                ready!(idle.as_mut().poll(cx));
+                Poll::Ready(Some(Err(ErrorCode::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// State shared between the server and the `RunningHost` handle.
 pub(crate) struct Shared {
@@ -273,7 +337,7 @@ impl Server {
         let prepared = store
             .data_mut()
             .http()
-            .new_incoming_request(Scheme::Http, req)
+            .new_incoming_request(Scheme::Http, req.map(TimedBody::new))
             .and_then(|incoming| {
                 let out = store.data_mut().http().new_response_outparam(sender)?;
                 Ok((incoming, out))

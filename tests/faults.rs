@@ -1,0 +1,456 @@
+//! End-to-end: SQLite faults, on the real host binary
+//! (`target/debug/spin-sessions-host`, built by `cargo build -p
+//! spin-sessions-host`): a host killed with SIGKILL in the middle of a
+//! write-heavy load loses no acknowledged update, and a record that does not
+//! decode is replaced, never a 500.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use session_core::SessionId;
+
+const SESSIONS: usize = 20;
+const CLIENT_THREADS: usize = 4;
+
+#[test]
+fn sigkill_during_writes_loses_no_acknowledged_update() {
+    let state = tempfile::tempdir().unwrap();
+    let mut host = Host::start(state.path(), true);
+
+    let sessions: Vec<(String, String)> = (0..SESSIONS).map(|_| start_session(host.addr)).collect();
+
+    // Per session: the last value acknowledged with a 303, and the value
+    // of a request sent but not answered (at most one: each session belongs
+    // to one client thread, which sends one request at a time).
+    #[derive(Default, Clone)]
+    struct Ledger {
+        acked: Option<u64>,
+        in_flight: Option<u64>,
+        acks: usize,
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..CLIENT_THREADS)
+        .map(|t| {
+            let mine: Vec<(usize, String, String)> = sessions
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % CLIENT_THREADS == t)
+                .map(|(i, (id, token))| (i, id.clone(), token.clone()))
+                .collect();
+            let (addr, stop, acks) = (host.addr, stop.clone(), acks.clone());
+            std::thread::spawn(move || {
+                let mut ledgers: HashMap<usize, Ledger> = HashMap::new();
+                let mut seq: u64 = 0;
+                'load: loop {
+                    for (i, id, token) in &mine {
+                        if stop.load(Ordering::Relaxed) {
+                            break 'load;
+                        }
+                        seq += 1;
+                        let ledger = ledgers.entry(*i).or_default();
+                        ledger.in_flight = Some(seq);
+                        let body = format!("csrf_token={token}&v1={}&v2=s{i}", value(*i, seq));
+                        match post_form(addr, "/2", id, &body) {
+                            Ok(response) if response.status == 303 => {
+                                ledger.acked = Some(seq);
+                                ledger.in_flight = None;
+                                ledger.acks += 1;
+                                acks.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(response) => panic!(
+                                "session {i}: {} {}",
+                                response.status,
+                                String::from_utf8_lossy(&response.body)
+                            ),
+                            // The host is gone: this request may or may not
+                            // have been stored.
+                            Err(_) => break 'load,
+                        }
+                    }
+                }
+                ledgers
+            })
+        })
+        .collect();
+
+    // Let the load run, then kill the host in the middle of it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while acks.load(Ordering::Relaxed) < 300 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    host.sigkill();
+    let acked_before_kill = acks.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    let mut ledgers: HashMap<usize, Ledger> = HashMap::new();
+    for thread in threads {
+        ledgers.extend(thread.join().expect("a client thread failed"));
+    }
+    let in_flight = ledgers.values().filter(|l| l.in_flight.is_some()).count();
+    eprintln!(
+        "killed after {acked_before_kill} acknowledged updates, {in_flight} requests in flight"
+    );
+    assert!(
+        acked_before_kill >= 50,
+        "the load was too light to test anything: {acked_before_kill} updates"
+    );
+
+    // Restarted on the same state directory: the database opens and every
+    // acknowledged update is there.
+    let host = Host::start(state.path(), true);
+    for (i, (id, _)) in sessions.iter().enumerate() {
+        let ledger = ledgers.get(&i).cloned().unwrap_or_default();
+        let response = get(host.addr, "/api/session", Some(id)).expect("the host answers");
+        assert_eq!(response.status, 200, "session {i} survived");
+        let json: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        let stored = json["v1"].as_str().map(str::to_owned);
+        let acked = ledger.acked.map(|seq| value(i, seq));
+        let in_flight = ledger.in_flight.map(|seq| value(i, seq));
+        assert!(
+            stored == acked || (stored.is_some() && stored == in_flight),
+            "session {i}: stored {stored:?}, last acknowledged {acked:?} (of {} acks), \
+             in flight {in_flight:?}",
+            ledger.acks
+        );
+        if ledger.acked.is_some() {
+            assert_eq!(json["v2"], format!("s{i}"));
+        }
+    }
+
+    // The file itself: intact, and every session record decodes.
+    let db = rusqlite::Connection::open(state.path().join("sqlite_key_value.db")).unwrap();
+    let integrity: String = db
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let records = session_records(&db);
+    assert_eq!(records.len(), SESSIONS);
+    for (key, bytes) in &records {
+        let json: serde_json::Value = serde_json::from_slice(bytes)
+            .unwrap_or_else(|e| panic!("{key} is not JSON ({e}): {bytes:?}"));
+        assert_eq!(json["format"], 1, "{key}: {json}");
+        assert!(json["csrf_token"].is_string() && json["values"].is_object());
+    }
+    let expected_keys: Vec<String> = sessions.iter().map(|(id, _)| key_of(id)).collect();
+    for key in &expected_keys {
+        assert!(records.iter().any(|(k, _)| k == key), "{key} is missing");
+    }
+}
+
+#[test]
+fn undecodable_records_are_replaced_and_logged() {
+    let state = tempfile::tempdir().unwrap();
+    let host = Host::start(state.path(), false);
+    let db_path = state.path().join("sqlite_key_value.db");
+
+    let garbage: &[u8] = b"\xff\x00garbage{\"format\":1";
+    let future: &[u8] = br#"{"format":99,"whatever":"comes next"}"#;
+    let cases: [(&str, &[u8], &str); 3] = [
+        ("garbage bytes", garbage, "malformed session record"),
+        (
+            "a future format",
+            future,
+            "session record of unknown format 99",
+        ),
+        (
+            "JSON of the wrong shape",
+            br#"{"format":1,"values":7}"#,
+            "malformed session record",
+        ),
+    ];
+    for (case, bytes, logged) in cases {
+        let line = format!("sessions: replacing a session whose record does not decode: {logged}");
+        let logged_before = host.stderr().lines().filter(|l| l.contains(&line)).count();
+        let (id, token) = start_session(host.addr);
+        let posted = post_form(host.addr, "/2", &id, &format!("csrf_token={token}&v1=Ada"))
+            .expect("the host answers");
+        assert_eq!(posted.status, 303);
+        let key = key_of(&id);
+        overwrite(&db_path, &key, bytes);
+
+        // A form with that cookie: no live session, so refused, not a 500.
+        let refused = post_form(host.addr, "/2", &id, &format!("csrf_token={token}&v1=Eve"))
+            .expect("the host answers");
+        assert_eq!(
+            refused.status, 403,
+            "{case}: a form on an undecodable record"
+        );
+        // The record was deleted when it was found undecodable; the next
+        // page gets a fresh session.
+        overwrite(&db_path, &key, bytes);
+        let page = get(host.addr, "/", Some(&id)).expect("the host answers");
+        assert_eq!(
+            page.status,
+            200,
+            "{case}: {}",
+            String::from_utf8_lossy(&page.body)
+        );
+        let fresh = page.session_cookie().expect("a fresh cookie");
+        assert_ne!(fresh, id, "{case}: the old identifier is not kept");
+        assert_eq!(
+            get(host.addr, "/api/session", Some(&id)).unwrap().status,
+            404
+        );
+        assert_eq!(
+            get(host.addr, "/api/session", Some(&fresh)).unwrap().status,
+            200
+        );
+        let db = rusqlite::Connection::open(&db_path).unwrap();
+        let records = session_records(&db);
+        assert!(
+            records.iter().all(|(k, _)| *k != key),
+            "{case}: the undecodable record is gone"
+        );
+        assert!(records.iter().any(|(k, _)| *k == key_of(&fresh)));
+
+        // One line for the form, one for the page.
+        let log = host.stderr();
+        assert_eq!(
+            log.lines().filter(|l| l.contains(&line)).count() - logged_before,
+            2,
+            "{case}: the host's stderr says why it replaced the record:\n{log}"
+        );
+    }
+    let log = host.stderr();
+    assert!(
+        !log.lines().any(|l| l.contains(" 500 ")),
+        "no request failed:\n{log}"
+    );
+}
+
+// ---------------------------------------------------------------------
+// The host binary.
+// ---------------------------------------------------------------------
+
+/// The host binary, next to this test's executable (`target/debug/deps/..`).
+fn host_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let debug = exe.parent().and_then(Path::parent).unwrap();
+    let binary = debug.join("spin-sessions-host");
+    assert!(
+        binary.exists(),
+        "{} is missing: run `cargo build -p spin-sessions-host` first",
+        binary.display()
+    );
+    binary
+}
+
+struct Host {
+    child: Option<Child>,
+    addr: SocketAddr,
+    stderr: PathBuf,
+}
+
+impl Host {
+    /// Runs `spin-sessions-host up` on `state` on a free port; stderr goes
+    /// to a file in `state`.
+    fn start(state: &Path, quiet: bool) -> Host {
+        let manifest = common::manifest();
+        static STARTS: AtomicUsize = AtomicUsize::new(0);
+        let stderr = state.join(format!(
+            "host-{}.stderr",
+            STARTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut command = Command::new(host_binary());
+        command
+            .arg("up")
+            .arg("--from")
+            .arg(&manifest)
+            .args(["--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(state)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        if quiet {
+            command.arg("--quiet");
+        }
+        let mut child = command.spawn().expect("the host binary runs");
+        // `Serving http://ADDR`, as `spin up` prints it.
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("Serving http://") {
+                    let _ = sender.send(addr.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = match receiver.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "the host did not start:\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                );
+            }
+        };
+        Host {
+            child: Some(child),
+            addr,
+            stderr,
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush, nothing.
+    fn sigkill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// The store file.
+// ---------------------------------------------------------------------
+
+fn key_of(id: &str) -> String {
+    SessionId::parse(id).unwrap().record_key()
+}
+
+fn session_records(db: &rusqlite::Connection) -> Vec<(String, Vec<u8>)> {
+    let mut query = db
+        .prepare(
+            "SELECT key, value FROM spin_key_value \
+             WHERE store = 'default' AND key LIKE 'session/%' ORDER BY key",
+        )
+        .unwrap();
+    let rows = query
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows
+}
+
+/// Writes `value` under `key` straight into the live host's SQLite file.
+fn overwrite(db: &Path, key: &str, value: &[u8]) {
+    let db = rusqlite::Connection::open(db).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2) \
+         ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![key, value],
+    )
+    .unwrap();
+}
+
+// ---------------------------------------------------------------------
+// A small HTTP/1.1 client whose failures are values (the host may die).
+// ---------------------------------------------------------------------
+
+fn value(session: usize, seq: u64) -> String {
+    format!("s{session}-n{seq}")
+}
+
+fn start_session(addr: SocketAddr) -> (String, String) {
+    let page = get(addr, "/", None).expect("the host answers");
+    assert_eq!(page.status, 200);
+    let id = page.session_cookie().expect("a new session gets a cookie");
+    (id, page.csrf_token())
+}
+
+fn get(addr: SocketAddr, path: &str, id: Option<&str>) -> std::io::Result<common::Response> {
+    let cookie = id
+        .map(|id| format!("Cookie: session={id}\r\n"))
+        .unwrap_or_default();
+    send(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{cookie}\r\n")
+            .as_bytes(),
+    )
+}
+
+fn post_form(
+    addr: SocketAddr,
+    path: &str,
+    id: &str,
+    body: &str,
+) -> std::io::Result<common::Response> {
+    send(
+        addr,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: session={id}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+}
+
+fn send(addr: SocketAddr, raw: &[u8]) -> std::io::Result<common::Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(raw)?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    parse(&bytes).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "not a whole response: {:?}",
+                String::from_utf8_lossy(&bytes)
+            ),
+        )
+    })
+}
+
+fn parse(bytes: &[u8]) -> Option<common::Response> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&bytes[..end]).ok()?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut rest = &bytes[end + 4..];
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let body = if chunked {
+        // A response cut off by the kill has no final chunk: not whole.
+        let mut body = Vec::new();
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.trim(), 16)
+                    .ok()?;
+            rest = &rest[line_end + 2..];
+            if size == 0 {
+                break body;
+            }
+            body.extend_from_slice(rest.get(..size)?);
+            rest = rest.get(size + 2..)?;
+        }
+    } else {
+        rest.to_vec()
+    };
+    Some(common::Response {
+        status,
+        headers,
+        body,
+    })
+}
