@@ -206,6 +206,10 @@ pub fn step<S: SessionStore>(
     // a missing slot (a writer that failed between taking the slot and
     // filling it) is skipped. In a bucket that has not ended, a missing
     // slot may be a creation in flight: the step stops short of it.
+    // And when it evicts there, it takes just the entries it evicts: any
+    // live entry it passed would have to be written again at the end of
+    // the bucket, behind newer sessions, and the oldest-first order of
+    // eviction would be lost.
     let usable = if cursor.is_due(now) {
         values.len()
     } else {
@@ -213,6 +217,7 @@ pub fn step<S: SessionStore>(
             .iter()
             .position(Option::is_none)
             .unwrap_or(values.len())
+            .min(usize::try_from(evict).unwrap_or(usize::MAX))
     };
     let claimed_next = cursor.next + usable as i64;
     let entries: Vec<(String, String)> = slots
@@ -584,6 +589,27 @@ mod tests {
             m.find(Some(sessions[0].id().clone()), last).unwrap(),
             Found::Unknown
         ));
+    }
+
+    #[test]
+    fn eviction_within_one_bucket_goes_oldest_first() {
+        let m = manager(MemoryStore::new()).with_max_sessions(10);
+        m.maintain(T0).unwrap();
+        let mut rng = OsRng.unwrap_err();
+        let sessions: Vec<_> = (0..100)
+            .map(|_| {
+                m.maintain(T0).unwrap();
+                m.create(&mut rng, T0).unwrap()
+            })
+            .collect();
+        for (i, s) in sessions.iter().enumerate() {
+            let live = matches!(m.find(Some(s.id().clone()), T0).unwrap(), Found::Live(_));
+            assert_eq!(live, i >= 90, "session {i}");
+        }
+        // No entry was rewritten: the slots handed out are the creations.
+        let bucket = bucket_of(policy().expiry_of_new_session(T0));
+        let slots = m.store().peek(&slot_counter_key(bucket)).unwrap();
+        assert_eq!(String::from_utf8(slots).unwrap(), "100");
     }
 
     #[test]

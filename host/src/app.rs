@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _, Result};
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
+use crate::kv::redis::RedisStore;
 use crate::kv::sqlite::{DbLocation, SqliteDb, SqliteStore};
 use crate::kv::StoreRegistry;
 use crate::manifest::Manifest;
@@ -110,8 +111,8 @@ impl AppConfig {
         if let (Some(path), Some(config)) = (&self.runtime_config_file, &self.runtime_config) {
             let summaries: Vec<String> = config
                 .stores
-                .keys()
-                .map(|label| format!("[key_value_store.{label}: spin]"))
+                .iter()
+                .map(|(label, store)| format!("[key_value_store.{label}: {}]", store.kind()))
                 .collect();
             if !summaries.is_empty() {
                 lines.push(format!(
@@ -127,10 +128,15 @@ impl AppConfig {
                 .any(|l| l == runtime_config::DEFAULT_STORE)
         });
         if default_used {
-            if let Some(StoreConfig::Sqlite(location)) =
-                self.stores.get(runtime_config::DEFAULT_STORE)
-            {
-                lines.push(format!("Storing default key-value data to {location}."));
+            match self.stores.get(runtime_config::DEFAULT_STORE) {
+                Some(StoreConfig::Sqlite(location)) => {
+                    lines.push(format!("Storing default key-value data to {location}."));
+                }
+                // Spin's summary of a Redis store: `Redis at host:port`.
+                Some(StoreConfig::Redis(url)) => {
+                    lines.push(format!("Storing default key-value data to {url}."));
+                }
+                None => {}
             }
         }
         lines
@@ -152,13 +158,24 @@ pub(crate) struct LoadedApp {
     pub(crate) components: HashMap<String, ComponentRuntime>,
 }
 
-/// Opens every store of `config` (SQLite files are created if missing).
+/// Opens every store of `config` (SQLite files are created if missing;
+/// Redis stores connect on first use, so a Redis that is down does not stop
+/// the host from starting, as in Spin). Must run inside the tokio runtime
+/// that serves the app: it drives the Redis connections.
 fn open_stores(config: &AppConfig) -> Result<StoreRegistry> {
     let mut registry = StoreRegistry::default();
     // Labels kept in the same file share one connection.
     let mut files: HashMap<PathBuf, Arc<SqliteDb>> = HashMap::new();
     for (label, store) in &config.stores {
-        let StoreConfig::Sqlite(location) = store;
+        let location = match store {
+            StoreConfig::Sqlite(location) => location,
+            StoreConfig::Redis(url) => {
+                let store = RedisStore::open(url)
+                    .with_context(|| format!("cannot open key-value store {label:?}"))?;
+                registry.insert(label.clone(), Arc::new(store));
+                continue;
+            }
+        };
         let db = match location {
             DbLocation::File(path) => match files.get(path) {
                 Some(db) => db.clone(),

@@ -205,11 +205,27 @@ impl RunningHost {
     /// Returns and clears the stats of the requests finished so far (at most
     /// the last [`server::STATS_CAPACITY`]), oldest first.
     ///
-    /// A request's stats are recorded before the end of its response is
-    /// sent, so they are present once a client has read the whole response.
+    /// A request's stats are recorded before the end of its response body is
+    /// sent, so they are present once a client has read a response with a
+    /// body. A response without one (204, 303, HEAD) may reach the client
+    /// before the guest has finished: use
+    /// [`RunningHost::take_request_stats_of`] to wait for those.
     pub fn take_request_stats(&self) -> Vec<RequestStats> {
         let mut stats = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner());
         stats.drain(..).collect()
+    }
+
+    /// Like [`RunningHost::take_request_stats`], after waiting (up to
+    /// `within`) until the stats of at least `count` requests are in.
+    pub fn take_request_stats_of(&self, count: usize, within: Duration) -> Vec<RequestStats> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let ready = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()).len() >= count;
+            if ready || std::time::Instant::now() >= deadline {
+                return self.take_request_stats();
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     /// Test hook: while `Some(message)`, every key-value operation of both

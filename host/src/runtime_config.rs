@@ -2,7 +2,8 @@
 //! resolution of key-value store locations.
 //!
 //! Supported: `[key_value_store.<label>]` with `type = "spin"` (SQLite) and
-//! an optional `path`, and the top-level `state_dir`. Resolution follows
+//! an optional `path`, or `type = "redis"` and a required `url`, and the
+//! top-level `state_dir`. Resolution follows
 //! Spin (crates/runtime-config, crates/key-value-spin):
 //! - a relative `path` is relative to the runtime config file's directory;
 //! - a `type = "spin"` store without `path` is an in-memory database;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use toml::{Table, Value};
 
+use crate::kv::redis::RedisUrl;
 use crate::kv::sqlite::DbLocation;
 use crate::toml_fields::{type_name, Fields};
 
@@ -34,6 +36,18 @@ pub const DEFAULT_STATE_DIR: &str = ".spin";
 pub enum StoreConfig {
     /// `type = "spin"`: SQLite at this location.
     Sqlite(DbLocation),
+    /// `type = "redis"`: the Redis server at this URL.
+    Redis(RedisUrl),
+}
+
+impl StoreConfig {
+    /// The store's `type` as the runtime config names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreConfig::Sqlite(_) => "spin",
+            StoreConfig::Redis(_) => "redis",
+        }
+    }
 }
 
 /// A parsed runtime config file.
@@ -126,9 +140,19 @@ fn parse_store(label: &str, table: &Table, dir: &Path) -> Result<StoreConfig> {
             f.finish()?;
             Ok(StoreConfig::Sqlite(location))
         }
-        "redis" | "azure_cosmos" | "aws_dynamo" => bail!(
+        "redis" => {
+            // Spin's only field for this type; a missing one is an error
+            // there too.
+            let url = f.required_string("url")?;
+            // The URL is not echoed: it may carry a password.
+            let url =
+                RedisUrl::parse(&url).with_context(|| format!("{place}: invalid Redis `url`"))?;
+            f.finish()?;
+            Ok(StoreConfig::Redis(url))
+        }
+        "azure_cosmos" | "aws_dynamo" => bail!(
             "{place}: key-value store type `{kind}` is not supported by this host (only \
-             `type = \"spin\"`)"
+             `type = \"spin\"` and `type = \"redis\"`)"
         ),
         other => bail!("{place}: unknown key-value store type `{other}`"),
     }
@@ -255,8 +279,67 @@ mod tests {
     }
 
     #[test]
+    fn redis_stores_take_a_url() {
+        let rc = parse(
+            r#"
+            [key_value_store.default]
+            type = "redis"
+            url = "redis://:secret@127.0.0.1:6380/2"
+            [key_value_store.local]
+            type = "redis"
+            url = "redis+unix:///run/redis.sock"
+            "#,
+        )
+        .unwrap();
+        let StoreConfig::Redis(url) = &rc.stores["default"] else {
+            panic!("{:?}", rc.stores["default"]);
+        };
+        assert_eq!(url.addr(), "127.0.0.1:6380");
+        // Shown as Spin shows it, and never with the password.
+        assert_eq!(url.to_string(), "Redis at 127.0.0.1:6380");
+        assert!(!format!("{:?}", rc.stores).contains("secret"));
+        assert_eq!(rc.stores["default"].kind(), "redis");
+        assert!(matches!(rc.stores["local"], StoreConfig::Redis(_)));
+        // A configured Redis default replaces the SQLite default.
+        let all = resolve_stores(Some(&rc), Some(Path::new("/app/.spin")));
+        assert_eq!(all["default"], rc.stores["default"]);
+    }
+
+    #[test]
+    fn rejects_bad_redis_stores() {
+        rejects(
+            "[key_value_store.x]\ntype = \"redis\"\n",
+            "missing required field `url`",
+        );
+        rejects(
+            "[key_value_store.x]\ntype = \"redis\"\nurl = 6379\n",
+            "`url`",
+        );
+        rejects(
+            "[key_value_store.x]\ntype = \"redis\"\nurl = \"\"\n",
+            "invalid Redis `url`",
+        );
+        rejects(
+            "[key_value_store.x]\ntype = \"redis\"\nurl = \"http://127.0.0.1:6379\"\n",
+            "invalid Redis `url`",
+        );
+        rejects(
+            "[key_value_store.x]\ntype = \"redis\"\nurl = \"not a url\"\n",
+            "invalid Redis `url`",
+        );
+        rejects(
+            "[key_value_store.x]\ntype = \"redis\"\nurl = \"rediss://127.0.0.1\"\n",
+            "invalid Redis `url`",
+        );
+        rejects(
+            "[key_value_store.x]\ntype = \"redis\"\nurl = \"redis://h\"\npath = \"a.db\"\n",
+            "unknown field `path`",
+        );
+    }
+
+    #[test]
     fn rejects_other_store_types() {
-        for kind in ["redis", "azure_cosmos", "aws_dynamo"] {
+        for kind in ["azure_cosmos", "aws_dynamo"] {
             rejects(
                 &format!("[key_value_store.x]\ntype = \"{kind}\"\nurl = \"redis://h\"\n"),
                 "not supported by this host",

@@ -28,8 +28,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
-use wasmtime_wasi_http::p2::hyper_request_error;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::hyper_request_error;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
 use crate::app::LoadedApp;

@@ -363,7 +363,7 @@ async fn per_request_kv_counts() {
     for (method, path, body, status, reads, writes) in cases {
         let reply = send(addr, method, path, body).await;
         assert_eq!(reply.status, status, "{method} {path}: {}", reply.text());
-        let stats = only(host.take_request_stats());
+        let stats = only(host.take_request_stats_of(1, std::time::Duration::from_secs(5)));
         assert_eq!(
             (
                 stats.method.as_str(),

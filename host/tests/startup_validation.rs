@@ -122,9 +122,9 @@ fn unsupported_runtime_config_is_refused() {
         &app(
             &dir,
             MANIFEST,
-            Some("[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://localhost\"\n"),
+            Some("[key_value_store.default]\ntype = \"azure_cosmos\"\naccount = \"a\"\n"),
         ),
-        "key-value store type `redis` is not supported by this host",
+        "key-value store type `azure_cosmos` is not supported by this host",
     );
     refused(
         &app(

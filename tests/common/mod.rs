@@ -105,6 +105,12 @@ impl App {
         self.host().take_request_stats()
     }
 
+    /// Like [`App::take_stats`], waiting until `count` requests are in (a
+    /// response without a body can reach us before the guest finishes).
+    pub fn take_stats_of(&self, count: usize) -> Vec<RequestStats> {
+        self.host().take_request_stats_of(count, Duration::from_secs(5))
+    }
+
     /// Stops the host and hands back its state directory.
     pub fn stop(mut self) -> tempfile::TempDir {
         let host = self.host.take().unwrap();

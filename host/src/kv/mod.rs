@@ -7,6 +7,7 @@
 
 pub mod counters;
 pub mod fermyon;
+pub mod redis;
 pub mod sqlite;
 pub mod wasi_keyvalue;
 
@@ -41,9 +42,9 @@ pub type KvResult<T> = Result<T, KvError>;
 /// interfaces need, nothing more.
 ///
 /// Implementations must be safe to call concurrently from many requests.
-/// Today the only implementation is SQLite ([`sqlite::SqliteStore`]); the
-/// trait exists so another backend (Redis) can be added without touching the
-/// guest-facing code.
+/// Two implement it, as Spin's `type = "spin"` and `type = "redis"` stores:
+/// SQLite ([`sqlite::SqliteStore`]) and Redis ([`redis::RedisStore`]); the
+/// guest-facing code does not know which one it talks to.
 #[async_trait]
 pub trait KvBackend: Send + Sync {
     /// Reads the value under `key`, `None` when absent.

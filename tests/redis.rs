@@ -1,0 +1,308 @@
+//! End-to-end on Redis: the real sessions component in TWO host instances
+//! whose `default` store is one real `redis-server` (runtime config
+//! `type = "redis"`), as two `spin up` replicas behind a load balancer
+//! would share it. Sessions move between instances, concurrent updates
+//! through both lose nothing, the cap holds across them, and a Redis outage
+//! gives 503s, loses nothing acknowledged and heals by itself.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{cookie, App, RedisServer, Response};
+use session_core::SessionId;
+
+/// The longest a request may take while Redis is gone: the host bounds each
+/// key-value operation by 2 s, and the component gives up at the first
+/// failure; the rest is room for a loaded machine.
+const OUTAGE_REQUEST_BOUND: Duration = Duration::from_secs(5);
+
+/// Two hosts on `redis`, each with its own (unused) state directory.
+fn two_instances(redis: &RedisServer, variables: &[(&str, &str)]) -> (App, App) {
+    let config = redis.runtime_config();
+    let a = App::start_with(tempfile::tempdir().unwrap(), variables, Some(&config));
+    let b = App::start_with(tempfile::tempdir().unwrap(), variables, Some(&config));
+    (a, b)
+}
+
+/// A plain connection to the server, to look at what the hosts stored.
+fn redis_client(redis: &RedisServer) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// The keys of the session records in Redis.
+fn session_keys(conn: &mut redis::Connection) -> Vec<String> {
+    redis::cmd("KEYS").arg("session/*").query(conn).unwrap()
+}
+
+/// The raw record of the session with cookie value `id`, read from Redis
+/// under the key the component uses: `session/<sha256 hex>`.
+fn raw_record(conn: &mut redis::Connection, id: &str) -> serde_json::Value {
+    let key = SessionId::parse(id).unwrap().record_key();
+    let bytes: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query(conn).unwrap();
+    serde_json::from_slice(&bytes.unwrap_or_else(|| panic!("no record under {key}"))).unwrap()
+}
+
+/// Starts a session with `GET /` and returns its cookie value and token.
+fn start_session(app: &App) -> (String, String) {
+    let page = app.get("/", None);
+    assert_eq!(page.status, 200, "{}", page.text());
+    (
+        page.session_cookie().expect("a new session gets a cookie"),
+        page.csrf_token(),
+    )
+}
+
+fn session_json(app: &App, id: &str) -> (u16, serde_json::Value) {
+    let response = app.get("/api/session", Some(&cookie(id)));
+    let json = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
+    (response.status, json)
+}
+
+fn post(app: &App, page: &str, id: &str, token: &str, fields: &str) -> Response {
+    app.post_form(
+        page,
+        Some(&cookie(id)),
+        &format!("csrf_token={token}&{fields}"),
+    )
+}
+
+#[test]
+fn a_session_continues_on_the_other_instance() {
+    let redis = RedisServer::start(false);
+    let (a, b) = two_instances(&redis, &[]);
+    let (id, token) = start_session(&a);
+    let c = cookie(&id);
+
+    // B knows the session A created: no new cookie, same form token.
+    let page = b.get("/2", Some(&c));
+    assert_eq!(page.status, 200);
+    assert!(page.header("set-cookie").is_none(), "B adopted the session");
+    assert_eq!(page.csrf_token(), token);
+
+    // A form posted on B with the token A handed out is accepted...
+    let posted = post(&b, "/2", &id, &token, "v1=Ada+Lovelace");
+    assert_eq!(
+        (posted.status, posted.header("location")),
+        (303, Some("/2"))
+    );
+    // ...and A sees it, and the other way round.
+    let (status, json) = session_json(&a, &id);
+    assert_eq!(
+        (status, &json["v1"]),
+        (200, &serde_json::json!("Ada Lovelace"))
+    );
+    assert_eq!(post(&a, "/S", &id, &token, "v2=Engineer").status, 303);
+    let summary = b.get("/S", Some(&c)).text();
+    assert!(summary.contains("Ada Lovelace") && summary.contains("Engineer"));
+    // A forged token is refused on either instance.
+    assert_eq!(post(&b, "/2", &id, "forged", "v1=x").status, 403);
+
+    // Logging out on B ends the session for A too.
+    let out = post(&b, "/logout", &id, &token, "");
+    assert_eq!((out.status, out.header("location")), (303, Some("/")));
+    assert_eq!(session_json(&a, &id).0, 404);
+
+    // The store is Redis: neither host made a SQLite file.
+    assert!(!a.db_path().exists() && !b.db_path().exists());
+}
+
+#[test]
+fn concurrent_posts_through_both_instances_lose_no_update() {
+    let redis = RedisServer::start(false);
+    let (a, b) = two_instances(&redis, &[]);
+    let (id, token) = start_session(&a);
+    let rounds = 500;
+    std::thread::scope(|scope| {
+        for (app, field) in [(&a, "v1"), (&b, "v2")] {
+            let (id, token) = (&id, &token);
+            scope.spawn(move || {
+                for i in 0..rounds {
+                    let response = post(app, "/2", id, token, &format!("{field}={field}-{i}"));
+                    assert_eq!(response.status, 303, "{}", response.text());
+                }
+            });
+        }
+    });
+    for app in [&a, &b] {
+        let (status, json) = session_json(app, &id);
+        assert_eq!(status, 200);
+        assert_eq!(json["v1"], format!("v1-{}", rounds - 1));
+        assert_eq!(json["v2"], format!("v2-{}", rounds - 1));
+    }
+    let mut conn = redis_client(&redis);
+    assert_eq!(session_keys(&mut conn).len(), 1);
+    // Every post was applied exactly once: no swap overwrote another
+    // (the clock did not move, so no touch wrote either).
+    assert_eq!(raw_record(&mut conn, &id)["writes"], 2 * rounds);
+}
+
+#[test]
+fn the_cap_holds_across_instances() {
+    let redis = RedisServer::start(false);
+    let (a, b) = two_instances(&redis, &[("max_sessions", "100")]);
+    let mut conn = redis_client(&redis);
+    let mut cookies = Vec::new();
+    for i in 0..1000 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let page = app.get("/", None);
+        assert_eq!(page.status, 200, "{}", page.text());
+        cookies.push((page.session_cookie().unwrap(), page.csrf_token()));
+        if i % 50 == 49 {
+            let stored = session_keys(&mut conn).len();
+            assert!(
+                stored <= 100 + 2,
+                "{stored} records after {} clients",
+                i + 1
+            );
+        }
+    }
+    // The newest clients' sessions work, on the instance that did not
+    // create them as well.
+    for (i, (id, token)) in cookies.iter().enumerate().skip(990) {
+        let other = if i % 2 == 0 { &b } else { &a };
+        let page = other.get("/", Some(&cookie(id)));
+        assert_eq!(page.status, 200);
+        assert!(
+            page.header("set-cookie").is_none(),
+            "client {i} kept its session"
+        );
+        assert_eq!(post(other, "/2", id, token, "v1=new").status, 303);
+        assert_eq!(session_json(other, id).1["v1"], "new");
+    }
+    // The first one was evicted. (Which of the other old ones go is the
+    // core's eviction order, the same on SQLite: tests/scale.rs.)
+    assert_eq!(session_json(&b, &cookies[0].0).0, 404);
+    let stored = session_keys(&mut conn).len();
+    assert!(stored <= 100 + 2, "{stored} records at the end");
+}
+
+/// What a load thread saw.
+#[derive(Default, Debug)]
+struct Outcomes {
+    ok: usize,
+    unavailable: usize,
+    slowest: Duration,
+}
+
+#[test]
+fn a_redis_outage_gives_503_loses_nothing_and_heals() {
+    let mut redis = RedisServer::start(true);
+    let (a, b) = two_instances(&redis, &[]);
+    let apps = [&a, &b];
+
+    // Sessions written before the outage, half through each instance.
+    let mut written = Vec::new();
+    for i in 0..20 {
+        let (app, other) = (apps[i % 2], apps[(i + 1) % 2]);
+        let (id, token) = start_session(app);
+        assert_eq!(
+            post(other, "/2", &id, &token, &format!("v1=before-{i}")).status,
+            303
+        );
+        assert_eq!(
+            post(app, "/S", &id, &token, &format!("v2=kept-{i}")).status,
+            303
+        );
+        written.push((id, token, i));
+    }
+    // Sessions the load keeps writing to (their final values are not
+    // checked: a write cut off by the outage may or may not have landed).
+    let load_sessions: Vec<(String, String)> = (0..4).map(|i| start_session(apps[i % 2])).collect();
+
+    let stop = AtomicBool::new(false);
+    let failures = AtomicUsize::new(0);
+    let outcomes: Vec<Outcomes> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..2)
+            .map(|worker| {
+                let (app, stop, load_sessions) = (apps[worker], &stop, &load_sessions);
+                let failures = &failures;
+                scope.spawn(move || {
+                    let mut seen = Outcomes::default();
+                    let mut n = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let (id, token) = &load_sessions[n % load_sessions.len()];
+                        let started = Instant::now();
+                        let response = match n % 3 {
+                            0 => app.get("/", None),
+                            1 => app.get("/2", Some(&cookie(id))),
+                            _ => post(app, "/2", id, token, &format!("v1=load-{n}")),
+                        };
+                        let took = started.elapsed();
+                        seen.slowest = seen.slowest.max(took);
+                        assert!(took < OUTAGE_REQUEST_BOUND, "a request took {took:?}");
+                        match response.status {
+                            200 | 303 => seen.ok += 1,
+                            503 => {
+                                seen.unavailable += 1;
+                                failures.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => panic!("status {other}: {}", response.text()),
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+
+        std::thread::sleep(Duration::from_millis(500));
+        redis.stop();
+        // Down long enough for both instances to notice.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while failures.load(Ordering::Relaxed) < 10 {
+            assert!(
+                Instant::now() < deadline,
+                "no request failed while Redis was down"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        redis.restart();
+        // Let the load run on after the restart, then stop it.
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, Ordering::Relaxed);
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    eprintln!("load during the outage: {outcomes:?}");
+    for seen in &outcomes {
+        assert!(seen.unavailable > 0, "{seen:?}");
+        assert!(seen.ok > 0, "{seen:?}");
+    }
+
+    // Traffic recovers on both hosts, which were never restarted: within a
+    // short time every request works again.
+    for app in apps {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (id, _) = &load_sessions[0];
+            if app.get("/2", Some(&cookie(id))).status == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the host did not recover");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for _ in 0..20 {
+            assert_eq!(app.get("/", None).status, 200);
+        }
+        let (id, token) = &load_sessions[1];
+        assert_eq!(post(app, "/2", id, token, "v1=after").status, 303);
+        assert_eq!(session_json(app, id).1["v1"], "after");
+    }
+
+    // Everything acknowledged before the stop survived it, seen from both.
+    for (id, token, i) in &written {
+        for app in apps {
+            let (status, json) = session_json(app, id);
+            assert_eq!(status, 200, "session {i}");
+            assert_eq!(json["v1"], format!("before-{i}"), "session {i}");
+            assert_eq!(json["v2"], format!("kept-{i}"), "session {i}");
+        }
+        // And they go on working.
+        assert_eq!(post(apps[*i % 2], "/F", id, token, "DONE=yes").status, 303);
+    }
+}
