@@ -4,8 +4,9 @@
 //! It implements what the sessions project needs, faithfully: `wasi:http`
 //! components instantiated per request, Spin's routing and `spin-*` request
 //! headers, `fermyon:spin/key-value@2.0.0` and `wasi:keyvalue@0.2.0-draft2`
-//! on Spin's SQLite layout, `fermyon:spin/variables@2.0.0` with the
-//! environment provider, and Spin's runtime config for key-value stores.
+//! on Spin's SQLite layout or on Redis, `fermyon:spin/variables@2.0.0` with
+//! the environment provider, and Spin's runtime config for key-value stores
+//! (`type = "spin"` and `type = "redis"`).
 //! Anything else a manifest or runtime config asks for is refused at
 //! startup.
 //!
