@@ -7,8 +7,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -373,14 +373,9 @@ fn start_session(addr: SocketAddr) -> (String, String) {
 }
 
 fn get(addr: SocketAddr, path: &str, id: Option<&str>) -> std::io::Result<common::Response> {
-    let cookie = id
-        .map(|id| format!("Cookie: session={id}\r\n"))
-        .unwrap_or_default();
-    send(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{cookie}\r\n")
-            .as_bytes(),
-    )
+    let cookie = id.map(common::cookie);
+    let raw = common::request_bytes(addr, "GET", path, cookie.as_deref(), None, b"");
+    common::try_send(addr, &raw)
 }
 
 fn post_form(
@@ -389,68 +384,13 @@ fn post_form(
     id: &str,
     body: &str,
 ) -> std::io::Result<common::Response> {
-    send(
+    let raw = common::request_bytes(
         addr,
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: session={id}\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-}
-
-fn send(addr: SocketAddr, raw: &[u8]) -> std::io::Result<common::Response> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(raw)?;
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes)?;
-    parse(&bytes).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::UnexpectedEof,
-            format!(
-                "not a whole response: {:?}",
-                String::from_utf8_lossy(&bytes)
-            ),
-        )
-    })
-}
-
-fn parse(bytes: &[u8]) -> Option<common::Response> {
-    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = std::str::from_utf8(&bytes[..end]).ok()?;
-    let mut lines = head.split("\r\n");
-    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut rest = &bytes[end + 4..];
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
-    let body = if chunked {
-        // A response cut off by the kill has no final chunk: not whole.
-        let mut body = Vec::new();
-        loop {
-            let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
-            let size =
-                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).ok()?.trim(), 16)
-                    .ok()?;
-            rest = &rest[line_end + 2..];
-            if size == 0 {
-                break body;
-            }
-            body.extend_from_slice(rest.get(..size)?);
-            rest = rest.get(size + 2..)?;
-        }
-    } else {
-        rest.to_vec()
-    };
-    Some(common::Response {
-        status,
-        headers,
-        body,
-    })
+        "POST",
+        path,
+        Some(&common::cookie(id)),
+        Some("application/x-www-form-urlencoded"),
+        body.as_bytes(),
+    );
+    common::try_send(addr, &raw)
 }

@@ -108,7 +108,8 @@ impl App {
     /// Like [`App::take_stats`], waiting until `count` requests are in (a
     /// response without a body can reach us before the guest finishes).
     pub fn take_stats_of(&self, count: usize) -> Vec<RequestStats> {
-        self.host().take_request_stats_of(count, Duration::from_secs(5))
+        self.host()
+            .take_request_stats_of(count, Duration::from_secs(5))
     }
 
     /// Stops the host and hands back its state directory.
@@ -175,24 +176,37 @@ impl App {
         content_type: Option<&str>,
         body: &[u8],
     ) -> Response {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-            self.addr
-        );
-        if let Some(cookie) = cookie {
-            head.push_str(&format!("Cookie: {cookie}\r\n"));
-        }
-        if let Some(content_type) = content_type {
-            head.push_str(&format!("Content-Type: {content_type}\r\n"));
-        }
-        if method == "POST" || !body.is_empty() {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut raw = head.into_bytes();
-        raw.extend_from_slice(body);
-        send(self.addr, &raw)
+        send(
+            self.addr,
+            &request_bytes(self.addr, method, path, cookie, content_type, body),
+        )
     }
+}
+
+/// The bytes of one HTTP/1.1 request (`Connection: close`), with an optional
+/// `Cookie` and `Content-Type`, and `Content-Length` for a body or a POST.
+pub fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(cookie) = cookie {
+        head.push_str(&format!("Cookie: {cookie}\r\n"));
+    }
+    if let Some(content_type) = content_type {
+        head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    if method == "POST" || !body.is_empty() {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    let mut raw = head.into_bytes();
+    raw.extend_from_slice(body);
+    raw
 }
 
 impl Drop for App {
@@ -249,25 +263,37 @@ pub fn cookie(id: &str) -> String {
     format!("session={id}")
 }
 
-fn send(addr: SocketAddr, raw: &[u8]) -> Response {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
+/// Sends `raw` to `addr` and reads the response until the server closes.
+/// Panics when there is no whole response.
+pub fn send(addr: SocketAddr, raw: &[u8]) -> Response {
+    try_send(addr, raw).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Like [`send`], but says why there is no whole response (no server, a
+/// connection cut before the end of the response, a read timeout).
+pub fn try_send(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     // The server may answer before reading all of a body it refuses, and
-    // then close: a failed write is not a failed test.
+    // then close: a failed write is not a failed exchange.
     let _ = stream.write_all(raw);
     let mut bytes = Vec::new();
-    let _ = stream.read_to_end(&mut bytes);
-    parse(&bytes).unwrap_or_else(|| {
-        panic!(
-            "not an HTTP response: {:?}",
-            String::from_utf8_lossy(&bytes)
+    let read = stream.read_to_end(&mut bytes);
+    parse(&bytes).ok_or_else(|| {
+        let why = read.err().map(|e| e.to_string()).unwrap_or_default();
+        std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            format!(
+                "not a whole HTTP response ({why}): {:?}",
+                String::from_utf8_lossy(&bytes)
+            ),
         )
     })
 }
 
-fn parse(bytes: &[u8]) -> Option<Response> {
+/// Parses a whole response; `None` if it is cut short (a chunked body
+/// without its last chunk included).
+pub fn parse(bytes: &[u8]) -> Option<Response> {
     let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&bytes[..end]).ok()?;
     let mut lines = head.split("\r\n");
