@@ -221,7 +221,13 @@ impl RunningHost {
     pub fn take_request_stats_of(&self, count: usize, within: Duration) -> Vec<RequestStats> {
         let deadline = std::time::Instant::now() + within;
         loop {
-            let ready = self.shared.stats.lock().unwrap_or_else(|e| e.into_inner()).len() >= count;
+            let ready = self
+                .shared
+                .stats
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .len()
+                >= count;
             if ready || std::time::Instant::now() >= deadline {
                 return self.take_request_stats();
             }

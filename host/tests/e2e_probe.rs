@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{built_probe_manifest, get, send, TempDir};
+use common::{built_probe_manifest, get, kv_cases, send, TempDir};
 use host::{HostOptions, RequestStats, RunningHost};
 
 /// Starts the probe with its state in `state`, variables from `env`.
@@ -51,22 +51,7 @@ async fn a_value_survives_a_restart_on_the_same_file() {
 async fn kv_set_get_delete_round_trip() {
     let state = TempDir::new("roundtrip");
     let host = start_probe(&state, vec![]).await;
-    let addr = host.addr();
-    assert_eq!(
-        send(addr, "PUT", "/kv/default/k", b"\x00\x01bin")
-            .await
-            .status,
-        204
-    );
-    let reply = get(addr, "/kv/default/k").await;
-    assert_eq!(
-        (reply.status, reply.body.as_slice()),
-        (200, &b"\x00\x01bin"[..])
-    );
-    assert_eq!(send(addr, "DELETE", "/kv/default/k", b"").await.status, 204);
-    assert_eq!(get(addr, "/kv/default/k").await.status, 404);
-    // Deleting an absent key is fine.
-    assert_eq!(send(addr, "DELETE", "/kv/default/k", b"").await.status, 204);
+    kv_cases::set_get_delete_round_trip(host.addr()).await;
     host.shutdown().await;
 }
 
@@ -223,36 +208,7 @@ async fn acknowledged_writes_survive_sigkill() {
 async fn a_cas_race_has_exactly_one_winner() {
     let state = TempDir::new("cas");
     let host = start_probe(&state, vec![]).await;
-    let addr = host.addr();
-    for (round, key) in ["fresh", "existing"].into_iter().enumerate() {
-        if round == 1 {
-            assert_eq!(
-                send(addr, "PUT", "/kv/default/existing", b"start")
-                    .await
-                    .status,
-                204
-            );
-        }
-        let path = format!("/cas/{key}?delay_ms=300");
-        let (a, b) = tokio::join!(
-            send(addr, "POST", &path, b"alpha"),
-            send(addr, "POST", &path, b"beta")
-        );
-        let mut outcomes = [(a.status, a.text()), (b.status, b.text())];
-        outcomes.sort();
-        assert_eq!(
-            outcomes,
-            [(200, "won".to_string()), (409, "lost".to_string())],
-            "key {key}"
-        );
-        let winner = if a.status == 200 { "alpha" } else { "beta" };
-        let stored = get(addr, &format!("/kv/default/{key}")).await;
-        assert_eq!(
-            (stored.status, stored.text().as_str()),
-            (200, winner),
-            "key {key}"
-        );
-    }
+    kv_cases::a_cas_race_has_exactly_one_winner(host.addr()).await;
     host.shutdown().await;
 }
 
@@ -260,21 +216,8 @@ async fn a_cas_race_has_exactly_one_winner() {
 async fn increment_counts_from_zero_in_spins_encoding() {
     let state = TempDir::new("incr");
     let host = start_probe(&state, vec![]).await;
-    let addr = host.addr();
-    let reply = send(addr, "POST", "/incr/hits?delta=5", b"").await;
-    assert_eq!((reply.status, reply.text().as_str()), (200, "5"));
-    let reply = send(addr, "POST", "/incr/hits?delta=-7", b"").await;
-    assert_eq!((reply.status, reply.text().as_str()), (200, "-2"));
     // Stored as Spin stores counters: 8 little-endian bytes.
-    let raw = get(addr, "/kv/default/hits").await;
-    assert_eq!(raw.body, (-2i64).to_le_bytes().to_vec());
-    // Incrementing a value that is not a counter is an error, not a trap.
-    assert_eq!(
-        send(addr, "PUT", "/kv/default/word", b"abc").await.status,
-        204
-    );
-    let reply = send(addr, "POST", "/incr/word?delta=1", b"").await;
-    assert_eq!(reply.status, 503, "{}", reply.text());
+    kv_cases::increment_counts_from_zero(host.addr(), &(-2i64).to_le_bytes()).await;
     host.shutdown().await;
 }
 

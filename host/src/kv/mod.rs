@@ -5,6 +5,8 @@
 //! reach the same [`KvBackend`]s, exactly as in Spin, where one key-value
 //! factor serves both interfaces.
 
+#[cfg(test)]
+mod contract;
 pub mod counters;
 pub mod fermyon;
 pub mod redis;

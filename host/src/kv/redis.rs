@@ -351,134 +351,110 @@ impl KvBackend for RedisStore {
     }
 }
 
+/// The `redis-server` the integration tests use too.
+#[cfg(test)]
+#[path = "../../tests/common/redis_server.rs"]
+#[allow(dead_code)] // `port` is for the integration tests
+mod test_server;
+
 #[cfg(test)]
 mod tests {
+    use super::test_server::RedisServer;
     use super::*;
-    use std::net::{TcpListener, TcpStream};
-    use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
+    use crate::kv::contract;
+    use std::net::TcpListener;
     use std::sync::Arc;
     use std::time::Instant;
 
-    /// A throwaway `redis-server` on a free port, in its own scratch
-    /// directory, killed when dropped.
-    struct Server {
-        port: u16,
-        dir: PathBuf,
-        child: Option<Child>,
+    fn url(server: &RedisServer) -> RedisUrl {
+        RedisUrl::parse(&server.url()).unwrap()
     }
 
-    impl Server {
-        fn start() -> Self {
-            use std::sync::atomic::{AtomicU64, Ordering};
-            static N: AtomicU64 = AtomicU64::new(0);
-            let port = free_port();
-            let dir = std::env::temp_dir().join(format!(
-                "spin-sessions-host-redis-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            let mut server = Self {
-                port,
-                dir,
-                child: None,
-            };
-            server.spawn();
-            server
-        }
-
-        fn spawn(&mut self) {
-            let child = Command::new("/usr/bin/redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&self.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server starts (apt-get install redis-server)");
-            self.child = Some(child);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-                assert!(Instant::now() < deadline, "redis-server did not listen");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-
-        fn stop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-
-        fn url(&self) -> RedisUrl {
-            RedisUrl::parse(&format!("redis://127.0.0.1:{}", self.port)).unwrap()
-        }
-
-        fn store(&self) -> RedisStore {
-            RedisStore::open(&self.url()).unwrap()
-        }
+    /// A store on `server`, with its own connection.
+    fn store(server: &RedisServer) -> RedisStore {
+        RedisStore::open(&url(server)).unwrap()
     }
 
-    impl Drop for Server {
-        fn drop(&mut self) {
-            self.stop();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
+    /// `count` stores on `server`: separate connections, as separate hosts
+    /// would have.
+    fn stores(server: &RedisServer, count: usize) -> Vec<Arc<dyn KvBackend>> {
+        (0..count)
+            .map(|_| Arc::new(store(server)) as Arc<dyn KvBackend>)
+            .collect()
     }
 
     /// The bound a failing operation must respect, with room for a loaded
     /// machine.
     const PROMPT: Duration = Duration::from_millis(OPERATION_TIMEOUT.as_millis() as u64 + 1500);
 
+    // The backend contract (see `contract.rs`), each on a fresh server.
+
     #[tokio::test]
     async fn set_get_delete_exists_keys() {
-        let server = Server::start();
-        let s = server.store();
-        assert_eq!(s.get("a").await.unwrap(), None);
-        assert!(!s.exists("a").await.unwrap());
-        s.set("a", b"1").await.unwrap();
-        s.set("b", b"2").await.unwrap();
-        s.set("a", b"one").await.unwrap();
-        assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"one"[..]));
-        assert!(s.exists("a").await.unwrap());
-        let mut keys = s.keys().await.unwrap();
-        keys.sort();
-        assert_eq!(keys, ["a", "b"]);
-        s.delete("a").await.unwrap();
-        s.delete("a").await.unwrap();
-        assert_eq!(s.get("a").await.unwrap(), None);
-        assert_eq!(s.keys().await.unwrap(), ["b"]);
-        // Values are bytes, kept exactly: empty, not UTF-8, NUL inside.
-        s.set("bin", &[0, 255, 0, 10]).await.unwrap();
-        assert_eq!(s.get("bin").await.unwrap(), Some(vec![0, 255, 0, 10]));
-        s.set("empty", b"").await.unwrap();
-        assert_eq!(s.get("empty").await.unwrap(), Some(Vec::new()));
-        assert!(s.exists("empty").await.unwrap());
+        let server = RedisServer::start();
+        contract::set_get_delete_exists_keys(&store(&server)).await;
     }
+
+    #[tokio::test]
+    async fn compare_and_swap_on_an_existing_value() {
+        let server = RedisServer::start();
+        contract::compare_and_swap_on_an_existing_value(&store(&server)).await;
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_on_an_absent_key_never_overwrites() {
+        let server = RedisServer::start();
+        contract::compare_and_swap_on_an_absent_key_never_overwrites(&store(&server)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_swaps_have_one_winner() {
+        let server = RedisServer::start();
+        contract::concurrent_swaps_have_one_winner(&stores(&server, 4)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cas_retry_loops_lose_no_update() {
+        let server = RedisServer::start();
+        contract::cas_retry_loops_lose_no_update(&stores(&server, 2)).await;
+    }
+
+    #[tokio::test]
+    async fn increment_is_incrby_on_decimal_text() {
+        // Redis keeps counters as decimal text (Spin's SQLite store keeps
+        // 8 little-endian bytes; each backend reads back its own).
+        let server = RedisServer::start();
+        let err = contract::increment_counts(&store(&server), |n| n.to_string().into_bytes()).await;
+        assert!(err.0.contains("INCRBY"), "{err}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_increments_hand_out_distinct_values() {
+        let server = RedisServer::start();
+        contract::concurrent_increments_hand_out_distinct_values(&stores(&server, 2)).await;
+    }
+
+    #[tokio::test]
+    async fn batch_operations() {
+        let server = RedisServer::start();
+        contract::batch_operations(&store(&server)).await;
+    }
+
+    // What only the Redis backend has: one key space shared with other
+    // clients, outages, reconnection, timeouts, URLs.
 
     #[tokio::test]
     async fn keys_are_not_prefixed_by_store() {
         // As in Spin: the raw key is the Redis key, so two stores on one
         // server share one key space, and other clients see the same keys.
-        let server = Server::start();
-        let (a, b) = (server.store(), server.store());
+        let server = RedisServer::start();
+        let (a, b) = (store(&server), store(&server));
         a.set("session/x", b"v").await.unwrap();
         assert_eq!(
             b.get("session/x").await.unwrap().as_deref(),
             Some(&b"v"[..])
         );
-        let client = redis::Client::open(server.url().url.as_str()).unwrap();
+        let client = redis::Client::open(server.url()).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         let raw: Option<Vec<u8>> = redis::cmd("GET")
             .arg("session/x")
@@ -486,199 +462,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(raw.as_deref(), Some(&b"v"[..]));
-    }
-
-    #[tokio::test]
-    async fn compare_and_swap_on_an_existing_value() {
-        let server = Server::start();
-        let s = server.store();
-        s.set("k", b"v1").await.unwrap();
-        // Seen v1, still v1: swap happens.
-        assert!(s.compare_and_swap("k", Some(b"v1"), b"v2").await.unwrap());
-        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
-        // Seen v1, now v2: swap fails and leaves the value alone.
-        assert!(!s.compare_and_swap("k", Some(b"v1"), b"v3").await.unwrap());
-        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
-        // Seen v2 but the key was deleted since: fails, nothing recreated.
-        s.delete("k").await.unwrap();
-        assert!(!s.compare_and_swap("k", Some(b"v2"), b"v4").await.unwrap());
-        assert_eq!(s.get("k").await.unwrap(), None);
-        // The comparison is byte-exact, binary included.
-        s.set("k", &[0, 1, 255]).await.unwrap();
-        assert!(!s.compare_and_swap("k", Some(&[0, 1]), b"x").await.unwrap());
-        assert!(!s.compare_and_swap("k", Some(b""), b"x").await.unwrap());
-        assert!(s
-            .compare_and_swap("k", Some(&[0, 1, 255]), &[9, 0])
-            .await
-            .unwrap());
-        assert_eq!(s.get("k").await.unwrap(), Some(vec![9, 0]));
-        // An empty value is a value, not an absent key.
-        s.set("e", b"").await.unwrap();
-        assert!(!s.compare_and_swap("e", None, b"x").await.unwrap());
-        assert!(s.compare_and_swap("e", Some(b""), b"x").await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn compare_and_swap_on_an_absent_key_never_overwrites() {
-        let server = Server::start();
-        let s = server.store();
-        assert!(s.compare_and_swap("new", None, b"first").await.unwrap());
-        assert_eq!(s.get("new").await.unwrap().as_deref(), Some(&b"first"[..]));
-        assert!(!s.compare_and_swap("new", None, b"second").await.unwrap());
-        assert_eq!(s.get("new").await.unwrap().as_deref(), Some(&b"first"[..]));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_swaps_have_one_winner() {
-        let server = Server::start();
-        // Separate stores: separate connections, as two hosts would have.
-        let stores: Vec<Arc<RedisStore>> = (0..4).map(|_| Arc::new(server.store())).collect();
-        for round in 0..20 {
-            let key = format!("k{round}");
-            stores[0].set(&key, b"0").await.unwrap();
-            let absent = format!("absent{round}");
-            let tasks: Vec<_> = (0..16)
-                .map(|i| {
-                    let s = stores[i % stores.len()].clone();
-                    let (key, absent) = (key.clone(), absent.clone());
-                    tokio::spawn(async move {
-                        let value = format!("v{i}");
-                        let present = s
-                            .compare_and_swap(&key, Some(b"0"), value.as_bytes())
-                            .await
-                            .unwrap();
-                        let created = s
-                            .compare_and_swap(&absent, None, value.as_bytes())
-                            .await
-                            .unwrap();
-                        (present, created)
-                    })
-                })
-                .collect();
-            let (mut wins, mut creations) = (0, 0);
-            for task in tasks {
-                let (present, created) = task.await.unwrap();
-                wins += usize::from(present);
-                creations += usize::from(created);
-            }
-            assert_eq!((wins, creations), (1, 1), "round {round}");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn cas_retry_loops_lose_no_update() {
-        // Read, then swap, retrying on failure: what the sessions component
-        // does. Every increment must land exactly once.
-        let server = Server::start();
-        let stores: Vec<Arc<RedisStore>> = (0..2).map(|_| Arc::new(server.store())).collect();
-        let tasks: Vec<_> = (0..4)
-            .map(|i| {
-                let s = stores[i % 2].clone();
-                tokio::spawn(async move {
-                    for _ in 0..100 {
-                        loop {
-                            let seen = s.get("n").await.unwrap();
-                            let n: u64 = seen
-                                .as_deref()
-                                .map(|v| std::str::from_utf8(v).unwrap().parse().unwrap())
-                                .unwrap_or(0);
-                            let next = (n + 1).to_string();
-                            if s.compare_and_swap("n", seen.as_deref(), next.as_bytes())
-                                .await
-                                .unwrap()
-                            {
-                                break;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        for task in tasks {
-            task.await.unwrap();
-        }
-        assert_eq!(
-            stores[0].get("n").await.unwrap().as_deref(),
-            Some(&b"400"[..])
-        );
-    }
-
-    #[tokio::test]
-    async fn increment_is_incrby_on_decimal_text() {
-        let server = Server::start();
-        let s = server.store();
-        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
-        assert_eq!(s.increment("n", 2).await.unwrap(), 3);
-        assert_eq!(s.increment("n", -10).await.unwrap(), -7);
-        // Redis keeps counters as decimal text (Spin's SQLite store keeps
-        // 8 little-endian bytes; each backend reads back its own).
-        assert_eq!(s.get("n").await.unwrap().as_deref(), Some(&b"-7"[..]));
-        s.set("text", b"abc").await.unwrap();
-        assert!(s.increment("text", 1).await.is_err());
-        s.set("max", i64::MAX.to_string().as_bytes()).await.unwrap();
-        let err = s.increment("max", 1).await.unwrap_err();
-        assert!(err.0.contains("INCRBY"), "{err}");
-        assert_eq!(
-            s.get("max").await.unwrap(),
-            Some(i64::MAX.to_string().into_bytes())
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_increments_hand_out_distinct_values() {
-        let server = Server::start();
-        let stores: Vec<Arc<RedisStore>> = (0..2).map(|_| Arc::new(server.store())).collect();
-        let tasks: Vec<_> = (0..4)
-            .map(|i| {
-                let s = stores[i % 2].clone();
-                tokio::spawn(async move {
-                    let mut got = Vec::new();
-                    for _ in 0..50 {
-                        got.push(s.increment("slots", 1).await.unwrap());
-                    }
-                    got
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for task in tasks {
-            all.extend(task.await.unwrap());
-        }
-        all.sort_unstable();
-        assert_eq!(all, (1..=200).collect::<Vec<i64>>());
-    }
-
-    #[tokio::test]
-    async fn batch_operations() {
-        let server = Server::start();
-        let s = server.store();
-        s.set_many(vec![
-            ("a".into(), b"1".to_vec()),
-            ("b".into(), b"2".to_vec()),
-        ])
-        .await
-        .unwrap();
-        let got = s
-            .get_many(vec!["b".into(), "missing".into(), "a".into(), "b".into()])
-            .await
-            .unwrap();
-        // Like the SQLite backend: absent keys are left out, repeats collapse.
-        assert_eq!(
-            got,
-            vec![
-                ("b".to_string(), Some(b"2".to_vec())),
-                ("a".to_string(), Some(b"1".to_vec()))
-            ]
-        );
-        s.delete_many(vec!["a".into(), "missing".into()])
-            .await
-            .unwrap();
-        assert_eq!(s.keys().await.unwrap(), ["b"]);
-        // Empty batches are no-ops, not Redis syntax errors.
-        assert_eq!(s.get_many(Vec::new()).await.unwrap(), Vec::new());
-        s.set_many(Vec::new()).await.unwrap();
-        s.delete_many(Vec::new()).await.unwrap();
-        assert_eq!(s.keys().await.unwrap(), ["b"]);
     }
 
     /// One backend operation, its result reduced to success or failure.
@@ -726,8 +509,8 @@ mod tests {
 
     #[tokio::test]
     async fn redis_down_fails_promptly_and_back_works_again() {
-        let mut server = Server::start();
-        let s = server.store();
+        let mut server = RedisServer::start();
+        let s = store(&server);
         s.set("kept", b"yes").await.unwrap();
 
         server.stop();
@@ -752,8 +535,8 @@ mod tests {
     async fn an_idle_store_recovers_from_a_restart() {
         // Redis restarts while nobody uses the store: the connection the
         // store holds is dead, which the first read must get past by itself.
-        let mut server = Server::start();
-        let s = server.store();
+        let mut server = RedisServer::start();
+        let s = store(&server);
         s.set("k", b"v").await.unwrap();
         server.stop();
         server.spawn();
@@ -766,20 +549,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_store_opened_while_redis_is_down_connects_later() {
-        let port = free_port();
-        let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut server = RedisServer::not_started();
         // Opening never connects: the host starts even though Redis is down.
-        let s = RedisStore::open(&url).unwrap();
+        let s = store(&server);
         every_operation_fails_promptly(&s).await;
-        let mut server = Server {
-            port,
-            dir: std::env::temp_dir().join(format!(
-                "spin-sessions-host-redis-late-{}-{port}",
-                std::process::id()
-            )),
-            child: None,
-        };
-        std::fs::create_dir_all(&server.dir).unwrap();
         server.spawn();
         assert_eq!(s.get("k").await.unwrap(), None);
         s.set("k", b"v").await.unwrap();

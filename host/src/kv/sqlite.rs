@@ -360,6 +360,7 @@ impl KvBackend for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::contract;
 
     /// A database file in a fresh scratch directory (removed on drop).
     struct Scratch(PathBuf);
@@ -381,6 +382,11 @@ mod tests {
             // A missing parent directory is created on open.
             DbLocation::File(self.0.join("state/kv.db"))
         }
+
+        /// The `default` store of a database opened on this file.
+        fn store(&self) -> SqliteStore {
+            store(&SqliteDb::open(&self.location()).unwrap(), "default")
+        }
     }
 
     impl Drop for Scratch {
@@ -393,26 +399,61 @@ mod tests {
         SqliteStore::new(db.clone(), name)
     }
 
+    // The backend contract (see `contract.rs`), on a file database.
+
     #[tokio::test]
     async fn set_get_delete_exists_keys() {
         let scratch = Scratch::new("basic");
-        let db = SqliteDb::open(&scratch.location()).unwrap();
-        let s = store(&db, "default");
-        assert_eq!(s.get("a").await.unwrap(), None);
-        assert!(!s.exists("a").await.unwrap());
-        s.set("a", b"1").await.unwrap();
-        s.set("b", b"2").await.unwrap();
-        s.set("a", b"one").await.unwrap();
-        assert_eq!(s.get("a").await.unwrap().as_deref(), Some(&b"one"[..]));
-        assert!(s.exists("a").await.unwrap());
-        let mut keys = s.keys().await.unwrap();
-        keys.sort();
-        assert_eq!(keys, ["a", "b"]);
-        s.delete("a").await.unwrap();
-        s.delete("a").await.unwrap();
-        assert_eq!(s.get("a").await.unwrap(), None);
-        assert_eq!(s.keys().await.unwrap(), ["b"]);
+        contract::set_get_delete_exists_keys(&scratch.store()).await;
     }
+
+    #[tokio::test]
+    async fn compare_and_swap_on_an_existing_value() {
+        let scratch = Scratch::new("cas");
+        contract::compare_and_swap_on_an_existing_value(&scratch.store()).await;
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_on_an_absent_key_never_overwrites() {
+        let scratch = Scratch::new("cas-absent");
+        contract::compare_and_swap_on_an_absent_key_never_overwrites(&scratch.store()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_swaps_from_one_snapshot_have_one_winner() {
+        // One store shared by every task: one connection, as in one host.
+        let scratch = Scratch::new("cas-race");
+        contract::concurrent_swaps_have_one_winner(&[Arc::new(scratch.store())]).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cas_retry_loops_lose_no_update() {
+        let scratch = Scratch::new("cas-retry");
+        contract::cas_retry_loops_lose_no_update(&[Arc::new(scratch.store())]).await;
+    }
+
+    #[tokio::test]
+    async fn increment_uses_spins_encoding() {
+        // Spin's SQLite store keeps counters as 8 little-endian bytes.
+        let scratch = Scratch::new("incr");
+        contract::increment_counts(&scratch.store(), |n| n.to_le_bytes().to_vec()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_increments_hand_out_distinct_values() {
+        let scratch = Scratch::new("incr-race");
+        contract::concurrent_increments_hand_out_distinct_values(&[Arc::new(scratch.store())])
+            .await;
+    }
+
+    #[tokio::test]
+    async fn batch_operations() {
+        let scratch = Scratch::new("batch");
+        contract::batch_operations(&scratch.store()).await;
+    }
+
+    // What only the SQLite backend has: several stores in one file, Spin's
+    // file layout, WAL, reopening, in-memory databases.
 
     #[tokio::test]
     async fn stores_in_one_file_are_separate() {
@@ -427,127 +468,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn compare_and_swap_on_an_existing_value() {
-        let scratch = Scratch::new("cas");
-        let db = SqliteDb::open(&scratch.location()).unwrap();
-        let s = store(&db, "default");
-        s.set("k", b"v1").await.unwrap();
-        // Seen v1, still v1: swap happens.
-        assert!(s.compare_and_swap("k", Some(b"v1"), b"v2").await.unwrap());
-        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
-        // Seen v1, now v2: swap fails and leaves the value alone.
-        assert!(!s.compare_and_swap("k", Some(b"v1"), b"v3").await.unwrap());
-        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
-        // Seen v2 but the key was deleted since: fails, nothing recreated.
-        s.delete("k").await.unwrap();
-        assert!(!s.compare_and_swap("k", Some(b"v2"), b"v4").await.unwrap());
-        assert_eq!(s.get("k").await.unwrap(), None);
-        // Swapping a value for the same value succeeds.
-        s.set("k", b"same").await.unwrap();
-        assert!(s
-            .compare_and_swap("k", Some(b"same"), b"same")
-            .await
-            .unwrap());
-    }
-
-    #[tokio::test]
-    async fn compare_and_swap_on_an_absent_key_never_overwrites() {
-        let scratch = Scratch::new("cas-absent");
-        let db = SqliteDb::open(&scratch.location()).unwrap();
-        let s = store(&db, "default");
-        // Seen absent, still absent: the key is created.
-        assert!(s.compare_and_swap("new", None, b"first").await.unwrap());
-        assert_eq!(s.get("new").await.unwrap().as_deref(), Some(&b"first"[..]));
-        // Seen absent, but someone created the row in between: fails.
-        assert!(!s.compare_and_swap("new", None, b"second").await.unwrap());
-        assert_eq!(s.get("new").await.unwrap().as_deref(), Some(&b"first"[..]));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_swaps_from_one_snapshot_have_one_winner() {
-        let scratch = Scratch::new("cas-race");
-        let db = SqliteDb::open(&scratch.location()).unwrap();
-        let s = Arc::new(store(&db, "default"));
-        s.set("k", b"0").await.unwrap();
-        let tasks: Vec<_> = (0..8)
-            .map(|i| {
-                let s = s.clone();
-                tokio::spawn(async move {
-                    s.compare_and_swap("k", Some(b"0"), format!("v{i}").as_bytes())
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let mut wins = 0;
-        for task in tasks {
-            wins += usize::from(task.await.unwrap());
-        }
-        assert_eq!(wins, 1);
-    }
-
-    #[tokio::test]
-    async fn increment_uses_spins_encoding() {
-        let scratch = Scratch::new("incr");
-        let db = SqliteDb::open(&scratch.location()).unwrap();
-        let s = store(&db, "default");
-        assert_eq!(s.increment("n", 1).await.unwrap(), 1);
-        assert_eq!(s.increment("n", 2).await.unwrap(), 3);
-        assert_eq!(s.increment("n", -10).await.unwrap(), -7);
-        assert_eq!(
-            s.get("n").await.unwrap(),
-            Some((-7i64).to_le_bytes().to_vec())
-        );
-        s.set("text", b"abc").await.unwrap();
-        assert!(s.increment("text", 1).await.is_err());
-        s.set("max", &i64::MAX.to_le_bytes()).await.unwrap();
-        assert!(s.increment("max", 1).await.is_err());
-        assert_eq!(
-            s.get("max").await.unwrap(),
-            Some(i64::MAX.to_le_bytes().to_vec())
-        );
-    }
-
-    #[tokio::test]
-    async fn batch_operations() {
-        let scratch = Scratch::new("batch");
-        let db = SqliteDb::open(&scratch.location()).unwrap();
-        let s = store(&db, "default");
-        s.set_many(vec![
-            ("a".into(), b"1".to_vec()),
-            ("b".into(), b"2".to_vec()),
-        ])
-        .await
-        .unwrap();
-        let got = s
-            .get_many(vec!["b".into(), "missing".into(), "a".into(), "b".into()])
-            .await
-            .unwrap();
-        // Like Spin: absent keys are left out, duplicates collapse.
-        assert_eq!(
-            got,
-            vec![
-                ("b".to_string(), Some(b"2".to_vec())),
-                ("a".to_string(), Some(b"1".to_vec()))
-            ]
-        );
-        s.delete_many(vec!["a".into(), "missing".into()])
-            .await
-            .unwrap();
-        assert_eq!(s.keys().await.unwrap(), ["b"]);
-    }
-
-    #[tokio::test]
     async fn data_survives_reopening_the_file() {
         let scratch = Scratch::new("reopen");
         {
-            let db = SqliteDb::open(&scratch.location()).unwrap();
-            let s = store(&db, "default");
+            let s = scratch.store();
             s.set("kept", b"yes").await.unwrap();
             s.increment("count", 41).await.unwrap();
         }
-        let db = SqliteDb::open(&scratch.location()).unwrap();
-        let s = store(&db, "default");
+        let s = scratch.store();
         assert_eq!(s.get("kept").await.unwrap().as_deref(), Some(&b"yes"[..]));
         assert_eq!(s.increment("count", 1).await.unwrap(), 42);
     }

@@ -1,7 +1,11 @@
 //! Helpers shared by the host's integration tests: a scratch directory, a
-//! tiny HTTP client, and the probe fixture's location.
+//! tiny HTTP client, the probe fixture's location, a throwaway
+//! `redis-server`, and the key-value cases every store backend must pass.
 
 #![allow(dead_code)]
+
+pub mod kv_cases;
+pub mod redis_server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
