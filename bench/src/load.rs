@@ -1,0 +1,506 @@
+//! The load generator: concurrent clients, each on its own HTTP/1.1
+//! keep-alive connection, measuring every request's latency, and the
+//! host's per-request key-value counts for the same requests.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+
+use crate::prefill::LiveSession;
+use host::{RequestStats, RunningHost};
+
+/// What a phase's clients send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mix {
+    /// `GET /2` with a live session's cookie: a page view.
+    Get,
+    /// `POST /2` with the session's CSRF token and a new `v1`: a form.
+    Post,
+    /// `GET /` on the floor component, which does nothing.
+    Floor,
+}
+
+impl Mix {
+    /// The phase's name in the table and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Get => "GET",
+            Mix::Post => "POST",
+            Mix::Floor => "GET /",
+        }
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Mix::Get | Mix::Floor => Method::GET,
+            Mix::Post => Method::POST,
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Mix::Get | Mix::Post => "/2",
+            Mix::Floor => "/",
+        }
+    }
+
+    /// The only status a correct answer has: a page, or post/redirect/get.
+    fn expected_status(self) -> u16 {
+        match self {
+            Mix::Get | Mix::Floor => 200,
+            Mix::Post => 303,
+        }
+    }
+
+    /// Whether a host-side record belongs to this phase's requests.
+    fn matches(self, stats: &RequestStats) -> bool {
+        stats.method == self.method().as_str() && stats.path == self.path()
+    }
+}
+
+/// One load client: a connection and the sessions it alone uses, so that
+/// clients never race each other's compare-and-swap.
+pub struct Client {
+    id: usize,
+    addr: SocketAddr,
+    sender: SendRequest<Full<Bytes>>,
+    connection: JoinHandle<()>,
+    sessions: Vec<LiveSession>,
+    next_session: usize,
+    posts: u64,
+}
+
+/// Requests one client made in a phase.
+#[derive(Default)]
+struct Samples {
+    latencies_ns: Vec<u64>,
+    errors: u64,
+    error_examples: Vec<String>,
+    last_done: Option<Instant>,
+}
+
+impl Samples {
+    fn error(&mut self, what: String) {
+        self.errors += 1;
+        if self.error_examples.len() < 5 {
+            self.error_examples.push(what);
+        }
+    }
+}
+
+impl Client {
+    /// Opens client `id`'s connection to `addr`.
+    pub async fn connect(
+        id: usize,
+        addr: SocketAddr,
+        sessions: Vec<LiveSession>,
+    ) -> anyhow::Result<Self> {
+        let (sender, connection) = open(addr).await?;
+        Ok(Client {
+            id,
+            addr,
+            sender,
+            connection,
+            sessions,
+            next_session: 0,
+            posts: 0,
+        })
+    }
+
+    fn request(&mut self, mix: Mix) -> Request<Full<Bytes>> {
+        let builder = Request::builder()
+            .method(mix.method())
+            .uri(mix.path())
+            .header(HOST, self.addr.to_string());
+        if mix == Mix::Floor {
+            return builder
+                .body(Full::new(Bytes::new()))
+                .expect("a valid request");
+        }
+        // Round robin over the client's sessions.
+        let session = &self.sessions[self.next_session % self.sessions.len()];
+        self.next_session = self.next_session.wrapping_add(1);
+        let builder = builder.header(COOKIE, format!("session={}", session.cookie));
+        match mix {
+            Mix::Post => {
+                self.posts += 1;
+                // A new value every time, so every POST really changes the
+                // record (alphanumeric: no form escaping needed).
+                let body = format!(
+                    "csrf_token={}&v1=c{}n{}",
+                    session.csrf_token, self.id, self.posts
+                );
+                builder
+                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                    .body(Full::new(Bytes::from(body)))
+            }
+            _ => builder.body(Full::new(Bytes::new())),
+        }
+        .expect("a valid request")
+    }
+
+    /// Sends requests back to back until `until`, recording them if
+    /// `record`.
+    async fn run(mut self, mix: Mix, until: Instant, record: bool) -> (Self, Samples) {
+        let mut samples = Samples::default();
+        loop {
+            let start = Instant::now();
+            if start >= until {
+                break;
+            }
+            let request = self.request(mix);
+            let outcome = send(&mut self.sender, request).await;
+            let done = Instant::now();
+            let problem = match outcome {
+                Ok((status, _)) if status != mix.expected_status() => Some(format!(
+                    "{} {}: status {status}, expected {}",
+                    mix.method(),
+                    mix.path(),
+                    mix.expected_status()
+                )),
+                // A live session's page never sets a cookie: one would mean
+                // the prefilled session was not found and a new one made.
+                Ok((_, true)) if mix == Mix::Get => Some(format!(
+                    "{} {}: Set-Cookie (the session was not found)",
+                    mix.method(),
+                    mix.path()
+                )),
+                Ok(_) => None,
+                Err(err) => {
+                    let what = format!("{} {}: {err:#}", mix.method(), mix.path());
+                    // The connection is unusable: open another one, or stop
+                    // this client if even that fails.
+                    match open(self.addr).await {
+                        Ok((sender, connection)) => {
+                            self.connection.abort();
+                            self.sender = sender;
+                            self.connection = connection;
+                        }
+                        Err(again) => {
+                            samples.error(format!("{what}; reconnecting: {again:#}"));
+                            break;
+                        }
+                    }
+                    Some(what)
+                }
+            };
+            if record {
+                samples
+                    .latencies_ns
+                    .push(u64::try_from(done.duration_since(start).as_nanos()).unwrap_or(u64::MAX));
+                samples.last_done = Some(done);
+                if let Some(what) = problem {
+                    samples.error(what);
+                }
+            } else if let Some(what) = problem {
+                // Errors in the warm-up count too: they are errors.
+                samples.error(what);
+            }
+        }
+        (self, samples)
+    }
+
+    /// Closes the connection.
+    pub fn close(self) {
+        self.connection.abort();
+    }
+}
+
+async fn open(addr: SocketAddr) -> anyhow::Result<(SendRequest<Full<Bytes>>, JoinHandle<()>)> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    // Small requests back to back: Nagle would add delays of its own.
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok((sender, connection))
+}
+
+/// One request; the whole body is read so the connection can be reused.
+/// Returns the status and whether a `Set-Cookie` came back.
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<(u16, bool)> {
+    sender.ready().await?;
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let set_cookie = response.headers().contains_key(SET_COOKIE);
+    response.into_body().collect().await?;
+    Ok((status, set_cookie))
+}
+
+/// The figures of one measured phase.
+#[derive(Clone, Debug)]
+pub struct PhaseResult {
+    /// What was sent.
+    pub mix: Mix,
+    /// Requests completed in the measured phase (including errors).
+    pub requests: u64,
+    /// Requests answered wrongly or not at all, warm-up included.
+    pub errors: u64,
+    /// A few of the errors, for the report.
+    pub error_examples: Vec<String>,
+    /// From the start of the measured phase to the last answer.
+    pub elapsed: Duration,
+    /// `requests / elapsed`.
+    pub requests_per_sec: f64,
+    /// Client-side latency, median, in milliseconds.
+    pub p50_ms: f64,
+    /// Client-side latency, 99th percentile, in milliseconds.
+    pub p99_ms: f64,
+    /// Client-side latency, mean, in milliseconds.
+    pub mean_ms: f64,
+    /// Requests of this phase the host recorded.
+    pub host_requests: u64,
+    /// Host records of other requests during the phase (should be none).
+    pub host_other_requests: u64,
+    /// Mean key-value reads per request, as the host counted them.
+    pub kv_reads_mean: f64,
+    /// Mean key-value writes per request, as the host counted them.
+    pub kv_writes_mean: f64,
+    /// The most reads any one request made.
+    pub kv_reads_max: u64,
+    /// The most writes any one request made.
+    pub kv_writes_max: u64,
+    /// Requests that made more key-value operations than the usual (the
+    /// most common) count: touches, sweep steps, lost races.
+    pub requests_off_usual: u64,
+    /// Mean time in the host (request received to guest finished), ms.
+    pub host_mean_ms: f64,
+    /// CPU time of the process outside the load generator's thread (the
+    /// host: its workers and its SQLite threads) per request, in µs. Less
+    /// sensitive than req/s to other work on a shared machine.
+    pub host_cpu_us_per_request: Option<f64>,
+    /// Cores the host used on average during the phase.
+    pub host_cpu_cores: Option<f64>,
+    /// Cores the load generator's thread used on average: near 1.0 would
+    /// make it the bottleneck.
+    pub client_cpu_cores: Option<f64>,
+}
+
+/// How often the host's request records are collected during a phase: its
+/// buffer keeps only the last [`host::server::STATS_CAPACITY`].
+const STATS_POLL: Duration = Duration::from_millis(100);
+
+/// Runs one phase: every client sends `mix` for `warmup` (not measured),
+/// then all start together and send for `measure`.
+///
+/// Between the two the clients stop and the host's records are cleared, so
+/// the records taken afterwards are exactly those of the measured requests.
+pub async fn run_phase(
+    clients: Vec<Client>,
+    host: &RunningHost,
+    mix: Mix,
+    warmup: Duration,
+    measure: Duration,
+) -> (Vec<Client>, PhaseResult) {
+    let (clients, warm) = run_clients(clients, mix, Instant::now() + warmup, false).await;
+    host.take_request_stats();
+
+    let cpu_before = cpu_times();
+    let start = Instant::now();
+    let until = start + measure;
+    let handles: Vec<JoinHandle<(Client, Samples)>> = clients
+        .into_iter()
+        .map(|client| tokio::spawn(client.run(mix, until, true)))
+        .collect();
+    let mut stats = Vec::new();
+    while !handles.iter().all(JoinHandle::is_finished) {
+        tokio::time::sleep(STATS_POLL).await;
+        stats.extend(host.take_request_stats());
+    }
+    let (clients, samples) = join(handles).await;
+    let cpu_after = cpu_times();
+    // Every answer was read in full, so its record is there by now.
+    stats.extend(host.take_request_stats());
+
+    let mut result = summarise(mix, start, &samples, &stats);
+    if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+        let process = after.process.saturating_sub(before.process).as_secs_f64();
+        let client = after.thread.saturating_sub(before.thread).as_secs_f64();
+        let wall = start.elapsed().as_secs_f64();
+        let host = (process - client).max(0.0);
+        result.host_cpu_cores = Some(host / wall);
+        result.client_cpu_cores = Some(client / wall);
+        result.host_cpu_us_per_request = Some(host * 1e6 / result.requests.max(1) as f64);
+    }
+    for s in warm {
+        result.errors += s.errors;
+        for e in s.error_examples {
+            if result.error_examples.len() < 5 {
+                result.error_examples.push(format!("(warm-up) {e}"));
+            }
+        }
+    }
+    (clients, result)
+}
+
+async fn run_clients(
+    clients: Vec<Client>,
+    mix: Mix,
+    until: Instant,
+    record: bool,
+) -> (Vec<Client>, Vec<Samples>) {
+    let handles = clients
+        .into_iter()
+        .map(|client| tokio::spawn(client.run(mix, until, record)))
+        .collect();
+    join(handles).await
+}
+
+async fn join(handles: Vec<JoinHandle<(Client, Samples)>>) -> (Vec<Client>, Vec<Samples>) {
+    let mut clients = Vec::with_capacity(handles.len());
+    let mut samples = Vec::with_capacity(handles.len());
+    for handle in handles {
+        let (client, s) = handle.await.expect("a load client panicked");
+        clients.push(client);
+        samples.push(s);
+    }
+    (clients, samples)
+}
+
+fn summarise(mix: Mix, start: Instant, samples: &[Samples], stats: &[RequestStats]) -> PhaseResult {
+    let mut latencies: Vec<u64> = samples
+        .iter()
+        .flat_map(|s| s.latencies_ns.iter().copied())
+        .collect();
+    latencies.sort_unstable();
+    let requests = latencies.len() as u64;
+    let last = samples.iter().filter_map(|s| s.last_done).max();
+    let elapsed = last.map_or(Duration::ZERO, |l| l.duration_since(start));
+    let ms = |ns: u64| ns as f64 / 1e6;
+    let mean_ms = if latencies.is_empty() {
+        0.0
+    } else {
+        ms(latencies.iter().sum::<u64>()) / latencies.len() as f64
+    };
+
+    let ours: Vec<&RequestStats> = stats.iter().filter(|s| mix.matches(s)).collect();
+    let n = ours.len().max(1) as f64;
+    let reads: u64 = ours.iter().map(|s| s.kv_reads).sum();
+    let writes: u64 = ours.iter().map(|s| s.kv_writes).sum();
+    let usual = most_common(ours.iter().map(|s| (s.kv_reads, s.kv_writes)));
+    let host_ns: u128 = ours.iter().map(|s| s.duration.as_nanos()).sum();
+
+    let mut errors = 0;
+    let mut error_examples = Vec::new();
+    for s in samples {
+        errors += s.errors;
+        error_examples.extend(s.error_examples.iter().cloned());
+    }
+    error_examples.truncate(5);
+    PhaseResult {
+        mix,
+        requests,
+        errors,
+        error_examples,
+        elapsed,
+        requests_per_sec: if elapsed.is_zero() {
+            0.0
+        } else {
+            requests as f64 / elapsed.as_secs_f64()
+        },
+        p50_ms: ms(percentile(&latencies, 0.50)),
+        p99_ms: ms(percentile(&latencies, 0.99)),
+        mean_ms,
+        host_requests: ours.len() as u64,
+        host_other_requests: (stats.len() - ours.len()) as u64,
+        kv_reads_mean: reads as f64 / n,
+        kv_writes_mean: writes as f64 / n,
+        kv_reads_max: ours.iter().map(|s| s.kv_reads).max().unwrap_or(0),
+        kv_writes_max: ours.iter().map(|s| s.kv_writes).max().unwrap_or(0),
+        requests_off_usual: ours
+            .iter()
+            .filter(|s| Some((s.kv_reads, s.kv_writes)) != usual)
+            .count() as u64,
+        host_mean_ms: host_ns as f64 / 1e6 / n,
+        host_cpu_us_per_request: None,
+        host_cpu_cores: None,
+        client_cpu_cores: None,
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn most_common(items: impl Iterator<Item = (u64, u64)>) -> Option<(u64, u64)> {
+    let mut counts = std::collections::HashMap::new();
+    for item in items {
+        *counts.entry(item).or_insert(0u64) += 1;
+    }
+    counts.into_iter().max_by_key(|(_, c)| *c).map(|(k, _)| k)
+}
+
+/// CPU time used so far by the whole process and by the calling thread.
+struct CpuTimes {
+    process: Duration,
+    thread: Duration,
+}
+
+/// Reads both from `/proc` (Linux); `None` where that is not available.
+///
+/// The load generator runs on a current-thread runtime, so the calling
+/// thread is exactly the load generator, and the rest of the process is
+/// the host.
+fn cpu_times() -> Option<CpuTimes> {
+    Some(CpuTimes {
+        process: proc_cpu("/proc/self/stat")?,
+        thread: proc_cpu("/proc/thread-self/stat")?,
+    })
+}
+
+/// `utime + stime` of a `/proc/.../stat` file.
+fn proc_cpu(path: &str) -> Option<Duration> {
+    // USER_HZ: 100 on every Linux architecture that matters here.
+    const TICKS_PER_SEC: u64 = 100;
+    let text = std::fs::read_to_string(path).ok()?;
+    // The command name (field 2) may hold spaces: count from after it.
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Duration::from_millis(
+        (utime + stime) * 1000 / TICKS_PER_SEC,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 0.50), 50);
+        assert_eq!(percentile(&values, 0.99), 99);
+        assert_eq!(percentile(&values, 1.0), 100);
+        assert_eq!(percentile(&[7], 0.99), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn cpu_times_are_read_on_linux() {
+        if cfg!(target_os = "linux") {
+            let t = cpu_times().expect("/proc is readable");
+            assert!(t.thread <= t.process);
+        }
+    }
+}
