@@ -200,13 +200,9 @@ fn live_session<S: SessionStore, R: ?Sized>(
     req: &Request,
     cx: &Context<'_, S, R>,
 ) -> Result<Option<SessionOf<S>>, Response> {
-    if let Err(err) = cx.sessions.maintain(cx.now) {
-        eprintln!("sessions: {err}");
-        return Err(Response::unavailable());
-    }
     match cx
         .sessions
-        .find(find_session_id(req.cookie_headers()), cx.now)
+        .lookup(find_session_id(req.cookie_headers()), cx.now)
     {
         Ok(Found::Live(session)) => Ok(Some(session)),
         Ok(Found::Undecodable(err)) => {

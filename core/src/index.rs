@@ -91,7 +91,7 @@ impl Cursor {
     /// Reads a stored cursor. One whose numbers are far outside anything
     /// this code writes (a corrupted value) is no cursor: the sweep then
     /// restarts from now rather than overflowing its arithmetic.
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
         const LIMIT: i64 = i64::MAX / 4;
         let cursor: Cursor = serde_json::from_slice(bytes).ok()?;
         let sane = (1..LIMIT).contains(&cursor.next) && (-LIMIT..LIMIT).contains(&cursor.bucket);

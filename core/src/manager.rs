@@ -137,16 +137,64 @@ impl<S: SessionStore> SessionManager<S> {
         &self.store
     }
 
-    /// Looks up the session of `id` (one read). An expired or unreadable
-    /// record is deleted on the spot (one more write), so it cannot be
-    /// revived.
+    /// Looks up the session of `id` (one read, kept as the base of a later
+    /// compare-and-swap). An expired or unreadable record is deleted on the
+    /// spot (one more write), so it cannot be revived.
     pub fn find(&self, id: Option<SessionId>, now: i64) -> Result<Found<S::Snapshot>, StoreError> {
         let Some(id) = id else {
             return Ok(Found::NoCookie);
         };
         let key = id.record_key();
         let snapshot = self.store.snapshot(&key)?;
-        let Some(bytes) = snapshot.value() else {
+        let bytes = snapshot.value().map(<[u8]>::to_vec);
+        self.judge(id, key, bytes.as_deref(), Some(snapshot), now)
+    }
+
+    /// What a request does first: its share of the sweeping
+    /// ([`SessionManager::maintain`]) and the lookup of its session
+    /// ([`SessionManager::find`]), reading the index cursor and the record
+    /// in one batch. A live session with nothing due costs that one read.
+    /// The session comes without a compare-and-swap base: an update reads
+    /// one first.
+    pub fn lookup(
+        &self,
+        id: Option<SessionId>,
+        now: i64,
+    ) -> Result<Found<S::Snapshot>, StoreError> {
+        let key = id.as_ref().map(SessionId::record_key);
+        let mut keys = vec![index::CURSOR_KEY.to_owned()];
+        keys.extend(key.clone());
+        let mut values = self.store.get_many(&keys)?.into_iter();
+        let cursor = values
+            .next()
+            .flatten()
+            .and_then(|bytes| Cursor::decode(&bytes));
+        match cursor {
+            Some(cursor) if !cursor.is_due(now) => self.cursor.set(Some(cursor)),
+            // Due, absent or unreadable: the step reads the cursor again,
+            // with a compare-and-swap handle to claim it.
+            _ => {
+                self.maintain(now)?;
+            }
+        }
+        let (Some(id), Some(key)) = (id, key) else {
+            return Ok(Found::NoCookie);
+        };
+        let bytes = values.next().flatten();
+        self.judge(id, key, bytes.as_deref(), None, now)
+    }
+
+    /// Classifies what the store holds for `id`, deleting an expired or
+    /// unreadable record (one write) so that it cannot be revived.
+    fn judge(
+        &self,
+        id: SessionId,
+        key: String,
+        bytes: Option<&[u8]>,
+        snapshot: Option<S::Snapshot>,
+        now: i64,
+    ) -> Result<Found<S::Snapshot>, StoreError> {
+        let Some(bytes) = bytes else {
             return Ok(Found::Unknown);
         };
         let record = match SessionRecord::decode(bytes) {
@@ -164,7 +212,7 @@ impl<S: SessionStore> SessionManager<S> {
             id,
             key,
             record,
-            snapshot: Some(snapshot),
+            snapshot,
         }))
     }
 
@@ -323,6 +371,38 @@ mod tests {
             assert!(!key.contains(id));
             assert!(!String::from_utf8_lossy(&m.store().peek(&key).unwrap()).contains(id));
         }
+    }
+
+    #[test]
+    fn lookup_reads_cursor_and_record_in_one_batch() {
+        let m = manager();
+        m.maintain(T0).unwrap();
+        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
+        let (reads, writes) = (m.store().reads(), m.store().writes());
+        let mut found = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
+        assert_eq!(
+            (m.store().reads() - reads, m.store().writes() - writes),
+            (1, 0)
+        );
+        // An update then reads its compare-and-swap base, and writes once.
+        m.update(&mut found, T0 + 2, |r| {
+            r.values.insert("v1".into(), "x".into());
+        })
+        .unwrap();
+        assert_eq!(
+            (m.store().reads() - reads, m.store().writes() - writes),
+            (2, 1)
+        );
+        assert!(matches!(m.lookup(None, T0).unwrap(), Found::NoCookie));
+        let stranger = SessionId::parse(&"y".repeat(64)).unwrap();
+        assert!(matches!(
+            m.lookup(Some(stranger), T0).unwrap(),
+            Found::Unknown
+        ));
+        assert!(matches!(
+            m.lookup(Some(s.id().clone()), T0 + 700).unwrap(),
+            Found::Expired
+        ));
     }
 
     #[test]
