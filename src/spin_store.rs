@@ -50,9 +50,13 @@ impl Snapshot for SpinSnapshot {
 }
 
 impl SpinSnapshot {
-    fn new(cas: atomics::Cas) -> Self {
-        let value = cas.current().ok().flatten();
-        SpinSnapshot { cas, value }
+    /// Reads the handle's value. Real Spin's SQLite store reads the value
+    /// in `current` and its swap compares against that read (a swap without
+    /// it overwrites unconditionally), so every handle is read before any
+    /// swap; the local host reads in `new` and answers `current` from that.
+    fn read(cas: atomics::Cas) -> Result<Self, StoreError> {
+        let value = cas.current().map_err(store_error)?;
+        Ok(SpinSnapshot { cas, value })
     }
 }
 
@@ -60,17 +64,14 @@ impl SessionStore for SpinStore {
     type Snapshot = SpinSnapshot;
 
     fn snapshot(&self, key: &str) -> Result<SpinSnapshot, StoreError> {
-        let cas = atomics::Cas::new(&self.bucket, key).map_err(store_error)?;
-        // `current` returns what `new` read; it does not go to the store.
-        let value = cas.current().map_err(store_error)?;
-        Ok(SpinSnapshot { cas, value })
+        SpinSnapshot::read(atomics::Cas::new(&self.bucket, key).map_err(store_error)?)
     }
 
     fn swap(&self, snapshot: SpinSnapshot, value: &[u8]) -> Result<Swap<SpinSnapshot>, StoreError> {
         match atomics::swap(snapshot.cas, value) {
             Ok(()) => Ok(Swap::Done),
             Err(atomics::CasError::CasFailed(fresh)) => {
-                Ok(Swap::Conflict(SpinSnapshot::new(fresh)))
+                Ok(Swap::Conflict(SpinSnapshot::read(fresh)?))
             }
             Err(atomics::CasError::StoreError(err)) => Err(store_error(err)),
         }
