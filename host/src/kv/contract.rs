@@ -230,4 +230,23 @@ pub(crate) async fn batch_operations(s: &dyn KvBackend) {
     s.set_many(Vec::new()).await.unwrap();
     s.delete_many(Vec::new()).await.unwrap();
     assert_eq!(s.keys().await.unwrap(), ["b"]);
+
+    // A batch longer than one query (SQLite reads 64 keys per statement),
+    // asked in an order unlike the stored one, with gaps and repeats.
+    let stored: Vec<(String, Vec<u8>)> = (0..150)
+        .filter(|i| i % 3 != 0)
+        .map(|i| (format!("k{i}'\"x"), i.to_string().into_bytes()))
+        .collect();
+    s.set_many(stored).await.unwrap();
+    let asked: Vec<String> = (0..150)
+        .rev()
+        .chain(0..10)
+        .map(|i| format!("k{i}'\"x"))
+        .collect();
+    let expected: Vec<(String, Option<Vec<u8>>)> = (0..150)
+        .rev()
+        .filter(|i| i % 3 != 0)
+        .map(|i| (format!("k{i}'\"x"), Some(i.to_string().into_bytes())))
+        .collect();
+    assert_eq!(s.get_many(asked).await.unwrap(), expected);
 }
