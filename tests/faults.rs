@@ -153,7 +153,14 @@ fn undecodable_records_are_replaced_and_logged() {
 
     let garbage: &[u8] = b"\xff\x00garbage{\"format\":1";
     let future: &[u8] = br#"{"format":99,"whatever":"comes next"}"#;
-    let cases: [(&str, &[u8], &str); 3] = [
+    // The deepest the component's (small, see build.rs) stack goes: the
+    // decoder descends into the unknown field until serde's depth limit.
+    let nested = format!(
+        r#"{{"deep":{}1{},"format":1}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let cases: [(&str, &[u8], &str); 4] = [
         ("garbage bytes", garbage, "malformed session record"),
         (
             "a future format",
@@ -163,6 +170,11 @@ fn undecodable_records_are_replaced_and_logged() {
         (
             "JSON of the wrong shape",
             br#"{"format":1,"values":7}"#,
+            "malformed session record",
+        ),
+        (
+            "JSON nested 100 000 deep",
+            nested.as_bytes(),
             "malformed session record",
         ),
     ];
