@@ -67,9 +67,19 @@ impl Request {
 
     /// Spin tells the component the URL the client used in `spin-full-url`.
     fn is_https(&self) -> bool {
-        self.header("spin-full-url")
-            .and_then(|u| url::Url::parse(u).ok())
-            .is_some_and(|u| u.scheme() == "https")
+        let Some(full_url) = self.header("spin-full-url") else {
+            return false;
+        };
+        match url::Url::parse(full_url) {
+            Ok(url) => url.scheme() == "https",
+            // The ASCII-only IDNA back end (see Cargo.toml) refuses a
+            // non-ASCII host; the request still came over the scheme the
+            // URL starts with, and a Secure cookie must not be lost for it.
+            Err(_) => full_url
+                .trim_start()
+                .get(..6)
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")),
+        }
     }
 }
 
@@ -494,6 +504,12 @@ mod tests {
         assert!(!set_cookie(&serve(&https, CookieSecure::Never)).contains("Secure"));
         let bogus = get("/", &[("spin-full-url", "not a url")]);
         assert!(!set_cookie(&serve(&bogus, CookieSecure::Auto)).contains("Secure"));
+        // A host the URL parser refuses (non-ASCII, see Cargo.toml).
+        let unicode = get("/", &[("spin-full-url", "https://bücher.example/")]);
+        assert!(url::Url::parse("https://bücher.example/").is_err());
+        assert!(set_cookie(&serve(&unicode, CookieSecure::Auto)).ends_with("; Secure"));
+        let unicode_http = get("/", &[("spin-full-url", "http://bücher.example/")]);
+        assert!(!set_cookie(&serve(&unicode_http, CookieSecure::Auto)).contains("Secure"));
     }
 
     #[test]
