@@ -46,9 +46,17 @@ fn pooling_config() -> PoolingAllocationConfig {
     pool
 }
 
+/// Set (to anything) to have `perf` see the guest's functions by name.
+pub const PERFMAP_ENV: &str = "SESSIONS_HOST_PERFMAP";
+
 fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // For profiling guest code with `perf`: names the compiled wasm
+    // functions in /tmp/perf-<pid>.map. Off by default; changes nothing else.
+    if std::env::var_os(PERFMAP_ENV).is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 
