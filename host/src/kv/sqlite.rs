@@ -171,6 +171,28 @@ fn read_value(conn: &Connection, store: &str, key: &str) -> rusqlite::Result<Opt
 /// `SELECT`.)
 const READ_MANY_CHUNK: usize = 64;
 
+/// The batch query for `len` keys (1 ..= [`READ_MANY_CHUNK`]), bound as
+/// `?1` = store, `?2`.. = keys. Built once per length for the process: the
+/// text is also the statement cache's key, looked up on every batch.
+fn batch_select(len: usize) -> &'static str {
+    static QUERIES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let queries = QUERIES.get_or_init(|| {
+        (1..=READ_MANY_CHUNK)
+            .map(|len| {
+                (2..len + 2)
+                    .map(|n| {
+                        format!(
+                            "SELECT key, value FROM spin_key_value WHERE store = ?1 AND key = ?{n}"
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ")
+            })
+            .collect()
+    });
+    &queries[len - 1]
+}
+
 /// Reads the rows of `keys` that exist, in the order the keys were asked
 /// for, each key once.
 ///
@@ -195,13 +217,7 @@ fn read_many(
     }
     let mut rows = std::collections::HashMap::with_capacity(distinct.len());
     let mut read_chunk = |conn: &Connection, chunk: &[String]| -> rusqlite::Result<()> {
-        let sql = (2..chunk.len() + 2)
-            .map(|n| {
-                format!("SELECT key, value FROM spin_key_value WHERE store = ?1 AND key = ?{n}")
-            })
-            .collect::<Vec<_>>()
-            .join(" UNION ALL ");
-        let mut stmt = conn.prepare_cached(&sql)?;
+        let mut stmt = conn.prepare_cached(batch_select(chunk.len()))?;
         let params = std::iter::once(store).chain(chunk.iter().map(String::as_str));
         let mut found = stmt.query(rusqlite::params_from_iter(params))?;
         while let Some(row) = found.next()? {
