@@ -10,12 +10,15 @@
 //! - `expiry/cursor`: `{"bucket":B,"next":N}`, the first slot not yet swept;
 //! - `sessions/count`: how many entries exist (≈ sessions), for the cap.
 //!
-//! Each request reads the cursor (one read). Once the cursor's bucket has
-//! ended, the request does one bounded [`step`]: it reads up to
-//! [`SWEEP_BATCH`] entries and their records, claims them by moving the
-//! cursor with compare-and-swap (only the winner goes on), then deletes the
-//! expired records and their entries, and moves the entries of sessions that
-//! are still live to the bucket of their current expiry. A touch writes
+//! Each creation reads the cursor (one read, [`maintain`]). Once the
+//! cursor's bucket has ended, it does one bounded [`step`]: it reads up to
+//! [`SWEEP_BATCH`] entries and their records (one `get` each: Spin's Redis
+//! store has no working batch read), claims them by moving the cursor with
+//! compare-and-swap (only the winner goes on; the winner knows it won from
+//! the claim id the cursor then holds, as Spin's Redis store does not say),
+//! then deletes the expired records and their entries, and moves the
+//! entries of sessions that are still live to the bucket of their current
+//! expiry. A touch writes
 //! nothing to the index: a busy session's entry moves forward only when the
 //! sweep reaches it, at most once per bucket it passes through. Stale
 //! entries (logged-out, already deleted sessions) are harmless: a record is
@@ -26,17 +29,21 @@ use serde::{Deserialize, Serialize};
 
 use crate::expiry::ExpiryPolicy;
 use crate::record::SessionRecord;
-use crate::store::{SessionStore, Snapshot, StoreError, Swap};
+use crate::store::{
+    remember_write, swap_and_confirm, Confirmed, SessionStore, Snapshot, StoreError,
+};
 
 /// Width of a time bucket, in seconds. Fixed, so that the index keeps its
 /// meaning when the timeouts are reconfigured.
 pub const BUCKET_SECS: i64 = 60;
 
-/// Entries examined by one sweep step.
-pub const SWEEP_BATCH: i64 = 16;
+/// Entries examined by one sweep step (one read each, and one for each
+/// entry's record).
+pub const SWEEP_BATCH: i64 = 8;
 
-/// Empty buckets one step may skip over when the cursor's bucket is done.
-pub const SKIP_BUCKETS: i64 = 64;
+/// Empty buckets one step may skip over when the cursor's bucket is done
+/// (one read each).
+pub const SKIP_BUCKETS: i64 = 8;
 
 /// The sweep cursor's key.
 pub const CURSOR_KEY: &str = "expiry/cursor";
@@ -67,12 +74,16 @@ pub fn entry_key(bucket: i64, slot: i64) -> String {
 
 /// Where the sweep stands: slots before `next` in `bucket`, and every
 /// earlier bucket, are done.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     /// The bucket being swept.
     pub bucket: i64,
     /// Its first slot not yet swept (slots start at 1).
     pub next: i64,
+    /// The ids of the last few claims (moves of the cursor), newest last:
+    /// how a sweeper knows its claim won.
+    #[serde(default)]
+    pub claims: Vec<String>,
 }
 
 impl Cursor {
@@ -81,7 +92,25 @@ impl Cursor {
         Cursor {
             bucket: bucket_of(now),
             next: 1,
+            claims: Vec::new(),
         }
+    }
+
+    /// This cursor moved to `bucket` / `next` by the claim `id`.
+    fn moved(&self, bucket: i64, next: i64, id: String) -> Self {
+        let mut claims = self.claims.clone();
+        remember_write(&mut claims, id);
+        Cursor {
+            bucket,
+            next,
+            claims,
+        }
+    }
+
+    /// True when the stored `bytes` are a cursor that the claim `id` made
+    /// (or that later claims built on it).
+    fn made_by(bytes: &[u8], id: &str) -> bool {
+        Cursor::decode(bytes).is_some_and(|c| c.claims.iter().any(|claim| claim == id))
     }
 
     fn encode(&self) -> Vec<u8> {
@@ -143,7 +172,7 @@ fn furthest_bucket(policy: &ExpiryPolicy, now: i64, evict: u64) -> i64 {
 }
 
 /// What one [`step`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StepReport {
     /// The cursor as the step read it (`None` for a new store).
     pub cursor: Option<Cursor>,
@@ -161,118 +190,191 @@ pub struct StepReport {
     pub moved: u64,
 }
 
+/// The sweep's share of a request: reads the cursor (one plain read) and,
+/// if its bucket has ended, does one [`step`]. A new store gets its cursor
+/// here (one blind write: the first writer's cursor is as good as any).
+/// `new_id` makes the random id of a claim.
+pub fn maintain<S: SessionStore>(
+    store: &S,
+    policy: &ExpiryPolicy,
+    now: i64,
+    new_id: &mut dyn FnMut() -> String,
+) -> Result<StepReport, StoreError> {
+    match store.get(CURSOR_KEY)?.as_deref().map(Cursor::decode) {
+        Some(Some(cursor)) if !cursor.is_due(now) => Ok(StepReport {
+            cursor: Some(cursor),
+            ..StepReport::default()
+        }),
+        Some(Some(_)) => step(store, policy, now, 0, new_id),
+        _ => {
+            let fresh = Cursor::start(now);
+            store.set(CURSOR_KEY, &fresh.encode())?;
+            Ok(StepReport {
+                cursor: Some(fresh),
+                ..StepReport::default()
+            })
+        }
+    }
+}
+
 /// One bounded step of sweeping from the cursor. It deletes up to `evict`
 /// live sessions as well (soonest to expire first), for the cap; with
 /// `evict == 0` it does nothing until the cursor's bucket has ended.
 ///
-/// Work: at most 3 reads (the cursor, a batch of entries, a batch of
-/// records or of bucket probes) and at most 5 writes (the cursor claim, a
-/// slot increment and a batch write for moved entries, a batch delete, the
-/// session count), whatever the size of the store.
+/// Work, whatever the size of the store: at most 2 + 2 × [`SWEEP_BATCH`]
+/// reads (the cursor's compare-and-swap base, the entries and their
+/// records, or the entries and the next buckets' first slots, and the read
+/// of an unconfirmed claim) and at most 5 writes (the cursor claim, a slot
+/// increment and a batch write for moved entries, a batch delete, the
+/// session count).
 pub fn step<S: SessionStore>(
     store: &S,
     policy: &ExpiryPolicy,
     now: i64,
     evict: u64,
+    new_id: &mut dyn FnMut() -> String,
 ) -> Result<StepReport, StoreError> {
     let snapshot = store.snapshot(CURSOR_KEY)?;
-    let cursor = match snapshot.value().map(Cursor::decode) {
-        Some(Some(cursor)) => cursor,
-        // No cursor yet (a new store), or one that does not parse: start at
-        // the current bucket. Entries can only be in buckets from the
-        // creation of the first session on, which is now for a new store.
-        _ => {
-            let fresh = Cursor::start(now);
-            let lost_claim = matches!(store.swap(snapshot, &fresh.encode())?, Swap::Conflict(_));
-            return Ok(StepReport {
-                lost_claim,
-                ..StepReport::default()
-            });
-        }
+    let Some(cursor) = snapshot.value().and_then(Cursor::decode) else {
+        // No cursor (a new store, or one deleted behind our back), or one
+        // that does not parse: start again at the current bucket, with a
+        // blind write (a swap of an absent key is one on Spin's SQLite).
+        store.set(CURSOR_KEY, &Cursor::start(now).encode())?;
+        return Ok(StepReport::default());
     };
     let mut report = StepReport {
-        cursor: Some(cursor),
+        cursor: Some(cursor.clone()),
         ..StepReport::default()
     };
     if !cursor.is_due(now) && evict == 0 {
         return Ok(report);
     }
     report.ran = true;
-    let slots: Vec<String> = (cursor.next..cursor.next + SWEEP_BATCH)
-        .map(|slot| entry_key(cursor.bucket, slot))
-        .collect();
-    let values = store.get_many(&slots)?;
-    // In a bucket that has ended, no entry can be on its way any more, so
-    // a missing slot (a writer that failed between taking the slot and
-    // filling it) is skipped. In a bucket that has not ended, a missing
-    // slot may be a creation in flight: the step stops short of it.
-    // And when it evicts there, it takes just the entries it evicts: any
-    // live entry it passed would have to be written again at the end of
-    // the bucket, behind newer sessions, and the oldest-first order of
-    // eviction would be lost.
-    let usable = if cursor.is_due(now) {
-        values.len()
-    } else {
-        values
-            .iter()
-            .position(Option::is_none)
-            .unwrap_or(values.len())
-            .min(usize::try_from(evict).unwrap_or(usize::MAX))
-    };
-    let claimed_next = cursor.next + usable as i64;
-    let entries: Vec<(String, String)> = slots
-        .into_iter()
-        .zip(values)
-        .take(usable)
-        .filter_map(|(slot, value)| Some((slot, String::from_utf8(value?).ok()?)))
-        .collect();
-
+    let (entries, claimed_next) = read_entries(store, &cursor, now, evict)?;
     if entries.is_empty() {
-        // The bucket is done. Look for the next one holding entries, but
-        // never move past a bucket that may still receive entries.
-        let last_probe = (cursor.bucket + SKIP_BUCKETS).min(furthest_bucket(policy, now, evict));
-        let next_bucket = if last_probe > cursor.bucket {
-            let probes: Vec<String> = (cursor.bucket + 1..=last_probe)
-                .map(|b| entry_key(b, 1))
-                .collect();
-            let found = store.get_many(&probes)?;
-            let first_filled = found.iter().position(Option::is_some);
-            cursor.bucket + 1 + first_filled.unwrap_or(probes.len() - 1) as i64
-        } else {
-            cursor.bucket
-        };
-        if next_bucket == cursor.bucket {
-            return Ok(report);
-        }
-        let moved = Cursor {
-            bucket: next_bucket,
-            next: 1,
-        };
-        if let Swap::Conflict(_) = store.swap(snapshot, &moved.encode())? {
-            report.lost_claim = true;
-            return Ok(report);
-        }
-        store.delete(&slot_counter_key(cursor.bucket))?;
-        return Ok(report);
+        return leave_bucket(store, policy, now, evict, snapshot, report, new_id);
     }
-
-    let record_keys: Vec<String> = entries
+    let records = entries
         .iter()
-        .map(|(_, record_key)| record_key.clone())
-        .collect();
-    let records = store.get_many(&record_keys)?;
-    let claimed = Cursor {
-        bucket: cursor.bucket,
-        next: claimed_next,
-    };
+        .map(|(_, record_key)| store.get(record_key))
+        .collect::<Result<Vec<_>, _>>()?;
     // Claim before writing anything: of concurrent sweepers, only the one
-    // whose swap succeeds deletes, so each entry is removed (and counted
+    // whose swap is stored deletes, so each entry is removed (and counted
     // down) exactly once.
-    if let Swap::Conflict(_) = store.swap(snapshot, &claimed.encode())? {
+    let id = new_id();
+    let claimed = cursor.moved(cursor.bucket, claimed_next, id.clone());
+    if let Confirmed::Lost(_) = swap_and_confirm(store, snapshot, &claimed.encode(), |bytes| {
+        Cursor::made_by(bytes, &id)
+    })? {
         report.lost_claim = true;
         return Ok(report);
     }
+    settle_entries(
+        store,
+        policy,
+        now,
+        evict,
+        &cursor,
+        entries,
+        records,
+        &mut report,
+    )?;
+    Ok(report)
+}
 
+/// Reads the entries from the cursor on, one `get` each, and returns those
+/// that hold a record key, with the slot after the last one looked at.
+///
+/// In a bucket that has ended, no entry can be on its way any more, so a
+/// missing slot (a writer that failed between taking the slot and filling
+/// it) is skipped. In a bucket that has not ended, a missing slot may be a
+/// creation in flight: the read stops short of it. And when it evicts
+/// there, it takes just the entries it evicts: any live entry it passed
+/// would have to be written again at the end of the bucket, behind newer
+/// sessions, and the oldest-first order of eviction would be lost.
+fn read_entries<S: SessionStore>(
+    store: &S,
+    cursor: &Cursor,
+    now: i64,
+    evict: u64,
+) -> Result<(Vec<(String, String)>, i64), StoreError> {
+    let due = cursor.is_due(now);
+    let limit = if due {
+        SWEEP_BATCH
+    } else {
+        SWEEP_BATCH.min(i64::try_from(evict).unwrap_or(i64::MAX))
+    };
+    let mut entries = Vec::new();
+    let mut next = cursor.next;
+    while next < cursor.next + limit {
+        let slot = entry_key(cursor.bucket, next);
+        match store.get(&slot)? {
+            Some(value) => {
+                if let Ok(record_key) = String::from_utf8(value) {
+                    entries.push((slot, record_key));
+                }
+            }
+            None if !due => break,
+            None => {}
+        }
+        next += 1;
+    }
+    if entries.is_empty() {
+        // Nothing left in this bucket (as far as this step can tell): the
+        // caller moves on without claiming these slots.
+        next = cursor.next;
+    }
+    Ok((entries, next))
+}
+
+/// The cursor's bucket is done: moves the cursor to the next bucket that
+/// holds entries (probing up to [`SKIP_BUCKETS`] first slots, one read
+/// each), but never past a bucket that may still receive entries.
+fn leave_bucket<S: SessionStore>(
+    store: &S,
+    policy: &ExpiryPolicy,
+    now: i64,
+    evict: u64,
+    snapshot: S::Snapshot,
+    mut report: StepReport,
+    new_id: &mut dyn FnMut() -> String,
+) -> Result<StepReport, StoreError> {
+    let cursor = report.cursor.clone().expect("a step has read its cursor");
+    let last_probe = (cursor.bucket + SKIP_BUCKETS).min(furthest_bucket(policy, now, evict));
+    if last_probe <= cursor.bucket {
+        return Ok(report);
+    }
+    let mut next_bucket = last_probe;
+    for bucket in cursor.bucket + 1..last_probe {
+        if store.get(&entry_key(bucket, 1))?.is_some() {
+            next_bucket = bucket;
+            break;
+        }
+    }
+    let id = new_id();
+    let moved = cursor.moved(next_bucket, 1, id.clone());
+    if let Confirmed::Lost(_) = swap_and_confirm(store, snapshot, &moved.encode(), |bytes| {
+        Cursor::made_by(bytes, &id)
+    })? {
+        report.lost_claim = true;
+        return Ok(report);
+    }
+    store.delete(&slot_counter_key(cursor.bucket))?;
+    Ok(report)
+}
+
+/// Deletes or moves the claimed entries, by what their records say.
+#[allow(clippy::too_many_arguments)]
+fn settle_entries<S: SessionStore>(
+    store: &S,
+    policy: &ExpiryPolicy,
+    now: i64,
+    evict: u64,
+    cursor: &Cursor,
+    entries: Vec<(String, String)>,
+    records: Vec<Option<Vec<u8>>>,
+    report: &mut StepReport,
+) -> Result<(), StoreError> {
     let processed = entries.len() as u64;
     let mut to_delete: Vec<String> = Vec::new();
     let mut to_move: Vec<String> = Vec::new();
@@ -316,17 +418,35 @@ pub fn step<S: SessionStore>(
     if report.entries_removed > 0 {
         store.increment(SESSION_COUNT_KEY, -(report.entries_removed as i64))?;
     }
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::manager::{Found, SessionManager};
-    use crate::memory::MemoryStore;
-    use crate::store::Snapshot;
+    use crate::memory::{MemoryStore, SwapBehaviour};
+    use crate::store::{Snapshot, Swap};
     use rand::rngs::OsRng;
     use rand::TryRngCore;
+
+    fn rng() -> rand::rand_core::UnwrapErr<OsRng> {
+        OsRng.unwrap_err()
+    }
+
+    fn ids() -> impl FnMut() -> String {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("claim-{n}")
+        }
+    }
+
+    const BEHAVIOURS: [SwapBehaviour; 3] = [
+        SwapBehaviour::Honest,
+        SwapBehaviour::SpinSqlite,
+        SwapBehaviour::SpinRedis,
+    ];
 
     /// A whole bucket boundary, for readable times.
     const T0: i64 = 1_000_000 * BUCKET_SECS;
@@ -364,7 +484,11 @@ mod tests {
         assert_eq!(bucket_of(BUCKET_SECS), 1);
         assert_eq!(bucket_of(-1), -1);
         assert_eq!(bucket_end(0), BUCKET_SECS);
-        let cursor = Cursor { bucket: 5, next: 1 };
+        let cursor = Cursor {
+            bucket: 5,
+            next: 1,
+            claims: Vec::new(),
+        };
         assert!(!cursor.is_due(bucket_end(5) - 1));
         assert!(cursor.is_due(bucket_end(5)));
         assert_eq!(entry_key(7, 3), "expiry/7/3");
@@ -382,7 +506,7 @@ mod tests {
         ] {
             let store = MemoryStore::new();
             store.put(CURSOR_KEY, bad.as_bytes());
-            step(&store, &policy(), T0, 1).unwrap();
+            step(&store, &policy(), T0, 1, &mut ids()).unwrap();
             let cursor = Cursor::decode(&store.peek(CURSOR_KEY).unwrap()).unwrap();
             assert_eq!(cursor, Cursor::start(T0), "{bad}");
         }
@@ -391,9 +515,9 @@ mod tests {
     #[test]
     fn a_request_with_nothing_due_costs_one_read() {
         let m = manager(MemoryStore::new());
-        m.maintain(T0).unwrap(); // creates the cursor
+        m.maintain(&mut rng(), T0).unwrap(); // creates the cursor
         let (reads, writes) = (m.store().reads(), m.store().writes());
-        let report = m.maintain(T0 + 30).unwrap();
+        let report = m.maintain(&mut rng(), T0 + 30).unwrap();
         assert!(!report.ran);
         assert_eq!(
             (m.store().reads() - reads, m.store().writes() - writes),
@@ -403,86 +527,89 @@ mod tests {
 
     #[test]
     fn abandoned_sessions_are_swept_in_bounded_steps() {
-        let m = manager(MemoryStore::new());
-        m.maintain(T0).unwrap();
-        let mut rng = OsRng.unwrap_err();
-        let n = 100;
-        for i in 0..n {
-            m.create(&mut rng, T0 + i).unwrap(); // spread over two buckets
+        for behaviour in BEHAVIOURS {
+            let m = manager(MemoryStore::with_behaviour(behaviour));
+            m.maintain(&mut rng(), T0).unwrap();
+            let n = 100;
+            for i in 0..n {
+                m.create(&mut rng(), T0 + i).unwrap(); // spread over two buckets
+            }
+            assert_eq!(session_records(m.store()), n as usize);
+            assert_eq!(count(m.store()), n);
+            // Long after they all expired (600 s idle): steps of bounded work
+            // delete them all, then the store holds no session at all.
+            let later = T0 + 10_000;
+            let mut steps = 0;
+            while session_records(m.store()) > 0 || count(m.store()) > 0 {
+                let (reads, writes) = (m.store().reads(), m.store().writes());
+                m.maintain(&mut rng(), later).unwrap();
+                let most_reads = 3 + 2 * SWEEP_BATCH as u64;
+                assert!(m.store().reads() - reads <= most_reads, "reads per step");
+                assert!(m.store().writes() - writes <= 5, "writes per step");
+                steps += 1;
+                assert!(steps < 100, "the sweep does not finish");
+            }
+            // 100 entries in batches of 16, plus skipping the empty buckets in
+            // between (at most 16 per step).
+            let buckets = bucket_of(later) - bucket_of(T0);
+            assert!(
+                steps <= n / SWEEP_BATCH + 2 + buckets / SKIP_BUCKETS + 2,
+                "{steps} steps"
+            );
+            let cursor = m.maintain(&mut rng(), later).unwrap().cursor.unwrap();
+            assert!(
+                cursor.bucket <= bucket_of(later),
+                "the cursor never passes now"
+            );
         }
-        assert_eq!(session_records(m.store()), n as usize);
-        assert_eq!(count(m.store()), n);
-        // Long after they all expired (600 s idle): steps of bounded work
-        // delete them all, then the store holds no session at all.
-        let later = T0 + 10_000;
-        let mut steps = 0;
-        while session_records(m.store()) > 0 || count(m.store()) > 0 {
-            let (reads, writes) = (m.store().reads(), m.store().writes());
-            m.maintain(later).unwrap();
-            assert!(m.store().reads() - reads <= 3, "reads per step");
-            assert!(m.store().writes() - writes <= 5, "writes per step");
-            steps += 1;
-            assert!(steps < 100, "the sweep does not finish");
-        }
-        // 100 entries in batches of 16, plus skipping the empty buckets in
-        // between (at most 16 per step).
-        let buckets = bucket_of(later) - bucket_of(T0);
-        assert!(
-            steps <= n / SWEEP_BATCH + 2 + buckets / SKIP_BUCKETS + 2,
-            "{steps} steps"
-        );
-        let cursor = m.maintain(later).unwrap().cursor.unwrap();
-        assert!(
-            cursor.bucket <= bucket_of(later),
-            "the cursor never passes now"
-        );
     }
 
     #[test]
     fn live_sessions_move_forward_instead_of_being_deleted() {
-        let m = manager(MemoryStore::new());
-        m.maintain(T0).unwrap();
-        let mut rng = OsRng.unwrap_err();
-        let idle = m.create(&mut rng, T0).unwrap();
-        let busy = m.create(&mut rng, T0).unwrap();
-        // The busy one is seen 500 s later: its expiry moves to T0 + 1100.
-        let mut found = match m.find(Some(busy.id().clone()), T0 + 500).unwrap() {
-            Found::Live(s) => s,
-            _ => panic!("live"),
-        };
-        m.update(&mut found, T0 + 500, |_| {}).unwrap();
-        // At T0 + 700 the bucket of T0 + 600 has ended.
-        let mut now = T0 + 700;
-        for _ in 0..10 {
-            m.maintain(now).unwrap();
+        for behaviour in BEHAVIOURS {
+            let m = manager(MemoryStore::with_behaviour(behaviour));
+            m.maintain(&mut rng(), T0).unwrap();
+            let idle = m.create(&mut rng(), T0).unwrap();
+            let busy = m.create(&mut rng(), T0).unwrap();
+            // The busy one is seen 500 s later: its expiry moves to T0 + 1100.
+            let mut found = match m.lookup(Some(busy.id().clone()), T0 + 500).unwrap() {
+                Found::Live(s) => s,
+                _ => panic!("live"),
+            };
+            m.update(&mut found, &mut rng(), T0 + 500, |_| {}).unwrap();
+            // At T0 + 700 the bucket of T0 + 600 has ended.
+            let mut now = T0 + 700;
+            for _ in 0..10 {
+                m.maintain(&mut rng(), now).unwrap();
+            }
+            assert!(
+                m.store().peek(idle.key()).is_none(),
+                "the idle session is swept"
+            );
+            assert!(
+                m.store().peek(busy.key()).is_some(),
+                "the busy session stays"
+            );
+            assert_eq!(count(m.store()), 1);
+            // ...and is swept once it has expired too.
+            now = T0 + 1200;
+            for _ in 0..10 {
+                m.maintain(&mut rng(), now).unwrap();
+            }
+            assert!(m.store().peek(busy.key()).is_none());
+            assert_eq!(count(m.store()), 0);
         }
-        assert!(
-            m.store().peek(idle.key()).is_none(),
-            "the idle session is swept"
-        );
-        assert!(
-            m.store().peek(busy.key()).is_some(),
-            "the busy session stays"
-        );
-        assert_eq!(count(m.store()), 1);
-        // ...and is swept once it has expired too.
-        now = T0 + 1200;
-        for _ in 0..10 {
-            m.maintain(now).unwrap();
-        }
-        assert!(m.store().peek(busy.key()).is_none());
-        assert_eq!(count(m.store()), 0);
     }
 
     #[test]
     fn stale_entries_are_dropped_and_counted_once() {
         let m = manager(MemoryStore::new());
-        m.maintain(T0).unwrap();
-        let gone = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
+        m.maintain(&mut rng(), T0).unwrap();
+        let gone = m.create(&mut rng(), T0).unwrap();
         m.delete(gone).unwrap(); // a logout: the entry stays behind
         assert_eq!(count(m.store()), 1);
         for _ in 0..5 {
-            m.maintain(T0 + 700).unwrap();
+            m.maintain(&mut rng(), T0 + 700).unwrap();
         }
         assert_eq!(count(m.store()), 0);
         assert!(!m
@@ -501,6 +628,9 @@ mod tests {
 
     impl SessionStore for Racing {
         type Snapshot = <MemoryStore as SessionStore>::Snapshot;
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
         fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError> {
             self.inner.snapshot(key)
         }
@@ -512,6 +642,7 @@ mod tests {
             if !self.raced.replace(true) {
                 let mut other: Cursor = serde_json::from_slice(snapshot.value().unwrap()).unwrap();
                 other.next += SWEEP_BATCH;
+                other.claims.push("another-sweeper".into());
                 self.inner.put(CURSOR_KEY, &other.encode());
             }
             self.inner.swap(snapshot, value)
@@ -521,9 +652,6 @@ mod tests {
         }
         fn delete(&self, key: &str) -> Result<(), StoreError> {
             self.inner.delete(key)
-        }
-        fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-            self.inner.get_many(keys)
         }
         fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
             self.inner.set_many(entries)
@@ -543,8 +671,8 @@ mod tests {
             raced: std::cell::Cell::new(true),
         };
         let m = SessionManager::new(store, policy());
-        m.maintain(T0).unwrap();
-        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
+        m.maintain(&mut rng(), T0).unwrap();
+        let s = m.create(&mut rng(), T0).unwrap();
         m.store().raced.set(false);
         let report = index_step(m.store(), T0 + 700);
         assert!(report.ran && report.lost_claim);
@@ -560,50 +688,50 @@ mod tests {
     }
 
     fn index_step(store: &Racing, now: i64) -> StepReport {
-        step(store, &policy(), now, 0).unwrap()
+        step(store, &policy(), now, 0, &mut ids()).unwrap()
     }
 
     #[test]
     fn the_cap_evicts_the_sessions_that_expire_soonest() {
-        let m = manager(MemoryStore::new()).with_max_sessions(3);
-        m.maintain(T0).unwrap();
-        let mut rng = OsRng.unwrap_err();
-        let mut sessions = Vec::new();
-        for i in 0..10 {
-            let now = T0 + i * BUCKET_SECS; // one bucket apart: a clear order
-            m.maintain(now).unwrap();
-            sessions.push(m.create(&mut rng, now).unwrap());
-            assert!(
-                session_records(m.store()) <= 3 + 1,
-                "at most the cap plus one"
-            );
+        for behaviour in BEHAVIOURS {
+            let m = manager(MemoryStore::with_behaviour(behaviour)).with_max_sessions(3);
+            m.maintain(&mut rng(), T0).unwrap();
+            let mut sessions = Vec::new();
+            for i in 0..10 {
+                let now = T0 + i * BUCKET_SECS; // one bucket apart: a clear order
+                m.maintain(&mut rng(), now).unwrap();
+                sessions.push(m.create(&mut rng(), now).unwrap());
+                assert!(
+                    session_records(m.store()) <= 3 + 1,
+                    "at most the cap plus one"
+                );
+            }
+            assert!(count(m.store()) <= 3);
+            let last = T0 + 9 * BUCKET_SECS;
+            let newest = &sessions[9];
+            assert!(matches!(
+                m.lookup(Some(newest.id().clone()), last).unwrap(),
+                Found::Live(_)
+            ));
+            assert!(matches!(
+                m.lookup(Some(sessions[0].id().clone()), last).unwrap(),
+                Found::Unknown
+            ));
         }
-        assert!(count(m.store()) <= 3);
-        let last = T0 + 9 * BUCKET_SECS;
-        let newest = &sessions[9];
-        assert!(matches!(
-            m.find(Some(newest.id().clone()), last).unwrap(),
-            Found::Live(_)
-        ));
-        assert!(matches!(
-            m.find(Some(sessions[0].id().clone()), last).unwrap(),
-            Found::Unknown
-        ));
     }
 
     #[test]
     fn eviction_within_one_bucket_goes_oldest_first() {
         let m = manager(MemoryStore::new()).with_max_sessions(10);
-        m.maintain(T0).unwrap();
-        let mut rng = OsRng.unwrap_err();
+        m.maintain(&mut rng(), T0).unwrap();
         let sessions: Vec<_> = (0..100)
             .map(|_| {
-                m.maintain(T0).unwrap();
-                m.create(&mut rng, T0).unwrap()
+                m.maintain(&mut rng(), T0).unwrap();
+                m.create(&mut rng(), T0).unwrap()
             })
             .collect();
         for (i, s) in sessions.iter().enumerate() {
-            let live = matches!(m.find(Some(s.id().clone()), T0).unwrap(), Found::Live(_));
+            let live = matches!(m.lookup(Some(s.id().clone()), T0).unwrap(), Found::Live(_));
             assert_eq!(live, i >= 90, "session {i}");
         }
         // No entry was rewritten: the slots handed out are the creations.
@@ -615,17 +743,16 @@ mod tests {
     #[test]
     fn eviction_never_moves_the_cursor_past_new_sessions() {
         let m = manager(MemoryStore::new()).with_max_sessions(1);
-        m.maintain(T0).unwrap();
-        let mut rng = OsRng.unwrap_err();
+        m.maintain(&mut rng(), T0).unwrap();
         for _ in 0..5 {
-            m.maintain(T0).unwrap();
-            m.create(&mut rng, T0).unwrap();
+            m.maintain(&mut rng(), T0).unwrap();
+            m.create(&mut rng(), T0).unwrap();
         }
-        let cursor = m.maintain(T0).unwrap().cursor.unwrap();
+        let cursor = m.maintain(&mut rng(), T0).unwrap().cursor.unwrap();
         assert!(cursor.bucket <= bucket_of(policy().expiry_of_new_session(T0)));
         // The last session is still indexed: it is swept once expired.
         for _ in 0..40 {
-            m.maintain(T0 + 5000).unwrap();
+            m.maintain(&mut rng(), T0 + 5000).unwrap();
         }
         assert_eq!(session_records(m.store()), 0);
         assert_eq!(count(m.store()), 0);

@@ -4,9 +4,11 @@ use std::cell::Cell;
 
 use crate::expiry::ExpiryPolicy;
 use crate::id::{random_token, SessionId};
-use crate::index::{self, Cursor, StepReport};
+use crate::index::{self, StepReport};
 use crate::record::{DecodeError, SessionRecord};
-use crate::store::{SessionStore, Snapshot, StoreError, Swap};
+use crate::store::{
+    remember_write, swap_and_confirm, Confirmed, SessionStore, Snapshot, StoreError, WRITE_ID_LEN,
+};
 
 /// Length of the per-session CSRF token.
 pub const CSRF_TOKEN_LEN: usize = 32;
@@ -28,21 +30,19 @@ pub struct SessionManager<S> {
     store: S,
     policy: ExpiryPolicy,
     max_sessions: u64,
-    /// The index cursor as [`SessionManager::maintain`] last read it.
-    cursor: Cell<Option<Cursor>>,
+    /// The index cursor's bucket as [`SessionManager::maintain`] last read
+    /// it.
+    cursor_bucket: Cell<Option<i64>>,
 }
 
 /// A live session, as read for the current request.
-pub struct Session<Snap> {
+pub struct Session {
     id: SessionId,
     key: String,
     record: SessionRecord,
-    /// What the store held when the record was read: the base of the next
-    /// compare-and-swap. `None` once used, or for a session just created.
-    snapshot: Option<Snap>,
 }
 
-impl<Snap> Session<Snap> {
+impl Session {
     /// The identifier the client's cookie carries.
     pub fn id(&self) -> &SessionId {
         &self.id
@@ -60,9 +60,9 @@ impl<Snap> Session<Snap> {
 }
 
 /// What a request's cookie leads to.
-pub enum Found<Snap> {
+pub enum Found {
     /// A live session.
-    Live(Session<Snap>),
+    Live(Session),
     /// The request carries no well-formed session cookie.
     NoCookie,
     /// A well-formed identifier the store does not know (never issued,
@@ -108,7 +108,7 @@ impl<S: SessionStore> SessionManager<S> {
             store,
             policy,
             max_sessions: DEFAULT_MAX_SESSIONS,
-            cursor: Cell::new(None),
+            cursor_bucket: Cell::new(None),
         }
     }
 
@@ -118,12 +118,17 @@ impl<S: SessionStore> SessionManager<S> {
         self
     }
 
-    /// Each request's share of the sweeping: reads the index cursor (one
-    /// read) and, once its bucket has ended, does one bounded
-    /// [`index::step`]. Call it once per request, before anything else.
-    pub fn maintain(&self, now: i64) -> Result<StepReport, StoreError> {
-        let report = index::step(&self.store, &self.policy, now, 0)?;
-        self.cursor.set(report.cursor);
+    /// A share of the sweeping: reads the index cursor (one read) and,
+    /// once its bucket has ended, does one bounded [`index::step`]. Every
+    /// creation runs it first: creations are what make the store grow.
+    pub fn maintain<R: rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        now: i64,
+    ) -> Result<StepReport, StoreError> {
+        let report = index::maintain(&self.store, &self.policy, now, &mut || write_id(rng))?;
+        self.cursor_bucket
+            .set(report.cursor.as_ref().map(|cursor| cursor.bucket));
         Ok(report)
     }
 
@@ -137,67 +142,18 @@ impl<S: SessionStore> SessionManager<S> {
         &self.store
     }
 
-    /// Looks up the session of `id` (one read, kept as the base of a later
-    /// compare-and-swap). An expired or unreadable record is deleted on the
-    /// spot (one more write), so it cannot be revived.
-    pub fn find(&self, id: Option<SessionId>, now: i64) -> Result<Found<S::Snapshot>, StoreError> {
+    /// Looks up the session of `id`: one read. An expired or unreadable
+    /// record is deleted on the spot (one more write), so it cannot be
+    /// revived.
+    pub fn lookup(&self, id: Option<SessionId>, now: i64) -> Result<Found, StoreError> {
         let Some(id) = id else {
             return Ok(Found::NoCookie);
         };
         let key = id.record_key();
-        let snapshot = self.store.snapshot(&key)?;
-        let bytes = snapshot.value().map(<[u8]>::to_vec);
-        self.judge(id, key, bytes.as_deref(), Some(snapshot), now)
-    }
-
-    /// What a request does first: its share of the sweeping
-    /// ([`SessionManager::maintain`]) and the lookup of its session
-    /// ([`SessionManager::find`]), reading the index cursor and the record
-    /// in one batch. A live session with nothing due costs that one read.
-    /// The session comes without a compare-and-swap base: an update reads
-    /// one first.
-    pub fn lookup(
-        &self,
-        id: Option<SessionId>,
-        now: i64,
-    ) -> Result<Found<S::Snapshot>, StoreError> {
-        let key = id.as_ref().map(SessionId::record_key);
-        let mut keys = vec![index::CURSOR_KEY.to_owned()];
-        keys.extend(key.clone());
-        let mut values = self.store.get_many(&keys)?.into_iter();
-        let cursor = values
-            .next()
-            .flatten()
-            .and_then(|bytes| Cursor::decode(&bytes));
-        match cursor {
-            Some(cursor) if !cursor.is_due(now) => self.cursor.set(Some(cursor)),
-            // Due, absent or unreadable: the step reads the cursor again,
-            // with a compare-and-swap handle to claim it.
-            _ => {
-                self.maintain(now)?;
-            }
-        }
-        let (Some(id), Some(key)) = (id, key) else {
-            return Ok(Found::NoCookie);
-        };
-        let bytes = values.next().flatten();
-        self.judge(id, key, bytes.as_deref(), None, now)
-    }
-
-    /// Classifies what the store holds for `id`, deleting an expired or
-    /// unreadable record (one write) so that it cannot be revived.
-    fn judge(
-        &self,
-        id: SessionId,
-        key: String,
-        bytes: Option<&[u8]>,
-        snapshot: Option<S::Snapshot>,
-        now: i64,
-    ) -> Result<Found<S::Snapshot>, StoreError> {
-        let Some(bytes) = bytes else {
+        let Some(bytes) = self.store.get(&key)? else {
             return Ok(Found::Unknown);
         };
-        let record = match SessionRecord::decode(bytes) {
+        let record = match SessionRecord::decode(&bytes) {
             Ok(record) => record,
             Err(err) => {
                 self.store.delete(&key)?;
@@ -208,24 +164,21 @@ impl<S: SessionStore> SessionManager<S> {
             self.store.delete(&key)?;
             return Ok(Found::Expired);
         }
-        Ok(Found::Live(Session {
-            id,
-            key,
-            record,
-            snapshot,
-        }))
+        Ok(Found::Live(Session { id, key, record }))
     }
 
     /// Creates and stores a new session with a fresh identifier and CSRF
-    /// token, and its index entry (three writes: the session count, a slot,
-    /// and one batch with the entry and the record; the identifier is new,
-    /// so no one else can be writing its key). When the count passes the
-    /// cap, the sessions that expire soonest are evicted first.
+    /// token, and its index entry: its share of the sweeping
+    /// ([`SessionManager::maintain`]), then three writes (the session
+    /// count, a slot, and one batch with the entry and the record; the
+    /// identifier is new, so no one else can be writing its key). When the
+    /// count passes the cap, the sessions that expire soonest are evicted.
     pub fn create<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         now: i64,
-    ) -> Result<Session<S::Snapshot>, StoreError> {
+    ) -> Result<Session, StoreError> {
+        self.maintain(rng, now)?;
         let id = SessionId::generate(rng);
         let key = id.record_key();
         let record = SessionRecord::new(now, random_token(rng, CSRF_TOKEN_LEN));
@@ -235,42 +188,52 @@ impl<S: SessionStore> SessionManager<S> {
         // Never behind the cursor, which eviction may have moved ahead: an
         // entry there would never be swept.
         let bucket = index::bucket_of(self.policy.expires_at(&record))
-            .max(self.cursor.get().map_or(i64::MIN, |c| c.bucket));
+            .max(self.cursor_bucket.get().unwrap_or(i64::MIN));
         let slot = self.store.increment(&index::slot_counter_key(bucket), 1)?;
         self.store.set_many(&[
             (index::entry_key(bucket, slot), key.as_bytes().to_vec()),
             (key.clone(), record.encode()),
         ])?;
-        let mut excess = u64::try_from(count)
+        let excess = u64::try_from(count)
             .unwrap_or(0)
             .saturating_sub(self.max_sessions);
+        self.evict(rng, now, excess)?;
+        Ok(Session { id, key, record })
+    }
+
+    /// Removes up to `excess` sessions, those that expire soonest, in at
+    /// most [`EVICTION_STEPS`] steps.
+    fn evict<R: rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        now: i64,
+        mut excess: u64,
+    ) -> Result<(), StoreError> {
         for _ in 0..EVICTION_STEPS {
             if excess == 0 {
                 break;
             }
-            let report = index::step(&self.store, &self.policy, now, excess)?;
+            let report = index::step(&self.store, &self.policy, now, excess, &mut || {
+                write_id(rng)
+            })?;
             excess = excess.saturating_sub(report.entries_removed);
         }
-        Ok(Session {
-            id,
-            key,
-            record,
-            snapshot: None,
-        })
+        Ok(())
     }
 
     /// Records that the session was seen at `now`, if its `last_seen_at`
     /// lags by the touch granularity or more; most reads write nothing.
     /// Returns whether it wrote.
-    pub fn touch_if_due(
+    pub fn touch_if_due<R: rand::CryptoRng + ?Sized>(
         &self,
-        session: &mut Session<S::Snapshot>,
+        session: &mut Session,
+        rng: &mut R,
         now: i64,
     ) -> Result<bool, UpdateError> {
         if !self.policy.needs_touch(&session.record, now) {
             return Ok(false);
         }
-        self.update(session, now, |_| {})?;
+        self.update(session, rng, now, |_| {})?;
         Ok(true)
     }
 
@@ -279,37 +242,52 @@ impl<S: SessionStore> SessionManager<S> {
     /// `change` is applied again to what that request stored, so neither
     /// update is lost. Each applied update counts in `writes` and moves
     /// `last_seen_at` to `now`.
-    pub fn update(
+    ///
+    /// Costs one read (the compare-and-swap base) and one write, plus one
+    /// read for each swap the store does not confirm (every swap, on Spin's
+    /// Redis store) and one read and one write per lost race.
+    pub fn update<R: rand::CryptoRng + ?Sized>(
         &self,
-        session: &mut Session<S::Snapshot>,
+        session: &mut Session,
+        rng: &mut R,
         now: i64,
         change: impl Fn(&mut SessionRecord),
     ) -> Result<(), UpdateError> {
-        let mut snapshot = match session.snapshot.take() {
-            Some(snapshot) => snapshot,
-            None => self.store.snapshot(&session.key)?,
-        };
-        let mut base = match snapshot.value() {
-            Some(bytes) if bytes == session.record.encode().as_slice() => session.record.clone(),
-            other => self.live_record(other, now)?,
-        };
+        let mut snapshot = self.store.snapshot(&session.key)?;
         for _ in 0..MAX_SWAP_ATTEMPTS {
-            let mut next = base.clone();
-            change(&mut next);
-            next.writes += 1;
-            next.last_seen_at = next.last_seen_at.max(now);
-            match self.store.swap(snapshot, &next.encode())? {
-                Swap::Done => {
+            // Never swapped when absent: the session is gone, and a swap
+            // would re-create it on Spin's SQLite store.
+            let base = self.live_record(snapshot.value(), now)?;
+            let id = write_id(rng);
+            let next = self.next_record(base, now, id.clone(), &change);
+            let is_ours = |bytes: &[u8]| {
+                SessionRecord::decode(bytes).is_ok_and(|stored| stored.includes_write(&id))
+            };
+            match swap_and_confirm(&self.store, snapshot, &next.encode(), is_ours)? {
+                Confirmed::Stored => {
                     session.record = next;
                     return Ok(());
                 }
-                Swap::Conflict(fresh) => {
-                    base = self.live_record(fresh.value(), now)?;
-                    snapshot = fresh;
-                }
+                Confirmed::Lost(fresh) => snapshot = fresh,
             }
         }
         Err(UpdateError::Contended)
+    }
+
+    /// `base` with `change` applied, as written by the write `id`.
+    fn next_record(
+        &self,
+        base: SessionRecord,
+        now: i64,
+        id: String,
+        change: impl Fn(&mut SessionRecord),
+    ) -> SessionRecord {
+        let mut next = base;
+        change(&mut next);
+        next.writes += 1;
+        next.last_seen_at = next.last_seen_at.max(now);
+        remember_write(&mut next.recent_writes, id);
+        next
     }
 
     /// The record in `bytes`, if it is still a live session.
@@ -324,23 +302,34 @@ impl<S: SessionStore> SessionManager<S> {
     }
 
     /// Deletes the session's record (one write).
-    pub fn delete(&self, session: Session<S::Snapshot>) -> Result<(), StoreError> {
+    pub fn delete(&self, session: Session) -> Result<(), StoreError> {
         self.store.delete(&session.key)
     }
+}
+
+/// A fresh random write id ([`crate::store::RECENT_WRITES`]).
+fn write_id<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> String {
+    random_token(rng, WRITE_ID_LEN)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::memory::MemoryStore;
+    use crate::memory::{MemoryStore, SwapBehaviour};
     use rand::rngs::OsRng;
     use rand::TryRngCore;
 
     const T0: i64 = 1_750_000_000;
 
-    fn manager() -> SessionManager<MemoryStore> {
+    const BEHAVIOURS: [SwapBehaviour; 3] = [
+        SwapBehaviour::Honest,
+        SwapBehaviour::SpinSqlite,
+        SwapBehaviour::SpinRedis,
+    ];
+
+    fn manager_on(behaviour: SwapBehaviour) -> SessionManager<MemoryStore> {
         SessionManager::new(
-            MemoryStore::new(),
+            MemoryStore::with_behaviour(behaviour),
             ExpiryPolicy {
                 idle_timeout_secs: 600,
                 absolute_timeout_secs: 3600,
@@ -348,23 +337,39 @@ mod tests {
         )
     }
 
-    fn live(found: Found<crate::memory::MemorySnapshot>) -> Session<crate::memory::MemorySnapshot> {
+    fn manager() -> SessionManager<MemoryStore> {
+        manager_on(SwapBehaviour::Honest)
+    }
+
+    fn rng() -> rand::rand_core::UnwrapErr<OsRng> {
+        OsRng.unwrap_err()
+    }
+
+    fn live(found: Found) -> Session {
         match found {
             Found::Live(s) => s,
             _ => panic!("expected a live session"),
         }
     }
 
+    fn ops(m: &SessionManager<MemoryStore>) -> (u64, u64) {
+        (m.store().reads(), m.store().writes())
+    }
+
     #[test]
-    fn create_then_find() {
+    fn create_then_lookup() {
         let m = manager();
-        let created = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
-        // The count, a slot, and one batch with the entry and the record.
-        assert_eq!(m.store().writes(), 3);
-        let found = live(m.find(Some(created.id().clone()), T0 + 1).unwrap());
+        m.maintain(&mut rng(), T0).unwrap(); // the cursor of a new store
+        let before = ops(&m);
+        let created = m.create(&mut rng(), T0).unwrap();
+        // The cursor read, then the count, a slot, and one batch with the
+        // entry and the record.
+        assert_eq!(ops(&m), (before.0 + 1, before.1 + 3));
+        let before = ops(&m);
+        let found = live(m.lookup(Some(created.id().clone()), T0 + 1).unwrap());
         assert_eq!(found.record(), created.record());
         assert_eq!(found.record().csrf_token.len(), CSRF_TOKEN_LEN);
-        assert_eq!(m.store().reads(), 1);
+        assert_eq!(ops(&m), (before.0 + 1, before.1), "a lookup is one read");
         // The raw identifier is nowhere in the store.
         let id = created.id().as_str();
         for key in m.store().keys() {
@@ -374,49 +379,39 @@ mod tests {
     }
 
     #[test]
-    fn lookup_reads_cursor_and_record_in_one_batch() {
-        let m = manager();
-        m.maintain(T0).unwrap();
-        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
-        let (reads, writes) = (m.store().reads(), m.store().writes());
-        let mut found = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
-        assert_eq!(
-            (m.store().reads() - reads, m.store().writes() - writes),
-            (1, 0)
-        );
-        // An update then reads its compare-and-swap base, and writes once.
-        m.update(&mut found, T0 + 2, |r| {
-            r.values.insert("v1".into(), "x".into());
-        })
-        .unwrap();
-        assert_eq!(
-            (m.store().reads() - reads, m.store().writes() - writes),
-            (2, 1)
-        );
-        assert!(matches!(m.lookup(None, T0).unwrap(), Found::NoCookie));
-        let stranger = SessionId::parse(&"y".repeat(64)).unwrap();
-        assert!(matches!(
-            m.lookup(Some(stranger), T0).unwrap(),
-            Found::Unknown
-        ));
-        assert!(matches!(
-            m.lookup(Some(s.id().clone()), T0 + 700).unwrap(),
-            Found::Expired
-        ));
+    fn an_update_costs_its_base_and_one_write_and_one_read_back_on_redis() {
+        for (behaviour, reads) in [
+            (SwapBehaviour::Honest, 1),
+            (SwapBehaviour::SpinSqlite, 1),
+            (SwapBehaviour::SpinRedis, 2),
+        ] {
+            let m = manager_on(behaviour);
+            let s = m.create(&mut rng(), T0).unwrap();
+            let mut found = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
+            let before = ops(&m);
+            m.update(&mut found, &mut rng(), T0 + 2, |r| {
+                r.values.insert("v1".into(), "x".into());
+            })
+            .unwrap();
+            assert_eq!(ops(&m), (before.0 + reads, before.1 + 1), "{behaviour:?}");
+            let stored = live(m.lookup(Some(s.id().clone()), T0 + 3).unwrap());
+            assert_eq!(stored.record().value("v1"), Some("x"), "{behaviour:?}");
+            assert_eq!(stored.record().writes, 1, "{behaviour:?}");
+        }
     }
 
     #[test]
     fn missing_unknown_and_expired() {
         let m = manager();
-        assert!(matches!(m.find(None, T0).unwrap(), Found::NoCookie));
+        assert!(matches!(m.lookup(None, T0).unwrap(), Found::NoCookie));
         let stranger = SessionId::parse(&"x".repeat(64)).unwrap();
         assert!(matches!(
-            m.find(Some(stranger), T0).unwrap(),
+            m.lookup(Some(stranger), T0).unwrap(),
             Found::Unknown
         ));
-        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
+        let s = m.create(&mut rng(), T0).unwrap();
         assert!(matches!(
-            m.find(Some(s.id().clone()), T0 + 600).unwrap(),
+            m.lookup(Some(s.id().clone()), T0 + 600).unwrap(),
             Found::Expired
         ));
         assert!(
@@ -424,7 +419,7 @@ mod tests {
             "expired record is deleted"
         );
         assert!(matches!(
-            m.find(Some(s.id().clone()), T0).unwrap(),
+            m.lookup(Some(s.id().clone()), T0).unwrap(),
             Found::Unknown
         ));
     }
@@ -432,10 +427,10 @@ mod tests {
     #[test]
     fn undecodable_record_is_deleted() {
         let m = manager();
-        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
+        let s = m.create(&mut rng(), T0).unwrap();
         m.store().put(s.key(), br#"{"format":99}"#);
         assert!(matches!(
-            m.find(Some(s.id().clone()), T0).unwrap(),
+            m.lookup(Some(s.id().clone()), T0).unwrap(),
             Found::Undecodable(DecodeError::UnknownFormat(99))
         ));
         assert!(m.store().peek(s.key()).is_none());
@@ -444,62 +439,149 @@ mod tests {
     #[test]
     fn reads_write_only_when_touch_is_due() {
         let m = manager(); // granularity: 600 / 60 = 10 s
-        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
+        let s = m.create(&mut rng(), T0).unwrap();
         let writes = m.store().writes();
-        let mut found = live(m.find(Some(s.id().clone()), T0 + 9).unwrap());
-        assert!(!m.touch_if_due(&mut found, T0 + 9).unwrap());
+        let mut found = live(m.lookup(Some(s.id().clone()), T0 + 9).unwrap());
+        assert!(!m.touch_if_due(&mut found, &mut rng(), T0 + 9).unwrap());
         assert_eq!(m.store().writes(), writes);
-        let mut found = live(m.find(Some(s.id().clone()), T0 + 10).unwrap());
-        assert!(m.touch_if_due(&mut found, T0 + 10).unwrap());
+        let mut found = live(m.lookup(Some(s.id().clone()), T0 + 10).unwrap());
+        assert!(m.touch_if_due(&mut found, &mut rng(), T0 + 10).unwrap());
         assert_eq!(m.store().writes(), writes + 1);
         assert_eq!(found.record().last_seen_at, T0 + 10);
         // The touch keeps the session alive past the first idle deadline.
         assert!(matches!(
-            m.find(Some(s.id().clone()), T0 + 605).unwrap(),
+            m.lookup(Some(s.id().clone()), T0 + 605).unwrap(),
             Found::Live(_)
         ));
     }
 
-    #[test]
-    fn concurrent_updates_are_both_kept() {
-        let m = manager();
-        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
-        let mut first = live(m.find(Some(s.id().clone()), T0).unwrap());
-        let mut second = live(m.find(Some(s.id().clone()), T0).unwrap());
-        m.update(&mut first, T0 + 1, |r| {
-            r.values.insert("v1".into(), "one".into());
-        })
-        .unwrap();
-        // `second` read before `first` wrote: its swap conflicts, and its
-        // change is re-applied on top of `first`'s.
-        m.update(&mut second, T0 + 2, |r| {
-            r.values.insert("v2".into(), "two".into());
-        })
-        .unwrap();
-        let stored = live(m.find(Some(s.id().clone()), T0 + 3).unwrap());
-        assert_eq!(stored.record().value("v1"), Some("one"));
-        assert_eq!(stored.record().value("v2"), Some("two"));
-        assert_eq!(stored.record().writes, 2);
-        assert_eq!(stored.record().last_seen_at, T0 + 2);
+    /// A store on which another request writes the record between this
+    /// request's snapshot and its swap, once.
+    struct Interleaved {
+        inner: MemoryStore,
+        other_write: std::cell::RefCell<Option<Box<dyn FnOnce(&MemoryStore)>>>,
+    }
+
+    impl SessionStore for Interleaved {
+        type Snapshot = <MemoryStore as SessionStore>::Snapshot;
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError> {
+            let snapshot = self.inner.snapshot(key)?;
+            if let Some(write) = self.other_write.borrow_mut().take() {
+                write(&self.inner);
+            }
+            Ok(snapshot)
+        }
+        fn swap(
+            &self,
+            snapshot: Self::Snapshot,
+            value: &[u8],
+        ) -> Result<crate::store::Swap<Self::Snapshot>, StoreError> {
+            self.inner.swap(snapshot, value)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.set(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key)
+        }
+        fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+            self.inner.set_many(entries)
+        }
+        fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+            self.inner.delete_many(keys)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+            self.inner.increment(key, delta)
+        }
+    }
+
+    fn interleaved(behaviour: SwapBehaviour) -> SessionManager<Interleaved> {
+        SessionManager::new(
+            Interleaved {
+                inner: MemoryStore::with_behaviour(behaviour),
+                other_write: Default::default(),
+            },
+            ExpiryPolicy {
+                idle_timeout_secs: 600,
+                absolute_timeout_secs: 3600,
+            },
+        )
     }
 
     #[test]
-    fn update_of_a_deleted_session_is_gone() {
-        let m = manager();
-        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
-        let mut found = live(m.find(Some(s.id().clone()), T0).unwrap());
-        m.store().delete(s.key()).unwrap();
-        let result = m.update(&mut found, T0, |r| r.submitted_at = Some(T0));
-        assert_eq!(result, Err(UpdateError::Gone));
-        assert!(m.store().peek(s.key()).is_none(), "nothing resurrected");
+    fn concurrent_updates_are_both_kept_on_every_store() {
+        for behaviour in BEHAVIOURS {
+            let m = interleaved(behaviour);
+            let s = m.create(&mut rng(), T0).unwrap();
+            let mut first = live(m.lookup(Some(s.id().clone()), T0).unwrap());
+            let mut second = live(m.lookup(Some(s.id().clone()), T0).unwrap());
+            // `first` writes while `second` holds its snapshot: `second`'s
+            // swap conflicts, and its change is re-applied on top.
+            let key = s.key().to_owned();
+            *m.store().other_write.borrow_mut() = Some(Box::new(move |inner: &MemoryStore| {
+                let base = SessionRecord::decode(&inner.peek(&key).unwrap()).unwrap();
+                let mut other = base;
+                other.values.insert("v1".into(), "one".into());
+                other.writes += 1;
+                remember_write(&mut other.recent_writes, "someone-else".into());
+                inner.put(&key, &other.encode());
+            }));
+            m.update(&mut second, &mut rng(), T0 + 2, |r| {
+                r.values.insert("v2".into(), "two".into());
+            })
+            .unwrap();
+            let stored = live(m.lookup(Some(s.id().clone()), T0 + 3).unwrap());
+            assert_eq!(stored.record().value("v1"), Some("one"), "{behaviour:?}");
+            assert_eq!(stored.record().value("v2"), Some("two"), "{behaviour:?}");
+            assert_eq!(stored.record().writes, 2, "{behaviour:?}");
+            assert_eq!(stored.record().last_seen_at, T0 + 2, "{behaviour:?}");
+            // And a plain second update counts once more, not twice.
+            m.update(&mut first, &mut rng(), T0 + 4, |r| {
+                r.submitted_at = Some(T0)
+            })
+            .unwrap();
+            let stored = live(m.lookup(Some(s.id().clone()), T0 + 5).unwrap());
+            assert_eq!(stored.record().writes, 3, "{behaviour:?}");
+        }
+    }
+
+    #[test]
+    fn update_of_a_deleted_session_is_gone_and_resurrects_nothing() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour);
+            let s = m.create(&mut rng(), T0).unwrap();
+            let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
+            m.store().delete(s.key()).unwrap();
+            let result = m.update(&mut found, &mut rng(), T0, |r| r.submitted_at = Some(T0));
+            assert_eq!(result, Err(UpdateError::Gone), "{behaviour:?}");
+            assert!(m.store().peek(s.key()).is_none(), "{behaviour:?}");
+        }
+    }
+
+    #[test]
+    fn a_session_deleted_between_snapshot_and_swap_stays_deleted() {
+        for behaviour in BEHAVIOURS {
+            let m = interleaved(behaviour);
+            let s = m.create(&mut rng(), T0).unwrap();
+            let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
+            let key = s.key().to_owned();
+            *m.store().other_write.borrow_mut() =
+                Some(Box::new(move |inner: &MemoryStore| inner.put_absent(&key)));
+            let result = m.update(&mut found, &mut rng(), T0, |r| r.submitted_at = Some(T0));
+            assert_eq!(result, Err(UpdateError::Gone), "{behaviour:?}");
+            assert!(m.store().inner.peek(s.key()).is_none(), "{behaviour:?}");
+        }
     }
 
     #[test]
     fn store_failures_surface() {
         let m = manager();
-        let s = m.create(&mut OsRng.unwrap_err(), T0).unwrap();
+        let s = m.create(&mut rng(), T0).unwrap();
         m.store().set_failing(true);
-        assert!(m.find(Some(s.id().clone()), T0).is_err());
-        assert!(m.create(&mut OsRng.unwrap_err(), T0).is_err());
+        assert!(m.lookup(Some(s.id().clone()), T0).is_err());
+        assert!(m.create(&mut rng(), T0).is_err());
     }
 }

@@ -1,15 +1,32 @@
-//! An in-memory [`SessionStore`] for tests, with operation counts.
+//! An in-memory [`SessionStore`] for tests, with operation counts, that
+//! can behave like each of Spin's real stores.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use crate::store::{SessionStore, Snapshot, StoreError, Swap};
 
+/// Whose compare-and-swap a [`MemoryStore`] imitates
+/// (`../shared/reference/spin-kv-behaviour.md`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SwapBehaviour {
+    /// A swap writes if and only if the key is unchanged, and says so.
+    #[default]
+    Honest,
+    /// Spin's SQLite store: as honest for a key that was present, but the
+    /// swap of a key that was absent writes unconditionally.
+    SpinSqlite,
+    /// Spin's Redis store: a swap writes if the key is unchanged, and
+    /// reports a conflict either way.
+    SpinRedis,
+}
+
 /// A store in a `HashMap`, single-threaded, that counts its reads and
 /// writes and can be told to fail.
 #[derive(Default)]
 pub struct MemoryStore {
     entries: RefCell<HashMap<String, Vec<u8>>>,
+    behaviour: SwapBehaviour,
     reads: Cell<u64>,
     writes: Cell<u64>,
     failing: Cell<bool>,
@@ -29,12 +46,21 @@ impl Snapshot for MemorySnapshot {
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store with an honest compare-and-swap.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Reads done so far (snapshots and batch reads).
+    /// An empty store whose compare-and-swap behaves as `behaviour` says.
+    pub fn with_behaviour(behaviour: SwapBehaviour) -> Self {
+        MemoryStore {
+            behaviour,
+            ..Self::default()
+        }
+    }
+
+    /// Reads done so far (gets and snapshots, and the read a swap that is
+    /// not confirmed hands back).
     pub fn reads(&self) -> u64 {
         self.reads.get()
     }
@@ -61,6 +87,11 @@ impl MemoryStore {
             .insert(key.to_owned(), value.to_vec());
     }
 
+    /// Removes `key` behind the manager's back, as another request would.
+    pub fn put_absent(&self, key: &str) {
+        self.entries.borrow_mut().remove(key);
+    }
+
     /// All keys, for assertions.
     pub fn keys(&self) -> Vec<String> {
         self.entries.borrow().keys().cloned().collect()
@@ -79,16 +110,28 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.check()?;
+        self.reads.set(self.reads.get() + 1);
+        Ok(self.peek(key))
+    }
+
+    fn current(&self, key: String) -> Result<MemorySnapshot, StoreError> {
+        let value = self.read(&key)?;
+        Ok(MemorySnapshot { key, value })
+    }
+}
+
 impl SessionStore for MemoryStore {
     type Snapshot = MemorySnapshot;
 
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(key)
+    }
+
     fn snapshot(&self, key: &str) -> Result<MemorySnapshot, StoreError> {
-        self.check()?;
-        self.reads.set(self.reads.get() + 1);
-        Ok(MemorySnapshot {
-            key: key.to_owned(),
-            value: self.peek(key),
-        })
+        self.current(key.to_owned())
     }
 
     fn swap(
@@ -98,15 +141,17 @@ impl SessionStore for MemoryStore {
     ) -> Result<Swap<MemorySnapshot>, StoreError> {
         self.check()?;
         self.count_write();
-        let current = self.peek(&snapshot.key);
-        if current != snapshot.value {
-            return Ok(Swap::Conflict(MemorySnapshot {
-                key: snapshot.key,
-                value: current,
-            }));
+        let unchanged = self.peek(&snapshot.key) == snapshot.value;
+        let upsert = self.behaviour == SwapBehaviour::SpinSqlite && snapshot.value.is_none();
+        if unchanged || upsert {
+            self.put(&snapshot.key, value);
         }
-        self.put(&snapshot.key, value);
-        Ok(Swap::Done)
+        if (unchanged || upsert) && self.behaviour != SwapBehaviour::SpinRedis {
+            return Ok(Swap::Done);
+        }
+        // The caller reads the key again to learn what it holds (with
+        // Spin, `current` on the handle a failed swap hands back).
+        Ok(Swap::NotConfirmed(self.current(snapshot.key)?))
     }
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
@@ -121,12 +166,6 @@ impl SessionStore for MemoryStore {
         self.count_write();
         self.entries.borrow_mut().remove(key);
         Ok(())
-    }
-
-    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        self.check()?;
-        self.reads.set(self.reads.get() + 1);
-        Ok(keys.iter().map(|k| self.peek(k)).collect())
     }
 
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {

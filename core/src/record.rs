@@ -29,6 +29,11 @@ pub struct SessionRecord {
     pub csrf_token: String,
     /// The session's stored form values, by field name.
     pub values: BTreeMap<String, String>,
+    /// The random ids of the last few writes, newest last: how a writer
+    /// tells that its compare-and-swap took effect when the store does not
+    /// say so ([`crate::store::swap_and_confirm`]).
+    #[serde(default)]
+    pub recent_writes: Vec<String>,
 }
 
 /// Why stored bytes are not a record this code can use.
@@ -69,6 +74,7 @@ impl SessionRecord {
             submitted_at: None,
             csrf_token,
             values: BTreeMap::new(),
+            recent_writes: Vec::new(),
         }
     }
 
@@ -85,6 +91,12 @@ impl SessionRecord {
             return Err(DecodeError::UnknownFormat(header.format));
         }
         serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+    }
+
+    /// True when the write with id `write_id` is this record or one of the
+    /// last few it was built on.
+    pub fn includes_write(&self, write_id: &str) -> bool {
+        self.recent_writes.iter().any(|id| id == write_id)
     }
 
     /// A stored value, if the session has one.

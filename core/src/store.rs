@@ -1,11 +1,21 @@
 //! The store a [`crate::SessionManager`] works through.
 //!
-//! Deliberately small, and shaped after `wasi:keyvalue`: a read that may
-//! later be swapped atomically ([`SessionStore::snapshot`] and
-//! [`SessionStore::swap`]), blind writes for keys nobody else can know yet,
-//! deletes, batches of those (one store round trip each), and an atomic
-//! counter. There is no listing: nothing on a request path may cost more as
-//! the store grows.
+//! Deliberately small, and shaped after what Spin's key-value stores really
+//! do (measured, defects included: `../shared/reference/spin-kv-behaviour.md`):
+//!
+//! - plain reads, blind writes and deletes, batch writes and deletes;
+//! - an atomic counter ([`SessionStore::increment`]), read only through
+//!   itself: its encoding differs per backend;
+//! - compare-and-swap ([`SessionStore::snapshot`], [`SessionStore::swap`])
+//!   whose *answer* is not trusted: Spin's Redis store reports a conflict
+//!   whether or not it wrote, so a caller learns whether its value is
+//!   stored only from what the key holds afterwards
+//!   ([`swap_and_confirm`]). And a swap is only ever made on a key that
+//!   was present when read: Spin's SQLite store turns the swap of an
+//!   absent key into an unconditional write.
+//!
+//! There is no listing and no batch read (Spin's Redis `get-many` fails):
+//! nothing on a request path may cost more as the store grows.
 
 /// A store failure. The request that meets one should answer 503.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,24 +35,32 @@ pub trait Snapshot {
     fn value(&self) -> Option<&[u8]>;
 }
 
-/// The outcome of [`SessionStore::swap`].
+/// What the store answered to [`SessionStore::swap`].
 #[derive(Debug)]
 pub enum Swap<S> {
-    /// The new value is stored.
+    /// The store says the new value is stored.
     Done,
-    /// Someone wrote the key since the snapshot; here is what it holds now.
-    Conflict(S),
+    /// The store did not confirm the write. Usually another request wrote
+    /// the key since the snapshot and nothing was written; on Spin's Redis
+    /// store the value may have been stored all the same. Here is what the
+    /// key holds now, as the base of a retry.
+    NotConfirmed(S),
 }
 
-/// A key-value store with atomic compare-and-swap.
+/// A key-value store with compare-and-swap, as Spin's stores provide it.
 pub trait SessionStore {
     /// A read that a later [`SessionStore::swap`] compares against.
     type Snapshot: Snapshot;
 
     /// Reads `key`.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Reads `key` for a later [`SessionStore::swap`].
     fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError>;
 
-    /// Stores `value` only if the key still holds what `snapshot` read.
+    /// Stores `value` if the key still holds what `snapshot` read. Callers
+    /// never swap a snapshot of an absent key (see the module docs) and use
+    /// [`swap_and_confirm`] to learn the outcome.
     fn swap(
         &self,
         snapshot: Self::Snapshot,
@@ -55,9 +73,6 @@ pub trait SessionStore {
     /// Removes `key`; removing an absent key is not an error.
     fn delete(&self, key: &str) -> Result<(), StoreError>;
 
-    /// Reads several keys at once; the answer is in the order of `keys`.
-    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError>;
-
     /// Stores several values at once (not atomically as a whole).
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError>;
 
@@ -67,4 +82,53 @@ pub trait SessionStore {
     /// Adds `delta` to the counter at `key` (absent = 0), atomically, and
     /// returns the new value.
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
+}
+
+/// How a [`swap_and_confirm`] ended.
+#[derive(Debug)]
+pub enum Confirmed<S> {
+    /// The value is stored.
+    Stored,
+    /// Another request's write won; here is what the key holds now.
+    Lost(S),
+}
+
+/// Swaps `value` into the key `snapshot` read (which must have been
+/// present) and tells whether it was stored: by the store's word when it
+/// gives one, otherwise by whether what the key holds now `is_ours`.
+///
+/// `is_ours` must recognise only a value this caller wrote, and must still
+/// recognise it after later writers built on it: records and the sweep
+/// cursor carry the random ids of their last few writes for that.
+pub fn swap_and_confirm<S: SessionStore>(
+    store: &S,
+    snapshot: S::Snapshot,
+    value: &[u8],
+    is_ours: impl Fn(&[u8]) -> bool,
+) -> Result<Confirmed<S::Snapshot>, StoreError> {
+    debug_assert!(
+        snapshot.value().is_some(),
+        "a swap of an absent key is an unconditional write on Spin's SQLite store"
+    );
+    match store.swap(snapshot, value)? {
+        Swap::Done => Ok(Confirmed::Stored),
+        Swap::NotConfirmed(fresh) if fresh.value().is_some_and(&is_ours) => Ok(Confirmed::Stored),
+        Swap::NotConfirmed(fresh) => Ok(Confirmed::Lost(fresh)),
+    }
+}
+
+/// How many write ids a record or the cursor keeps (see
+/// [`swap_and_confirm`]): a write is recognised as long as fewer than this
+/// many writes landed on top of it before its writer read the key back.
+pub const RECENT_WRITES: usize = 8;
+
+/// The length of one write id: enough randomness that two writers never
+/// pick the same one.
+pub const WRITE_ID_LEN: usize = 12;
+
+/// Appends `id` to `recent`, keeping the last [`RECENT_WRITES`].
+pub fn remember_write(recent: &mut Vec<String>, id: String) {
+    recent.push(id);
+    let excess = recent.len().saturating_sub(RECENT_WRITES);
+    recent.drain(..excess);
 }
