@@ -1,0 +1,16 @@
+//! The library half of xtask: code the workspace's own checks share.
+//!
+//! - [`openapi`]: a validator for the subset of OpenAPI v3 structural schemas
+//!   that Kubernetes CustomResourceDefinitions use, so the SpinKube manifests
+//!   in `deploy/spinkube/` can be checked against SpinKube's SpinApp CRD
+//!   without a cluster and without a JSON-schema crate.
+//! - [`yaml`]: reading Kubernetes manifests (multi-document YAML) into the
+//!   validator's [`openapi::Value`], plus a lint for the scalars Kubernetes'
+//!   YAML 1.1 reader types differently from a YAML 1.2 one.
+//!
+//! The binary (`cargo xtask …`, `src/main.rs`) does not use it; the tests in
+//! `xtask/tests/` do.
+
+pub mod openapi;
+pub mod pattern;
+pub mod yaml;

@@ -1,0 +1,132 @@
+//! Reading Kubernetes manifests: multi-document YAML into [`Value`]s.
+//!
+//! The parser (serde_yaml_ng, libyaml underneath) reads YAML 1.2. Kubernetes
+//! reads manifests with a YAML 1.1 reader, which differs where it matters
+//! for manifests: an unquoted `yes`, `no`, `on`, `off`, `y` or `n` is a
+//! boolean there and a string here. [`yaml11_booleans`] finds those, so a
+//! manifest is only accepted when both readers agree on it.
+
+use serde::Deserialize;
+
+use crate::openapi::Value;
+
+/// Parses every document of a YAML stream (`---`-separated), skipping empty
+/// ones, into JSON values as Kubernetes would see them.
+pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
+    let mut documents = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let yaml = serde_yaml_ng::Value::deserialize(document)
+            .map_err(|err| format!("document {}: {err}", index + 1))?;
+        let value = convert(&yaml, "").map_err(|err| format!("document {}: {err}", index + 1))?;
+        if value != Value::Null {
+            documents.push(value);
+        }
+    }
+    Ok(documents)
+}
+
+fn convert(yaml: &serde_yaml_ng::Value, path: &str) -> Result<Value, String> {
+    use serde_yaml_ng::Value as Y;
+    Ok(match yaml {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(*b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::Integer(i.into())
+            } else if let Some(u) = n.as_u64() {
+                Value::Integer(u.into())
+            } else {
+                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Y::String(s) => Value::String(s.clone()),
+        Y::Sequence(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| convert(item, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Y::Mapping(mapping) => {
+            let mut fields = Vec::with_capacity(mapping.len());
+            for (key, value) in mapping {
+                let Y::String(key) = key else {
+                    return Err(format!(
+                        "{path}: a key that is not a string ({key:?}): JSON has only string keys"
+                    ));
+                };
+                // YAML 1.1 merge keys: Kubernetes' reader applies them, this
+                // one would keep `<<` as a field. Manifests here do without.
+                if key == "<<" {
+                    return Err(format!("{path}: merge keys (`<<`) are not supported"));
+                }
+                let field_path = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                fields.push((key.clone(), convert(value, &field_path)?));
+            }
+            Value::Object(fields)
+        }
+        Y::Tagged(tagged) => {
+            return Err(format!(
+                "{path}: YAML tag {} has no JSON equivalent",
+                tagged.tag
+            ))
+        }
+    })
+}
+
+/// The plain (unquoted) scalars that YAML 1.1 reads as booleans.
+const YAML11_BOOLEANS: &[&str] = &[
+    "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+    "OFF",
+];
+
+/// Lines (1-based) holding an unquoted scalar that Kubernetes' YAML 1.1
+/// reader takes for a boolean while this parser takes it for a string, with
+/// the scalar. A line-based check: it looks at block values (`key: yes`,
+/// `- yes`) and the items of one-line flow lists (`[a, yes]`), which is how
+/// manifests write scalars.
+pub fn yaml11_booleans(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = strip_comment(line).trim();
+        let mut rest = line;
+        while let Some(item) = rest.strip_prefix("- ") {
+            rest = item.trim_start();
+        }
+        let value = match rest.find(": ") {
+            Some(at) if !rest.starts_with(['"', '\'']) => rest[at + 2..].trim(),
+            _ => rest,
+        };
+        let scalars: Vec<&str> = match value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
+            Some(items) => items.split(',').map(str::trim).collect(),
+            None => vec![value],
+        };
+        for scalar in scalars {
+            if YAML11_BOOLEANS.contains(&scalar) {
+                found.push((index + 1, scalar.to_owned()));
+            }
+        }
+    }
+    found
+}
+
+/// The line without a trailing `# comment` (a `#` after whitespace and
+/// outside quotes starts one).
+fn strip_comment(line: &str) -> &str {
+    let mut quote = None;
+    let mut previous = ' ';
+    for (at, c) in line.char_indices() {
+        match (quote, c) {
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') if previous.is_whitespace() => return &line[..at],
+            _ => {}
+        }
+        previous = c;
+    }
+    line
+}
