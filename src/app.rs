@@ -202,14 +202,11 @@ pub fn handle<S: SessionStore, R: CryptoRng + ?Sized>(
     }
 }
 
-type SessionOf<S> = Session<<S as SessionStore>::Snapshot>;
-
-/// The request's live session, if it has one. Never creates one. This is
-/// where every session request does its share of the sweeping, first.
+/// The request's live session, if it has one (one read). Never creates one.
 fn live_session<S: SessionStore, R: ?Sized>(
     req: &Request,
     cx: &Context<'_, S, R>,
-) -> Result<Option<SessionOf<S>>, Response> {
+) -> Result<Option<Session>, Response> {
     match cx
         .sessions
         .lookup(find_session_id(req.cookie_headers()), cx.now)
@@ -238,7 +235,7 @@ fn show_page<S: SessionStore, R: CryptoRng + ?Sized>(
         Err(response) => return response,
     };
     let (session, set_cookie) = match existing {
-        Some(mut session) => match cx.sessions.touch_if_due(&mut session, cx.now) {
+        Some(mut session) => match cx.sessions.touch_if_due(&mut session, cx.rng, cx.now) {
             Ok(touched) => {
                 // A persistent cookie is refreshed whenever the session's
                 // last-seen time is, so both age together.
@@ -272,7 +269,7 @@ fn show_page<S: SessionStore, R: CryptoRng + ?Sized>(
 
 fn create<S: SessionStore, R: CryptoRng + ?Sized>(
     cx: &mut Context<'_, S, R>,
-) -> Result<SessionOf<S>, Response> {
+) -> Result<Session, Response> {
     cx.sessions.create(cx.rng, cx.now).map_err(|err| {
         eprintln!("sessions: {err}");
         Response::unavailable()
@@ -340,7 +337,7 @@ fn tokens_match(expected: &str, given: Option<&str>) -> bool {
 const FORM_EXPIRED: &str =
     "This form is out of date or your session has ended; nothing was saved. Reload the page and try again.";
 
-fn post_form<S: SessionStore, R: ?Sized>(
+fn post_form<S: SessionStore, R: CryptoRng + ?Sized>(
     page: Page,
     req: &Request,
     cx: &mut Context<'_, S, R>,
@@ -363,7 +360,7 @@ fn post_form<S: SessionStore, R: ?Sized>(
         return Response::text(403, FORM_EXPIRED);
     }
     let now = cx.now;
-    let result = cx.sessions.update(&mut session, now, |record| {
+    let result = cx.sessions.update(&mut session, cx.rng, now, |record| {
         for name in ["v1", "v2"] {
             if let Some(value) = field(&fields, name) {
                 record.values.insert(name.to_owned(), value.to_owned());
@@ -415,13 +412,16 @@ fn logout<S: SessionStore, R: ?Sized>(
     Response::see_other("/").with_header("set-cookie", cookies.expire_cookie())
 }
 
-fn session_json<S: SessionStore, R: ?Sized>(req: &Request, cx: &mut Context<'_, S, R>) -> Response {
+fn session_json<S: SessionStore, R: CryptoRng + ?Sized>(
+    req: &Request,
+    cx: &mut Context<'_, S, R>,
+) -> Response {
     let mut session = match live_session(req, cx) {
         Ok(Some(session)) => session,
         Ok(None) => return Response::json(404, json!({ "error": "no session" })),
         Err(response) => return response,
     };
-    match cx.sessions.touch_if_due(&mut session, cx.now) {
+    match cx.sessions.touch_if_due(&mut session, cx.rng, cx.now) {
         Ok(_) | Err(UpdateError::Contended) => {}
         Err(UpdateError::Gone) => return Response::json(404, json!({ "error": "no session" })),
         Err(UpdateError::Store(err)) => {

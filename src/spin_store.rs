@@ -1,18 +1,10 @@
 //! [`SessionStore`] over Spin's key-value store, through `wasi:keyvalue`
-//! (store, batch, and atomics, which Spin 3.1+ makes atomic on every
-//! backend).
+//! (store, atomics, and the batch writes; never the batch read, which
+//! Spin's Redis store breaks).
 
 use session_core::{SessionStore, Snapshot, StoreError, Swap};
 
-mod bindings {
-    wit_bindgen::generate!({
-        path: "wit",
-        world: "spin-sessions:platform/keyvalue-imports",
-        generate_all,
-    });
-}
-
-use bindings::wasi::keyvalue::{atomics, batch, store};
+use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// One opened bucket of Spin's key-value store.
 pub struct SpinStore {
@@ -50,10 +42,9 @@ impl Snapshot for SpinSnapshot {
 }
 
 impl SpinSnapshot {
-    /// Reads the handle's value. Real Spin's SQLite store reads the value
-    /// in `current` and its swap compares against that read (a swap without
-    /// it overwrites unconditionally), so every handle is read before any
-    /// swap; the local host reads in `new` and answers `current` from that.
+    /// Reads the handle's value. Spin's SQLite store reads in `current`, and
+    /// its swap compares against that read; Spin's Redis store `WATCH`es the
+    /// key there. Either way a swap is only meaningful after it.
     fn read(cas: atomics::Cas) -> Result<Self, StoreError> {
         let value = cas.current().map_err(store_error)?;
         Ok(SpinSnapshot { cas, value })
@@ -63,6 +54,10 @@ impl SpinSnapshot {
 impl SessionStore for SpinStore {
     type Snapshot = SpinSnapshot;
 
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.bucket.get(key).map_err(store_error)
+    }
+
     fn snapshot(&self, key: &str) -> Result<SpinSnapshot, StoreError> {
         SpinSnapshot::read(atomics::Cas::new(&self.bucket, key).map_err(store_error)?)
     }
@@ -70,8 +65,10 @@ impl SessionStore for SpinStore {
     fn swap(&self, snapshot: SpinSnapshot, value: &[u8]) -> Result<Swap<SpinSnapshot>, StoreError> {
         match atomics::swap(snapshot.cas, value) {
             Ok(()) => Ok(Swap::Done),
+            // Spin's Redis store answers this after a successful write too:
+            // the caller tells from what the key now holds.
             Err(atomics::CasError::CasFailed(fresh)) => {
-                Ok(Swap::Conflict(SpinSnapshot::read(fresh)?))
+                Ok(Swap::NotConfirmed(SpinSnapshot::read(fresh)?))
             }
             Err(atomics::CasError::StoreError(err)) => Err(store_error(err)),
         }
@@ -83,16 +80,6 @@ impl SessionStore for SpinStore {
 
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.bucket.delete(key).map_err(store_error)
-    }
-
-    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
-        let found = batch::get_many(&self.bucket, keys).map_err(store_error)?;
-        // Match by key: hosts differ in whether absent keys are listed.
-        let mut by_key: std::collections::HashMap<String, Vec<u8>> = found
-            .into_iter()
-            .filter_map(|(key, value)| Some((key, value?)))
-            .collect();
-        Ok(keys.iter().map(|key| by_key.remove(key)).collect())
     }
 
     fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
