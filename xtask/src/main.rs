@@ -65,22 +65,34 @@ const USAGE: &str = "usage: cargo xtask <task>
 fn up(host_flags: &[String]) -> Result<()> {
     toolchain::build_components()?;
     let root = toolchain::project_root();
-    let status = Command::new(toolchain::host_cargo())
+    let host = build_workspace_binary("spin-sessions-host")?;
+    let status = Command::new(host)
         .current_dir(&root)
-        .args([
-            "run",
-            "--quiet",
-            "--package",
-            "spin-sessions-host",
-            "--",
-            "up",
-        ])
+        .arg("up")
         .arg("--from")
         .arg(root.join("spin.toml"))
         .args(host_flags)
         .status()
         .context("running the host")?;
     check(status, "the host")
+}
+
+/// Builds every binary of the workspace as the tests build them and returns
+/// the path of `name`.
+///
+/// `--workspace`, never `--package`: cargo resolves features for the
+/// packages a command selects, so `cargo run -p spin-sessions-host` would
+/// build wasmtime with other features than `cargo test --workspace` and
+/// compile it a second time. The test-support crate's dependencies carry the
+/// tests' features, so this build and the test build resolve the same set.
+fn build_workspace_binary(name: &str) -> Result<std::path::PathBuf> {
+    let status = Command::new(toolchain::host_cargo())
+        .current_dir(toolchain::project_root())
+        .args(["build", "--quiet", "--workspace", "--bins"])
+        .status()
+        .context("running cargo build")?;
+    check(status, "cargo build --workspace --bins")?;
+    Ok(toolchain::target_dir().join("debug").join(name))
 }
 
 /// Debian packages the tests use: a real headless Chromium and the
@@ -107,10 +119,9 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
 
 fn bench(args: &[String]) -> Result<()> {
     toolchain::build_components()?;
-    let root = toolchain::project_root();
-    let status = Command::new(toolchain::host_cargo())
-        .current_dir(&root)
-        .args(["run", "--quiet", "--package", "sessions-bench", "--"])
+    let bench = build_workspace_binary("sessions-bench")?;
+    let status = Command::new(bench)
+        .current_dir(toolchain::project_root())
         .args(args)
         .status()
         .context("running the benchmark")?;

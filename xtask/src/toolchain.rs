@@ -54,7 +54,8 @@ pub fn host_cargo() -> PathBuf {
         .unwrap_or_else(|| "cargo".into())
 }
 
-fn target_dir() -> PathBuf {
+/// Where cargo puts what it builds (`CARGO_TARGET_DIR`, or `target/`).
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| project_root().join("target"))
