@@ -87,11 +87,16 @@ pub struct RequestStats {
     /// The response status sent.
     pub status: u16,
     /// Key-value reads the guest made (get, exists, get-keys, list-keys,
-    /// get-many, cas new), across both key-value interfaces.
+    /// get-many, cas current), across both key-value interfaces.
     pub kv_reads: u64,
     /// Key-value writes the guest made (set, delete, set-many, delete-many,
     /// increment, swap).
     pub kv_writes: u64,
+    /// New store connections the guest's calls opened, as Spin would open
+    /// them: on Redis, one per cas handle (`cas.new`, and the fresh handle
+    /// Spin makes after every refused swap) and the store's shared
+    /// connection at its first open in the process; on SQLite none.
+    pub kv_connections: u64,
     /// From receiving the request to the guest finishing.
     pub duration: Duration,
 }

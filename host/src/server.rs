@@ -127,13 +127,14 @@ impl Shared {
     fn record(&self, stats: RequestStats) {
         if !self.quiet {
             eprintln!(
-                "{} {} {} {:.2}ms kv r={} w={}",
+                "{} {} {} {:.2}ms kv r={} w={} c={}",
                 stats.method,
                 stats.path,
                 stats.status,
                 stats.duration.as_secs_f64() * 1000.0,
                 stats.kv_reads,
-                stats.kv_writes
+                stats.kv_writes,
+                stats.kv_connections
             );
         }
         let mut buffer = self.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -161,6 +162,7 @@ impl Recorder {
             status: status.as_u16(),
             kv_reads: self.counters.reads(),
             kv_writes: self.counters.writes(),
+            kv_connections: self.counters.connections(),
             duration: self.start.elapsed(),
         });
     }

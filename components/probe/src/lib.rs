@@ -15,7 +15,7 @@ mod wasi_kv {
         generate_all,
     });
 }
-use wasi_kv::wasi::keyvalue::{atomics, store as wasi_store};
+use wasi_kv::wasi::keyvalue::{atomics, batch, store as wasi_store};
 
 #[http_component]
 fn handle(req: Request) -> Response {
@@ -29,6 +29,10 @@ fn handle(req: Request) -> Response {
         (Method::Delete, ["kv", store, key]) => kv_delete(store, key),
         (Method::Get, ["var", name]) => var_get(name),
         (Method::Post, ["cas", key]) => cas(key, query_number(&req, "delay_ms"), req.body()),
+        (Method::Post, ["cas-race", key]) => cas_race(key, &req),
+        (Method::Post, ["get-many"]) => get_many(req.body()),
+        (Method::Post, ["cas-handles", key]) => cas_handles(key, query_number(&req, "count")),
+        (Method::Post, ["open-stores"]) => open_stores(query_number(&req, "count")),
         (Method::Post, ["incr", key]) => incr(key, query_number(&req, "delta")),
         (Method::Get, ["headers"]) => spin_headers(&req),
         (Method::Get, ["time"]) => wall_clock(),
@@ -97,8 +101,8 @@ fn wasi_error(err: wasi_store::Error) -> Response {
     text(503, format!("{err:?}"))
 }
 
-/// Reads the key through a CAS handle, waits, then tries to swap: two such
-/// requests at once must not both win.
+/// Makes a CAS handle, waits, then swaps without ever calling `current`
+/// (on both of Spin's stores that writes unconditionally).
 fn cas(key: &str, delay_ms: i64, value: &[u8]) -> Response {
     let bucket = match wasi_store::open("default") {
         Ok(b) => b,
@@ -108,7 +112,7 @@ fn cas(key: &str, delay_ms: i64, value: &[u8]) -> Response {
         Ok(h) => h,
         Err(e) => return wasi_error(e),
     };
-    std::thread::sleep(std::time::Duration::from_millis(delay_ms.max(0) as u64));
+    sleep_ms(delay_ms);
     match atomics::swap(handle, value) {
         Ok(()) => text(200, "won"),
         Err(atomics::CasError::CasFailed(_)) => text(409, "lost"),
@@ -139,4 +143,94 @@ fn wall_clock() -> Response {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     text(200, now.to_string())
+}
+
+/// Sleeps inside the request (wasi:clocks monotonic-clock `subscribe` and
+/// `poll`, as std's `sleep` does on wasip2), so that two requests overlap
+/// as the reference's race scenarios need.
+fn sleep_ms(ms: i64) {
+    if ms > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+    }
+}
+
+/// One side of a compare-and-swap race, as the reference's probe plays it:
+/// wait `wait_ms`, open `default`, `cas.new key`, `current`, wait
+/// `hold_ms`, `swap` the body in. Answers 200 with
+/// `current=<value|absent> swap=<ok|cas-failed>`; a store error is 503.
+fn cas_race(key: &str, req: &Request) -> Response {
+    sleep_ms(query_number(req, "wait_ms"));
+    let bucket = match wasi_store::open("default") {
+        Ok(b) => b,
+        Err(e) => return wasi_error(e),
+    };
+    let handle = match atomics::Cas::new(&bucket, key) {
+        Ok(h) => h,
+        Err(e) => return wasi_error(e),
+    };
+    let current = match handle.current() {
+        Ok(Some(value)) => String::from_utf8_lossy(&value).into_owned(),
+        Ok(None) => "absent".to_owned(),
+        Err(e) => return wasi_error(e),
+    };
+    sleep_ms(query_number(req, "hold_ms"));
+    let swap = match atomics::swap(handle, req.body()) {
+        Ok(()) => "ok".to_owned(),
+        Err(atomics::CasError::CasFailed(_)) => "cas-failed".to_owned(),
+        Err(atomics::CasError::StoreError(e)) => return wasi_error(e),
+    };
+    text(200, format!("current={current} swap={swap}"))
+}
+
+/// `batch.get-many` of the body's keys (one per line) on `default`: one
+/// line per pair answered, `key=value` or `key absent`; a store error is
+/// 503 with the error.
+fn get_many(body: &[u8]) -> Response {
+    let keys: Vec<String> = String::from_utf8_lossy(body)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let pairs = match wasi_store::open("default").and_then(|b| batch::get_many(&b, &keys)) {
+        Ok(pairs) => pairs,
+        Err(e) => return wasi_error(e),
+    };
+    let lines: Vec<String> = pairs
+        .into_iter()
+        .map(|(key, value)| match value {
+            Some(value) => format!("{key}={}", String::from_utf8_lossy(&value)),
+            None => format!("{key} absent"),
+        })
+        .collect();
+    text(200, lines.join("\n"))
+}
+
+/// Makes `count` cas handles on `key` and keeps them all: answers how many
+/// were made, and the first error (Spin's cas table holds 256).
+fn cas_handles(key: &str, count: i64) -> Response {
+    let bucket = match wasi_store::open("default") {
+        Ok(b) => b,
+        Err(e) => return wasi_error(e),
+    };
+    let mut kept = Vec::new();
+    for _ in 0..count {
+        match atomics::Cas::new(&bucket, key) {
+            Ok(h) => kept.push(h),
+            Err(e) => return text(200, format!("made={} error={e:?}", kept.len())),
+        }
+    }
+    text(200, format!("made={}", kept.len()))
+}
+
+/// Opens `default` `count` times with Spin's interface and keeps every
+/// store: answers how many opened, and the first error (Spin's store table
+/// holds 256).
+fn open_stores(count: i64) -> Response {
+    let mut kept = Vec::new();
+    for _ in 0..count {
+        match Store::open("default") {
+            Ok(s) => kept.push(s),
+            Err(e) => return text(200, format!("opened={} error={e:?}", kept.len())),
+        }
+    }
+    text(200, format!("opened={}", kept.len()))
 }

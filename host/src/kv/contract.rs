@@ -2,16 +2,16 @@
 //! and run on each backend by thin tests in `sqlite.rs` and `redis.rs`.
 //!
 //! Each function takes a fresh, empty store (or several handles onto the same
-//! fresh store, for the concurrent cases) and asserts one behaviour. What
-//! legitimately differs between backends is a parameter (the counter
-//! encoding) or is returned for the caller to check (the overflow error);
-//! what only one backend has (SQLite's file layout, Redis outages) stays in
-//! that backend's own tests.
+//! fresh store, for the concurrent cases) and asserts one behaviour. Where
+//! Spin's two stores behave differently (compare-and-swap outcomes, counter
+//! encodings) the difference is a parameter, so each backend is held to what
+//! Spin's store of that type does; what only one backend has (SQLite's file
+//! layout, Redis's get-many and outages) stays in that backend's own tests.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use super::{KvBackend, KvError};
+use super::{CasHandle, KvBackend, SwapError};
 
 /// get, set, delete, exists and keys, and values kept as exact bytes.
 pub(crate) async fn set_get_delete_exists_keys(s: &dyn KvBackend) {
@@ -37,50 +37,93 @@ pub(crate) async fn set_get_delete_exists_keys(s: &dyn KvBackend) {
     assert!(s.exists("empty").await.unwrap());
 }
 
-/// A swap against a value the handle saw: only if the key still holds
-/// exactly those bytes.
-pub(crate) async fn compare_and_swap_on_an_existing_value(s: &dyn KvBackend) {
-    s.set("k", b"v1").await.unwrap();
-    // Seen v1, still v1: swap happens.
-    assert!(s.compare_and_swap("k", Some(b"v1"), b"v2").await.unwrap());
-    assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
-    // Seen v1, now v2: swap fails and leaves the value alone.
-    assert!(!s.compare_and_swap("k", Some(b"v1"), b"v3").await.unwrap());
-    assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
-    // Seen v2 but the key was deleted since: fails, nothing recreated.
-    s.delete("k").await.unwrap();
-    assert!(!s.compare_and_swap("k", Some(b"v2"), b"v4").await.unwrap());
-    assert_eq!(s.get("k").await.unwrap(), None);
-    // Swapping a value for the same value succeeds.
-    s.set("k", b"same").await.unwrap();
-    assert!(s
-        .compare_and_swap("k", Some(b"same"), b"same")
-        .await
-        .unwrap());
-    // The comparison is byte-exact, binary included.
-    s.set("k", &[0, 1, 255]).await.unwrap();
-    assert!(!s.compare_and_swap("k", Some(&[0, 1]), b"x").await.unwrap());
-    assert!(!s.compare_and_swap("k", Some(b""), b"x").await.unwrap());
-    assert!(s
-        .compare_and_swap("k", Some(&[0, 1, 255]), &[9, 0])
-        .await
-        .unwrap());
-    assert_eq!(s.get("k").await.unwrap(), Some(vec![9, 0]));
-    // An empty value is a value, not an absent key.
-    s.set("e", b"").await.unwrap();
-    assert!(!s.compare_and_swap("e", None, b"x").await.unwrap());
-    assert!(s.compare_and_swap("e", Some(b""), b"x").await.unwrap());
+/// How Spin's store of one type answers compare-and-swap.
+pub(crate) struct CasRules {
+    /// Whether a swap that wrote reports `Ok` (SQLite) or `cas-failed`
+    /// (Redis, whose swap always ends in a refused `UNWATCH key`).
+    pub write_reports_ok: bool,
+    /// Whether a handle that saw the key absent overwrites a value created
+    /// since (SQLite's upsert) or is refused (Redis's `WATCH`).
+    pub absent_overwrites: bool,
+    /// New connections per handle (SQLite 0, Redis 1).
+    pub connections_per_handle: u64,
 }
 
-/// A swap by a handle that saw no value creates the key, but never
-/// overwrites one created in between.
-pub(crate) async fn compare_and_swap_on_an_absent_key_never_overwrites(s: &dyn KvBackend) {
-    // Seen absent, still absent: the key is created.
-    assert!(s.compare_and_swap("new", None, b"first").await.unwrap());
+/// A new handle on `key`, checking the connections it reports.
+async fn handle(s: &dyn KvBackend, key: &str, rules: &CasRules) -> Arc<dyn CasHandle> {
+    let made = s.new_cas(key).await.unwrap();
+    assert_eq!(made.connections, rules.connections_per_handle);
+    made.value
+}
+
+/// The outcome of one swap as written or refused, asserting the reported
+/// result matches `rules` for a swap that wrote.
+async fn swap(h: &dyn CasHandle, value: &[u8], wrote: bool, rules: &CasRules) {
+    let result = h.swap(value.to_vec()).await;
+    match result {
+        Ok(()) => assert!(wrote && rules.write_reports_ok, "swap reported Ok"),
+        Err(SwapError::CasFailed(_)) => {
+            assert!(
+                !wrote || !rules.write_reports_ok,
+                "swap reported cas-failed"
+            )
+        }
+        Err(SwapError::Store(e)) => panic!("swap failed: {e}"),
+    }
+}
+
+/// `current` then `swap`, with the key unchanged, changed or deleted in
+/// between; and a swap with no `current` at all.
+pub(crate) async fn compare_and_swap_on_an_existing_value(s: &dyn KvBackend, rules: &CasRules) {
+    s.set("k", b"v1").await.unwrap();
+    // Seen v1, still v1: written.
+    let h = handle(s, "k", rules).await;
+    assert_eq!(h.current().await.unwrap().as_deref(), Some(&b"v1"[..]));
+    swap(&*h, b"v2", true, rules).await;
+    assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+    // Seen v2, then changed: refused, nothing written.
+    let h = handle(s, "k", rules).await;
+    assert_eq!(h.current().await.unwrap().as_deref(), Some(&b"v2"[..]));
+    s.set("k", b"other").await.unwrap();
+    swap(&*h, b"v3", false, rules).await;
+    assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"other"[..]));
+    // Seen, then deleted: refused, nothing recreated.
+    let h = handle(s, "k", rules).await;
+    h.current().await.unwrap();
+    s.delete("k").await.unwrap();
+    swap(&*h, b"v4", false, rules).await;
+    assert_eq!(s.get("k").await.unwrap(), None);
+    // Binary values, byte-exact.
+    s.set("k", &[0, 1, 255]).await.unwrap();
+    let h = handle(s, "k", rules).await;
+    assert_eq!(h.current().await.unwrap(), Some(vec![0, 1, 255]));
+    swap(&*h, &[9, 0], true, rules).await;
+    assert_eq!(s.get("k").await.unwrap(), Some(vec![9, 0]));
+    // No `current` at all: both of Spin's stores write unconditionally
+    // (SQLite upserts, Redis runs MULTI/SET/EXEC with nothing watched).
+    let h = handle(s, "k", rules).await;
+    swap(&*h, b"blind", true, rules).await;
+    assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"blind"[..]));
+}
+
+/// A handle that saw the key absent, and a creation in between.
+pub(crate) async fn compare_and_swap_on_an_absent_key(s: &dyn KvBackend, rules: &CasRules) {
+    // Seen absent, still absent: created.
+    let h = handle(s, "new", rules).await;
+    assert_eq!(h.current().await.unwrap(), None);
+    swap(&*h, b"first", true, rules).await;
     assert_eq!(s.get("new").await.unwrap().as_deref(), Some(&b"first"[..]));
-    // Seen absent, but someone created the row in between: fails.
-    assert!(!s.compare_and_swap("new", None, b"second").await.unwrap());
-    assert_eq!(s.get("new").await.unwrap().as_deref(), Some(&b"first"[..]));
+    // Seen absent, created since.
+    let h = handle(s, "late", rules).await;
+    assert_eq!(h.current().await.unwrap(), None);
+    s.set("late", b"theirs").await.unwrap();
+    swap(&*h, b"mine", rules.absent_overwrites, rules).await;
+    let expected: &[u8] = if rules.absent_overwrites {
+        b"mine"
+    } else {
+        b"theirs"
+    };
+    assert_eq!(s.get("late").await.unwrap().as_deref(), Some(expected));
 }
 
 /// Runs `tasks` copies of `work` at once, task `i` on handle
@@ -105,85 +148,53 @@ where
     results
 }
 
-/// Many swaps from one snapshot, on a present and on an absent key, spread
-/// over `handles` (several handles: several connections, as several hosts
-/// would have): exactly one of each wins, round after round.
-pub(crate) async fn concurrent_swaps_have_one_winner(handles: &[Arc<dyn KvBackend>]) {
-    for round in 0..20 {
-        let key = format!("k{round}");
-        handles[0].set(&key, b"0").await.unwrap();
-        let absent = format!("absent{round}");
-        let outcomes = run_concurrently(handles, 16, |i, s| {
-            let (key, absent) = (key.clone(), absent.clone());
-            async move {
-                let value = format!("v{i}");
-                let present = s
-                    .compare_and_swap(&key, Some(b"0"), value.as_bytes())
-                    .await
-                    .unwrap();
-                let created = s
-                    .compare_and_swap(&absent, None, value.as_bytes())
-                    .await
-                    .unwrap();
-                (present, created)
-            }
-        })
-        .await;
-        let (mut wins, mut creations) = (0, 0);
-        for (present, created) in outcomes {
-            wins += usize::from(present);
-            creations += usize::from(created);
+/// Many handles that all read the same present value, then all swap:
+/// exactly one write lands (the value is one of theirs, and every other
+/// swap was refused), whatever each backend reports for it.
+pub(crate) async fn concurrent_swaps_on_a_present_key_write_once(
+    handles: &[Arc<dyn KvBackend>],
+    rules: &CasRules,
+) {
+    handles[0].set("k", b"0").await.unwrap();
+    let readers: Vec<Arc<dyn CasHandle>> = {
+        let mut readers = Vec::new();
+        for i in 0..8 {
+            let h = handle(&*handles[i % handles.len()], "k", rules).await;
+            assert_eq!(h.current().await.unwrap().as_deref(), Some(&b"0"[..]));
+            readers.push(h);
         }
-        assert_eq!((wins, creations), (1, 1), "round {round}");
-    }
-}
-
-/// Read, then swap, retrying on failure: what the sessions component does.
-/// Every increment must land exactly once.
-pub(crate) async fn cas_retry_loops_lose_no_update(handles: &[Arc<dyn KvBackend>]) {
-    run_concurrently(handles, 4, |_, s| async move {
-        for _ in 0..100 {
-            loop {
-                let seen = s.get("n").await.unwrap();
-                let n: u64 = seen
-                    .as_deref()
-                    .map(|v| std::str::from_utf8(v).unwrap().parse().unwrap())
-                    .unwrap_or(0);
-                let next = (n + 1).to_string();
-                if s.compare_and_swap("n", seen.as_deref(), next.as_bytes())
-                    .await
-                    .unwrap()
-                {
-                    break;
-                }
-            }
+        readers
+    };
+    let outcomes: Vec<_> = {
+        let running: Vec<_> = readers
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| tokio::spawn(async move { h.swap(format!("v{i}").into_bytes()).await }))
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in running {
+            outcomes.push(task.await.unwrap());
         }
-    })
-    .await;
-    assert_eq!(
-        handles[0].get("n").await.unwrap().as_deref(),
-        Some(&b"400"[..])
-    );
+        outcomes
+    };
+    let oks = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(oks, usize::from(rules.write_reports_ok));
+    let stored = handles[0].get("k").await.unwrap().unwrap();
+    assert!(stored.starts_with(b"v"), "{stored:?}");
 }
 
 /// `increment` counts from 0 and keeps its counter in the backend's own
-/// encoding (`encode`: each backend reads back only its own), refuses a
-/// value that is not a counter, and refuses an overflow leaving the value as
-/// it was. Returns the overflow error, for the backend's own checks.
-pub(crate) async fn increment_counts(s: &dyn KvBackend, encode: fn(i64) -> Vec<u8>) -> KvError {
+/// encoding (`encode`: each backend reads back only its own).
+pub(crate) async fn increment_counts(s: &dyn KvBackend, encode: fn(i64) -> Vec<u8>) {
     assert_eq!(s.increment("n", 1).await.unwrap(), 1);
-    assert_eq!(s.increment("n", 2).await.unwrap(), 3);
-    assert_eq!(s.increment("n", -10).await.unwrap(), -7);
+    assert_eq!(s.increment("n", 1).await.unwrap(), 2);
+    assert_eq!(s.increment("n", -9).await.unwrap(), -7);
     assert_eq!(s.get("n").await.unwrap(), Some(encode(-7)));
-    s.set("text", b"abc").await.unwrap();
-    assert!(s.increment("text", 1).await.is_err());
-    s.set("max", &encode(i64::MAX)).await.unwrap();
-    let overflow = s
-        .increment("max", 1)
-        .await
-        .expect_err("incrementing i64::MAX overflows");
-    assert_eq!(s.get("max").await.unwrap(), Some(encode(i64::MAX)));
-    overflow
+    // A delta of 0 reads the counter.
+    assert_eq!(s.increment("n", 0).await.unwrap(), -7);
+    // A counter written in the backend's encoding is a counter.
+    s.set("preset", &encode(41)).await.unwrap();
+    assert_eq!(s.increment("preset", 1).await.unwrap(), 42);
 }
 
 /// Concurrent increments spread over `handles` hand out every value once.
@@ -201,52 +212,40 @@ pub(crate) async fn concurrent_increments_hand_out_distinct_values(handles: &[Ar
     assert_eq!(all, (1..=200).collect::<Vec<i64>>());
 }
 
-/// get-many, set-many and delete-many, empty batches included.
-pub(crate) async fn batch_operations(s: &dyn KvBackend) {
+/// set-many and delete-many (absent keys are skipped).
+pub(crate) async fn set_many_and_delete_many(s: &dyn KvBackend) {
     s.set_many(vec![
         ("a".into(), b"1".to_vec()),
         ("b".into(), b"2".to_vec()),
+        ("c".into(), b"3".to_vec()),
     ])
     .await
     .unwrap();
-    let got = s
-        .get_many(vec!["b".into(), "missing".into(), "a".into(), "b".into()])
-        .await
-        .unwrap();
-    // Like Spin: absent keys are left out, repeats collapse.
-    assert_eq!(
-        got,
-        vec![
-            ("b".to_string(), Some(b"2".to_vec())),
-            ("a".to_string(), Some(b"1".to_vec()))
-        ]
-    );
-    s.delete_many(vec!["a".into(), "missing".into()])
+    assert_eq!(s.get("b").await.unwrap().as_deref(), Some(&b"2"[..]));
+    s.delete_many(vec!["a".into(), "missing".into(), "c".into()])
         .await
         .unwrap();
     assert_eq!(s.keys().await.unwrap(), ["b"]);
-    // Empty batches are no-ops (for Redis: not syntax errors).
-    assert_eq!(s.get_many(Vec::new()).await.unwrap(), Vec::new());
-    s.set_many(Vec::new()).await.unwrap();
-    s.delete_many(Vec::new()).await.unwrap();
-    assert_eq!(s.keys().await.unwrap(), ["b"]);
+}
 
-    // A batch longer than one query (SQLite reads 64 keys per statement),
-    // asked in an order unlike the stored one, with gaps and repeats.
-    let stored: Vec<(String, Vec<u8>)> = (0..150)
-        .filter(|i| i % 3 != 0)
-        .map(|i| (format!("k{i}'\"x"), i.to_string().into_bytes()))
-        .collect();
-    s.set_many(stored).await.unwrap();
-    let asked: Vec<String> = (0..150)
-        .rev()
-        .chain(0..10)
-        .map(|i| format!("k{i}'\"x"))
-        .collect();
-    let expected: Vec<(String, Option<Vec<u8>>)> = (0..150)
-        .rev()
-        .filter(|i| i % 3 != 0)
-        .map(|i| (format!("k{i}'\"x"), Some(i.to_string().into_bytes())))
-        .collect();
-    assert_eq!(s.get_many(asked).await.unwrap(), expected);
+/// Spin's result limit on `get` and `cas.current`, on a store built with
+/// a `limit` of a few hundred bytes: a value of `limit - 24` bytes (24 =
+/// `size_of::<Option<Vec<u8>>>()`) passes, one byte more is refused.
+pub(crate) async fn results_over_the_limit_are_refused(
+    s: &dyn KvBackend,
+    limit: usize,
+    rules: &CasRules,
+) {
+    let fits = vec![b'x'; limit - std::mem::size_of::<Option<Vec<u8>>>()];
+    let mut over = fits.clone();
+    over.push(b'x');
+    s.set("fits", &fits).await.unwrap();
+    s.set("over", &over).await.unwrap();
+    let message = format!("query result exceeds limit of {limit} bytes");
+    assert_eq!(s.get("fits").await.unwrap(), Some(fits.clone()));
+    assert_eq!(s.get("over").await.unwrap_err().message(), message);
+    let h = handle(s, "fits", rules).await;
+    assert_eq!(h.current().await.unwrap(), Some(fits));
+    let h = handle(s, "over", rules).await;
+    assert_eq!(h.current().await.unwrap_err().message(), message);
 }

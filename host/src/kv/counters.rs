@@ -6,18 +6,21 @@ use std::sync::RwLock;
 /// Whether a guest key-value call reads or writes the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OpKind {
-    /// get, exists, get-keys, list-keys, get-many, cas new.
+    /// get, exists, get-keys, list-keys, get-many, cas current.
     Read,
     /// set, delete, set-many, delete-many, increment, swap.
     Write,
 }
 
-/// Reads and writes performed by one request, across both key-value
-/// interfaces. One guest call counts once, whatever it costs the backend.
+/// Reads, writes and new store connections of one request, across both
+/// key-value interfaces. One guest call counts once as a read or a write,
+/// whatever it costs the backend; `cas.new` is neither (on SQLite it does no
+/// I/O, on Redis it opens a connection, counted as such).
 #[derive(Debug, Default)]
 pub struct OpCounters {
     reads: AtomicU64,
     writes: AtomicU64,
+    connections: AtomicU64,
 }
 
 impl OpCounters {
@@ -29,6 +32,19 @@ impl OpCounters {
             OpKind::Read => self.reads.fetch_add(1, Ordering::Relaxed),
             OpKind::Write => self.writes.fetch_add(1, Ordering::Relaxed),
         };
+    }
+
+    /// Counts `n` new connections to a store (Redis: the store's shared
+    /// connection at its first open, one per cas handle).
+    pub fn record_connections(&self, n: u64) {
+        if n > 0 {
+            self.connections.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// New store connections counted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     /// Reads counted so far.

@@ -2,14 +2,14 @@
 
 use wasmtime::component::Resource;
 
-use super::{KvError, KvHost, OpKind, OpenError, OpenStore};
+use super::{guest_result, KvError, KvHost, OpKind, OpenError, OpenStore};
 use crate::bindings::fermyon::spin::key_value::{self, Error};
 
 /// The host side of a `store` resource.
 pub struct SpinStore(pub(crate) OpenStore);
 
 fn other(e: KvError) -> Error {
-    Error::Other(e.0)
+    Error::Other(e.message().to_owned())
 }
 
 impl KvHost {
@@ -25,12 +25,12 @@ impl key_value::HostStore for KvHost {
         &mut self,
         label: String,
     ) -> wasmtime::Result<Result<Resource<SpinStore>, Error>> {
-        let backend = match self.open_backend(&label) {
+        let backend = match self.open_backend(&label).await {
             Ok(backend) => backend,
             Err(OpenError::AccessDenied) => return Ok(Err(Error::AccessDenied)),
             Err(OpenError::NoSuchStore) => return Ok(Err(Error::NoSuchStore)),
             Err(OpenError::TableFull) => return Ok(Err(Error::StoreTableFull)),
-            Err(OpenError::Other(msg)) => return Ok(Err(Error::Other(msg))),
+            Err(OpenError::Other(e)) => return guest_result(Err(e), other),
         };
         let handle = self.table.push(SpinStore(OpenStore { label, backend }))?;
         Ok(Ok(handle))
@@ -43,9 +43,9 @@ impl key_value::HostStore for KvHost {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         let store = self.spin_store(&store)?;
         if let Err(e) = self.begin(OpKind::Read) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.get(&key).await.map_err(other))
+        guest_result(store.backend.get(&key).await, other)
     }
 
     async fn set(
@@ -56,9 +56,9 @@ impl key_value::HostStore for KvHost {
     ) -> wasmtime::Result<Result<(), Error>> {
         let store = self.spin_store(&store)?;
         if let Err(e) = self.begin(OpKind::Write) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.set(&key, &value).await.map_err(other))
+        guest_result(store.backend.set(&key, &value).await, other)
     }
 
     async fn delete(
@@ -68,9 +68,9 @@ impl key_value::HostStore for KvHost {
     ) -> wasmtime::Result<Result<(), Error>> {
         let store = self.spin_store(&store)?;
         if let Err(e) = self.begin(OpKind::Write) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.delete(&key).await.map_err(other))
+        guest_result(store.backend.delete(&key).await, other)
     }
 
     async fn exists(
@@ -80,9 +80,9 @@ impl key_value::HostStore for KvHost {
     ) -> wasmtime::Result<Result<bool, Error>> {
         let store = self.spin_store(&store)?;
         if let Err(e) = self.begin(OpKind::Read) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.exists(&key).await.map_err(other))
+        guest_result(store.backend.exists(&key).await, other)
     }
 
     async fn get_keys(
@@ -91,9 +91,9 @@ impl key_value::HostStore for KvHost {
     ) -> wasmtime::Result<Result<Vec<String>, Error>> {
         let store = self.spin_store(&store)?;
         if let Err(e) = self.begin(OpKind::Read) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.keys().await.map_err(other))
+        guest_result(store.backend.keys().await, other)
     }
 
     async fn drop(&mut self, store: Resource<SpinStore>) -> wasmtime::Result<()> {

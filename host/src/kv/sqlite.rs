@@ -1,26 +1,44 @@
-//! The `type = "spin"` key-value backend: SQLite, in the same file layout as
-//! Spin so a database written here can be opened by `spin up` and back.
+//! The `type = "spin"` key-value backend: SQLite, as Spin's own store
+//! (crates/key-value-spin) uses it, in the same file layout, so a database
+//! written here can be opened by `spin up` and back.
 //!
 //! Layout: one table `spin_key_value(store, key, value)` keyed by
 //! `(store, key)`, where `store` is the store's label. One database file can
 //! therefore hold several stores, as Spin's default file does.
 //!
-//! Concurrency: each database has a single connection behind a mutex, held
-//! for one short statement or transaction and never across an `.await`.
-//! Operations run on the calling worker thread: a statement on a local file
-//! in WAL mode takes microseconds, less than handing it to tokio's blocking
-//! pool and back (measured with `cargo xtask bench`: the hand-off cost more
-//! than the reads it carried).
+//! Faithful to Spin, defects included:
+//! - no pragmas: the rollback journal (`journal_mode = DELETE`),
+//!   `synchronous = FULL`, no memory map, and rusqlite's own 5 s busy
+//!   timeout; every write is synced to disk before it returns;
+//! - one connection per database behind a mutex, held for one statement or
+//!   transaction (deferred, as rusqlite's default);
+//! - `get-many` and `delete-many` are one statement over `rarray(?)`:
+//!   `get-many` lists only the keys found, in SQLite's order;
+//! - `increment` keeps the counter as 8 little-endian bytes and wraps on
+//!   overflow (Spin's release build); a value of another length is where
+//!   Spin's host panics, so the guest traps;
+//! - compare-and-swap: `current` reads and remembers the value; `swap`
+//!   updates only a row still holding that value, but when `current` saw no
+//!   value (or was never called) it upserts, so two racing creations both
+//!   succeed and the later one wins;
+//! - results over [`MAX_RESULT_BYTES`] are refused as Spin refuses them.
+//!
+//! Statements run on the calling worker thread (Spin uses `block_in_place`
+//! for the same reason: they are short and local).
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::types::Value;
+use rusqlite::{named_params, params, Connection, OptionalExtension};
 
-use super::{KvBackend, KvError, KvResult};
+use super::{
+    check_keys_size, check_value_size, too_large, CasHandle, Connected, KvBackend, KvError,
+    KvResult, SwapError, MAX_RESULT_BYTES,
+};
 
 /// The table Spin's SQLite store uses. `IF NOT EXISTS` so an existing Spin
 /// database is used as it is.
@@ -35,6 +53,14 @@ const UPSERT: &str = "INSERT INTO spin_key_value (store, key, value) VALUES (?1,
      ON CONFLICT(store, key) DO UPDATE SET value = excluded.value";
 
 const SELECT_VALUE: &str = "SELECT value FROM spin_key_value WHERE store = ?1 AND key = ?2";
+
+const SELECT_MANY: &str =
+    "SELECT key, value FROM spin_key_value WHERE store = :name AND key IN rarray(:keys)";
+
+const DELETE_MANY: &str = "DELETE FROM spin_key_value WHERE store = :name AND key IN rarray(:keys)";
+
+const SWAP_IF_UNCHANGED: &str = "UPDATE spin_key_value SET value = :new
+     WHERE store = :name AND key = :key AND value = :old";
 
 /// Where a SQLite database lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,8 +88,8 @@ pub struct SqliteDb {
 }
 
 impl SqliteDb {
-    /// Opens (creating if needed) the database at `location` and makes sure
-    /// Spin's table exists.
+    /// Opens (creating if needed) the database at `location` as Spin does:
+    /// Spin's table, the `rarray` module, and no pragmas.
     pub fn open(location: &DbLocation) -> anyhow::Result<Arc<Self>> {
         let conn = match location {
             DbLocation::File(path) => open_file(path)?,
@@ -71,11 +97,10 @@ impl SqliteDb {
                 Connection::open_in_memory().context("cannot open an in-memory SQLite database")?
             }
         };
-        // Room for every fixed statement plus the batch reads of each length a
-        // request uses, so none is prepared again per request.
-        conn.set_prepared_statement_cache_capacity(64);
-        conn.execute_batch(CREATE_TABLE)
+        conn.execute(CREATE_TABLE, [])
             .with_context(|| format!("cannot create the spin_key_value table in {location}"))?;
+        rusqlite::vtab::array::load_module(&conn)
+            .with_context(|| format!("cannot load SQLite's array module for {location}"))?;
         Ok(Arc::new(Self {
             conn: Mutex::new(conn),
             location: location.clone(),
@@ -88,14 +113,10 @@ impl SqliteDb {
     }
 
     /// Runs `work` with the connection, on the calling thread.
-    async fn run<T, F>(self: &Arc<Self>, work: F) -> KvResult<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, KvError> + Send + 'static,
-    {
-        // A panic inside `work` poisons the mutex; the connection itself is
-        // still consistent (SQLite rolls back an unfinished transaction when
-        // the `Transaction` is dropped), so keep using it.
+    fn run<T>(&self, work: impl FnOnce(&mut Connection) -> KvResult<T>) -> KvResult<T> {
+        // Nothing here panics while holding the lock, so a poisoned mutex
+        // can only come from a bug elsewhere; the connection is still
+        // consistent (an unfinished transaction rolls back on drop).
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         work(&mut conn)
     }
@@ -110,52 +131,36 @@ fn open_file(path: &Path) -> anyhow::Result<Connection> {
             )
         })?;
     }
-    let conn = Connection::open(path)
-        .with_context(|| format!("cannot open SQLite database \"{}\"", path.display()))?;
-    // Another process (a real `spin up`, or a second host) may use the same
-    // file: wait for its locks instead of failing at once.
-    conn.busy_timeout(Duration::from_secs(5))?;
-    // WAL: readers never block the writer, and a commit is one append to the
-    // log, so a killed process loses nothing that was committed.
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-        .with_context(|| format!("cannot switch \"{}\" to WAL mode", path.display()))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        anyhow::bail!(
-            "SQLite database \"{}\" refused WAL mode (journal_mode is {mode})",
-            path.display()
-        );
-    }
-    // synchronous = NORMAL: in WAL mode a commit has reached the OS once the
-    // log write returns, so it survives the host process being killed at any
-    // point; only an OS crash or power loss can roll back the last few
-    // commits (never corrupt the file). FULL would add an fsync per write,
-    // which a session store hit on every request does not need.
-    conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-    // Reads through a memory map of the file (up to 1 GiB) instead of a
-    // read() per page into SQLite's small default page cache: a lookup in a
-    // store of a million sessions then costs about what it does in a store
-    // of a thousand (`cargo xtask bench`). It changes no result.
-    conn.execute_batch("PRAGMA mmap_size = 1073741824")?;
-    Ok(conn)
+    // rusqlite sets a 5 s busy timeout on every connection it opens; Spin
+    // keeps it, and so does this.
+    Connection::open(path)
+        .with_context(|| format!("cannot open SQLite database \"{}\"", path.display()))
 }
 
+/// A rusqlite error as Spin reports it: `format!("{err:?}")`.
 fn sql_err(e: rusqlite::Error) -> KvError {
-    KvError(format!("SQLite error: {e}"))
+    KvError::other(format!("{e:?}"))
 }
 
 /// One store label inside a SQLite database.
 pub struct SqliteStore {
     db: Arc<SqliteDb>,
     name: Arc<str>,
+    limit: usize,
 }
 
 impl SqliteStore {
     /// The store called `name` (its rows have `store = name`) in `db`.
     pub fn new(db: Arc<SqliteDb>, name: &str) -> Self {
+        Self::with_result_limit(db, name, MAX_RESULT_BYTES)
+    }
+
+    /// The same, with another result limit (for tests of the arithmetic).
+    pub fn with_result_limit(db: Arc<SqliteDb>, name: &str, limit: usize) -> Self {
         Self {
             db,
             name: Arc::from(name),
+            limit,
         }
     }
 }
@@ -166,260 +171,233 @@ fn read_value(conn: &Connection, store: &str, key: &str) -> rusqlite::Result<Opt
         .optional()
 }
 
-/// The most keys one batch query reads; longer batches take several
-/// queries in one read transaction. (SQLite allows 500 terms in a compound
-/// `SELECT`.)
-const READ_MANY_CHUNK: usize = 64;
-
-/// The batch query for `len` keys (1 ..= [`READ_MANY_CHUNK`]), bound as
-/// `?1` = store, `?2`.. = keys. Built once per length for the process: the
-/// text is also the statement cache's key, looked up on every batch.
-fn batch_select(len: usize) -> &'static str {
-    static QUERIES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let queries = QUERIES.get_or_init(|| {
-        (1..=READ_MANY_CHUNK)
-            .map(|len| {
-                (2..len + 2)
-                    .map(|n| {
-                        format!(
-                            "SELECT key, value FROM spin_key_value WHERE store = ?1 AND key = ?{n}"
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" UNION ALL ")
-            })
-            .collect()
-    });
-    &queries[len - 1]
+/// `keys` as the array `rarray(?)` reads.
+fn key_array(keys: Vec<String>) -> Rc<Vec<Value>> {
+    Rc::new(keys.into_iter().map(Value::from).collect())
 }
 
-/// Reads the rows of `keys` that exist, in the order the keys were asked
-/// for, each key once.
-///
-/// A batch of up to [`READ_MANY_CHUNK`] keys is one statement, a `UNION ALL`
-/// of primary-key lookups: one statement reads a consistent snapshot in one
-/// read transaction (each costs file-lock system calls in WAL mode), and
-/// unlike `key IN (...)` it needs no temporary table for the list. The
-/// statement is cached per batch length (a session lookup always reads two
-/// keys).
+/// The rows of `keys` that exist, in the order SQLite returns them, with
+/// Spin's running size check.
 fn read_many(
-    conn: &mut Connection,
+    conn: &Connection,
     store: &str,
     keys: Vec<String>,
-) -> rusqlite::Result<Vec<(String, Option<Vec<u8>>)>> {
-    let mut seen = std::collections::HashSet::with_capacity(keys.len());
-    let distinct: Vec<String> = keys
-        .into_iter()
-        .filter(|k| seen.insert(k.clone()))
-        .collect();
-    if distinct.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut rows = std::collections::HashMap::with_capacity(distinct.len());
-    let mut read_chunk = |conn: &Connection, chunk: &[String]| -> rusqlite::Result<()> {
-        let mut stmt = conn.prepare_cached(batch_select(chunk.len()))?;
-        let params = std::iter::once(store).chain(chunk.iter().map(String::as_str));
-        let mut found = stmt.query(rusqlite::params_from_iter(params))?;
-        while let Some(row) = found.next()? {
-            rows.insert(row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?);
+    limit: usize,
+) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
+    let mut stmt = conn.prepare_cached(SELECT_MANY).map_err(sql_err)?;
+    let rows = stmt
+        .query_map(
+            named_params! {":name": store, ":keys": key_array(keys)},
+            |row| Ok((row.get::<_, String>(0)?, row.get::<_, Option<Vec<u8>>>(1)?)),
+        )
+        .map_err(sql_err)?;
+    let mut size = std::mem::size_of::<Vec<(String, Option<Vec<u8>>)>>();
+    let mut found = Vec::new();
+    for row in rows {
+        let (key, value) = row.map_err(sql_err)?;
+        // Counted per row as Spin counts: a huge answer stops early.
+        size += std::mem::size_of::<(String, Option<Vec<u8>>)>()
+            + key.len()
+            + value.as_ref().map_or(0, Vec::len);
+        if size > limit {
+            return Err(too_large(limit));
         }
-        Ok(())
+        found.push((key, value));
+    }
+    Ok(found)
+}
+
+/// Spin's increment: read, decode 8 bytes (anything else is Spin's panic),
+/// add with wrap-around, write, in one deferred transaction.
+fn increment_in(conn: &mut Connection, store: &str, key: &str, delta: i64) -> KvResult<i64> {
+    let tx = conn.transaction().map_err(sql_err)?;
+    let current = match read_value(&tx, store, key).map_err(sql_err)? {
+        None => 0,
+        Some(bytes) => {
+            let bytes: [u8; 8] = bytes
+                .try_into()
+                .map_err(|bytes: Vec<u8>| KvError::trap(format!("incorrect length: {bytes:?}")))?;
+            i64::from_le_bytes(bytes)
+        }
     };
-    if distinct.len() <= READ_MANY_CHUNK {
-        read_chunk(conn, &distinct)?;
-    } else {
-        let tx = conn.transaction()?;
-        for chunk in distinct.chunks(READ_MANY_CHUNK) {
-            read_chunk(&tx, chunk)?;
-        }
-        tx.commit()?;
-    }
-    // Answer in the order asked, whatever order SQLite's plan returned.
-    Ok(distinct
-        .into_iter()
-        .filter_map(|key| {
-            let value = rows.remove(&key)?;
-            Some((key, Some(value)))
-        })
-        .collect())
+    let next = current.wrapping_add(delta);
+    tx.prepare_cached(UPSERT)
+        .and_then(|mut stmt| stmt.execute(params![store, key, next.to_le_bytes().to_vec()]))
+        .map_err(sql_err)?;
+    tx.commit().map_err(sql_err)?;
+    Ok(next)
 }
 
 #[async_trait]
 impl KvBackend for SqliteStore {
+    async fn opened(&self) -> KvResult<Connected<()>> {
+        // The connection was made at start-up (Spin makes it at the first
+        // open; see the README's differences).
+        Ok(Connected {
+            value: (),
+            connections: 0,
+        })
+    }
+
     async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
-        let (name, key) = (self.name.clone(), key.to_owned());
-        self.db
-            .run(move |conn| read_value(conn, &name, &key).map_err(sql_err))
-            .await
+        let value = self
+            .db
+            .run(|conn| read_value(conn, &self.name, key).map_err(sql_err))?;
+        check_value_size(value, self.limit)
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
-        let (name, key, value) = (self.name.clone(), key.to_owned(), value.to_vec());
-        self.db
-            .run(move |conn| {
-                conn.prepare_cached(UPSERT)
-                    .and_then(|mut stmt| stmt.execute(params![&*name, key, value]))
-                    .map(drop)
-                    .map_err(sql_err)
-            })
-            .await
+        self.db.run(|conn| {
+            conn.prepare_cached(UPSERT)
+                .and_then(|mut stmt| stmt.execute(params![&*self.name, key, value]))
+                .map(drop)
+                .map_err(sql_err)
+        })
     }
 
     async fn delete(&self, key: &str) -> KvResult<()> {
-        let (name, key) = (self.name.clone(), key.to_owned());
-        self.db
-            .run(move |conn| {
-                conn.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")
-                    .and_then(|mut stmt| stmt.execute(params![&*name, key]))
-                    .map(drop)
-                    .map_err(sql_err)
-            })
-            .await
+        self.db.run(|conn| {
+            conn.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")
+                .and_then(|mut stmt| stmt.execute(params![&*self.name, key]))
+                .map(drop)
+                .map_err(sql_err)
+        })
     }
 
     async fn exists(&self, key: &str) -> KvResult<bool> {
-        let (name, key) = (self.name.clone(), key.to_owned());
-        self.db
-            .run(move |conn| {
-                conn.prepare_cached(
-                    "SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2 LIMIT 1",
-                )
-                .and_then(|mut stmt| stmt.exists(params![&*name, key]))
-                .map_err(sql_err)
-            })
-            .await
+        self.db.run(|conn| {
+            conn.prepare_cached(
+                "SELECT 1 FROM spin_key_value WHERE store = ?1 AND key = ?2 LIMIT 1",
+            )
+            .and_then(|mut stmt| stmt.exists(params![&*self.name, key]))
+            .map_err(sql_err)
+        })
     }
 
     async fn keys(&self) -> KvResult<Vec<String>> {
-        let name = self.name.clone();
-        self.db
-            .run(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")
-                    .map_err(sql_err)?;
-                let rows = stmt
-                    .query_map(params![&*name], |row| row.get::<_, String>(0))
-                    .map_err(sql_err)?;
-                rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
-            })
-            .await
-    }
-
-    async fn compare_and_swap(
-        &self,
-        key: &str,
-        expected: Option<&[u8]>,
-        new: &[u8],
-    ) -> KvResult<bool> {
-        let (name, key) = (self.name.clone(), key.to_owned());
-        let (expected, new) = (expected.map(<[u8]>::to_vec), new.to_vec());
-        self.db
-            .run(move |conn| {
-                // IMMEDIATE takes the write lock up front, so no other
-                // connection (another process on the same file) can change
-                // the row between our check and our write.
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sql_err)?;
-                let changed = match &expected {
-                    // The handle saw a value: swap only if it is still that
-                    // value (Spin's SQLite swap compares values the same way).
-                    Some(old) => tx
-                        .prepare_cached(
-                            "UPDATE spin_key_value SET value = ?3
-                             WHERE store = ?1 AND key = ?2 AND value = ?4",
-                        )
-                        .and_then(|mut stmt| stmt.execute(params![&*name, key, new, old])),
-                    // The handle saw no value: create the key, but never
-                    // overwrite a row someone created in between. (Spin's
-                    // SQLite store upserts here; its `Cas` contract says the
-                    // swap "should insert the key and value, disallowing an
-                    // update", which is what this does.)
-                    None => tx
-                        .prepare_cached(
-                            "INSERT INTO spin_key_value (store, key, value) VALUES (?1, ?2, ?3)
-                             ON CONFLICT(store, key) DO NOTHING",
-                        )
-                        .and_then(|mut stmt| stmt.execute(params![&*name, key, new])),
-                }
+        let keys = self.db.run(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT key FROM spin_key_value WHERE store = ?1")
                 .map_err(sql_err)?;
-                tx.commit().map_err(sql_err)?;
-                Ok(changed == 1)
-            })
-            .await
+            let rows = stmt
+                .query_map(params![&*self.name], |row| row.get::<_, String>(0))
+                .map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+        })?;
+        check_keys_size(keys, self.limit)
     }
 
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
-        let (name, key) = (self.name.clone(), key.to_owned());
         self.db
-            .run(move |conn| {
-                let tx = conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)
-                    .map_err(sql_err)?;
-                let current = match read_value(&tx, &name, &key).map_err(sql_err)? {
-                    None => 0,
-                    // Spin stores counters as the 8 little-endian bytes of an
-                    // i64; anything else is not a counter.
-                    Some(bytes) => {
-                        let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-                            KvError(format!(
-                                "the value under key {key:?} is not a counter \
-                                 (expected 8 bytes of little-endian i64, found {} bytes)",
-                                bytes.len()
-                            ))
-                        })?;
-                        i64::from_le_bytes(bytes)
-                    }
-                };
-                let next = current.checked_add(delta).ok_or_else(|| {
-                    KvError(format!("incrementing key {key:?} by {delta} overflows i64"))
-                })?;
-                tx.prepare_cached(UPSERT)
-                    .and_then(|mut stmt| {
-                        stmt.execute(params![&*name, key, next.to_le_bytes().to_vec()])
-                    })
-                    .map_err(sql_err)?;
-                tx.commit().map_err(sql_err)?;
-                Ok(next)
-            })
-            .await
+            .run(|conn| increment_in(conn, &self.name, key, delta))
     }
 
     async fn get_many(&self, keys: Vec<String>) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
-        let name = self.name.clone();
         self.db
-            .run(move |conn| read_many(conn, &name, keys).map_err(sql_err))
-            .await
+            .run(|conn| read_many(conn, &self.name, keys, self.limit))
     }
 
     async fn set_many(&self, pairs: Vec<(String, Vec<u8>)>) -> KvResult<()> {
-        let name = self.name.clone();
-        self.db
-            .run(move |conn| {
-                let tx = conn.transaction().map_err(sql_err)?;
-                for (key, value) in pairs {
-                    tx.prepare_cached(UPSERT)
-                        .and_then(|mut stmt| stmt.execute(params![&*name, key, value]))
-                        .map_err(sql_err)?;
-                }
-                tx.commit().map_err(sql_err)
-            })
-            .await
+        self.db.run(|conn| {
+            let tx = conn.transaction().map_err(sql_err)?;
+            for (key, value) in pairs {
+                tx.prepare_cached(UPSERT)
+                    .and_then(|mut stmt| stmt.execute(params![&*self.name, key, value]))
+                    .map_err(sql_err)?;
+            }
+            tx.commit().map_err(sql_err)
+        })
     }
 
     async fn delete_many(&self, keys: Vec<String>) -> KvResult<()> {
-        let name = self.name.clone();
-        self.db
-            .run(move |conn| {
-                let tx = conn.transaction().map_err(sql_err)?;
-                for key in keys {
-                    tx.prepare_cached("DELETE FROM spin_key_value WHERE store = ?1 AND key = ?2")
-                        .and_then(|mut stmt| stmt.execute(params![&*name, key]))
-                        .map_err(sql_err)?;
+        self.db.run(|conn| {
+            conn.prepare_cached(DELETE_MANY)
+                .and_then(|mut stmt| {
+                    stmt.execute(named_params! {":name": &*self.name, ":keys": key_array(keys)})
+                })
+                .map(drop)
+                .map_err(sql_err)
+        })
+    }
+
+    async fn new_cas(&self, key: &str) -> KvResult<Connected<Arc<dyn CasHandle>>> {
+        // No I/O: the handle only remembers what `current` will read.
+        let handle = SqliteCas {
+            db: self.db.clone(),
+            name: self.name.clone(),
+            key: key.to_owned(),
+            seen: Mutex::new(None),
+            limit: self.limit,
+        };
+        Ok(Connected {
+            value: Arc::new(handle),
+            connections: 0,
+        })
+    }
+}
+
+/// A compare-and-swap handle on the SQLite store.
+struct SqliteCas {
+    db: Arc<SqliteDb>,
+    name: Arc<str>,
+    key: String,
+    /// What `current` read last (`None`: absent, or never read).
+    seen: Mutex<Option<Vec<u8>>>,
+    limit: usize,
+}
+
+impl SqliteCas {
+    fn seen(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Spin's swap when `current` saw no value: an upsert in a transaction,
+    /// which overwrites whatever was created in between.
+    fn upsert(&self, conn: &mut Connection, value: &[u8]) -> rusqlite::Result<usize> {
+        let tx = conn.transaction()?;
+        let changed = tx
+            .prepare_cached(UPSERT)?
+            .execute(params![&*self.name, self.key, value])?;
+        tx.commit()?;
+        Ok(changed)
+    }
+}
+
+#[async_trait]
+impl CasHandle for SqliteCas {
+    async fn current(&self) -> KvResult<Option<Vec<u8>>> {
+        let value = self
+            .db
+            .run(|conn| read_value(conn, &self.name, &self.key).map_err(sql_err))?;
+        // Remembered before the size check, as Spin does.
+        self.seen().clone_from(&value);
+        check_value_size(value, self.limit)
+    }
+
+    async fn swap(&self, value: Vec<u8>) -> Result<(), SwapError> {
+        let old = self.seen().clone();
+        let changed = self
+            .db
+            .run(|conn| {
+                match old {
+                    Some(old) => conn.prepare_cached(SWAP_IF_UNCHANGED).and_then(|mut stmt| {
+                        stmt.execute(named_params! {
+                            ":name": &*self.name,
+                            ":key": self.key,
+                            ":old": old,
+                            ":new": value,
+                        })
+                    }),
+                    None => self.upsert(conn, &value),
                 }
-                tx.commit().map_err(sql_err)
+                .map_err(sql_err)
             })
-            .await
+            .map_err(SwapError::Store)?;
+        if changed == 1 {
+            Ok(())
+        } else {
+            Err(SwapError::CasFailed("failed to update 1 row".to_owned()))
+        }
     }
 }
 
@@ -465,6 +443,14 @@ mod tests {
         SqliteStore::new(db.clone(), name)
     }
 
+    /// Spin's SQLite compare-and-swap: a write reports `Ok`, a handle that
+    /// saw no value upserts, and no handle opens a connection.
+    const RULES: contract::CasRules = contract::CasRules {
+        write_reports_ok: true,
+        absent_overwrites: true,
+        connections_per_handle: 0,
+    };
+
     // The backend contract (see `contract.rs`), on a file database.
 
     #[tokio::test]
@@ -476,26 +462,23 @@ mod tests {
     #[tokio::test]
     async fn compare_and_swap_on_an_existing_value() {
         let scratch = Scratch::new("cas");
-        contract::compare_and_swap_on_an_existing_value(&scratch.store()).await;
+        contract::compare_and_swap_on_an_existing_value(&scratch.store(), &RULES).await;
     }
 
     #[tokio::test]
-    async fn compare_and_swap_on_an_absent_key_never_overwrites() {
+    async fn compare_and_swap_on_an_absent_key_upserts() {
         let scratch = Scratch::new("cas-absent");
-        contract::compare_and_swap_on_an_absent_key_never_overwrites(&scratch.store()).await;
+        contract::compare_and_swap_on_an_absent_key(&scratch.store(), &RULES).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn concurrent_swaps_from_one_snapshot_have_one_winner() {
-        // One store shared by every task: one connection, as in one host.
+    async fn concurrent_swaps_on_a_present_key_write_once() {
         let scratch = Scratch::new("cas-race");
-        contract::concurrent_swaps_have_one_winner(&[Arc::new(scratch.store())]).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn cas_retry_loops_lose_no_update() {
-        let scratch = Scratch::new("cas-retry");
-        contract::cas_retry_loops_lose_no_update(&[Arc::new(scratch.store())]).await;
+        contract::concurrent_swaps_on_a_present_key_write_once(
+            &[Arc::new(scratch.store())],
+            &RULES,
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -513,13 +496,120 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn batch_operations() {
+    async fn set_many_and_delete_many() {
         let scratch = Scratch::new("batch");
-        contract::batch_operations(&scratch.store()).await;
+        contract::set_many_and_delete_many(&scratch.store()).await;
     }
 
-    // What only the SQLite backend has: several stores in one file, Spin's
-    // file layout, WAL, reopening, in-memory databases.
+    #[tokio::test]
+    async fn results_over_the_limit_are_refused() {
+        let scratch = Scratch::new("limit");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let s = SqliteStore::with_result_limit(db, "default", 300);
+        contract::results_over_the_limit_are_refused(&s, 300, &RULES).await;
+    }
+
+    // What only Spin's SQLite store does.
+
+    #[tokio::test]
+    async fn a_value_that_is_not_8_bytes_makes_increment_trap() {
+        let scratch = Scratch::new("incr-trap");
+        let s = scratch.store();
+        s.set("text", b"abc").await.unwrap();
+        let err = s.increment("text", 1).await.unwrap_err();
+        assert!(err.is_trap(), "{err}");
+        assert_eq!(err.message(), "incorrect length: [97, 98, 99]");
+        // Nothing was written, and the connection still works.
+        assert_eq!(s.get("text").await.unwrap().as_deref(), Some(&b"abc"[..]));
+    }
+
+    #[tokio::test]
+    async fn increment_wraps_on_overflow_as_spins_release_build() {
+        let scratch = Scratch::new("incr-wrap");
+        let s = scratch.store();
+        s.set("max", &i64::MAX.to_le_bytes()).await.unwrap();
+        assert_eq!(s.increment("max", 1).await.unwrap(), i64::MIN);
+    }
+
+    #[tokio::test]
+    async fn get_many_lists_only_the_keys_found() {
+        let scratch = Scratch::new("get-many");
+        let s = scratch.store();
+        s.set("a", b"1").await.unwrap();
+        s.set("b", b"2").await.unwrap();
+        let asked = vec!["b".into(), "missing".into(), "a".into(), "b".into()];
+        let mut got = s.get_many(asked).await.unwrap();
+        got.sort();
+        // No entry for the missing key; a repeated key is one row.
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), Some(b"1".to_vec())),
+                ("b".to_string(), Some(b"2".to_vec()))
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn get_many_over_the_limit_is_refused() {
+        let scratch = Scratch::new("get-many-limit");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        // 24 for the Vec, then 48 + key + value per pair.
+        let s = SqliteStore::with_result_limit(db, "default", 24 + 2 * (48 + 1 + 10));
+        s.set("a", &[0; 10]).await.unwrap();
+        s.set("b", &[0; 10]).await.unwrap();
+        s.set("c", &[0; 9]).await.unwrap();
+        assert_eq!(
+            s.get_many(vec!["a".into(), "b".into()])
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        let err = s
+            .get_many(vec!["a".into(), "b".into(), "c".into()])
+            .await
+            .unwrap_err();
+        assert_eq!(err.message(), "query result exceeds limit of 142 bytes");
+    }
+
+    #[tokio::test]
+    async fn racing_creations_both_succeed_and_the_later_wins() {
+        let scratch = Scratch::new("cas-create-race");
+        let s = scratch.store();
+        let (a, b) = (
+            s.new_cas("fresh").await.unwrap().value,
+            s.new_cas("fresh").await.unwrap().value,
+        );
+        assert_eq!(a.current().await.unwrap(), None);
+        assert_eq!(b.current().await.unwrap(), None);
+        b.swap(b"B".to_vec()).await.unwrap();
+        a.swap(b"A".to_vec()).await.unwrap();
+        assert_eq!(s.get("fresh").await.unwrap().as_deref(), Some(&b"A"[..]));
+    }
+
+    #[tokio::test]
+    async fn sqlite_errors_read_as_rusqlites_debug() {
+        let scratch = Scratch::new("errors");
+        let DbLocation::File(path) = scratch.location() else {
+            unreachable!()
+        };
+        let s = scratch.store();
+        // Another connection holds the write lock past the 5 s busy timeout
+        // would be slow; a dropped table gives an error at once.
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE spin_key_value")
+            .unwrap();
+        let err = s.get("k").await.unwrap_err();
+        assert!(
+            err.message().starts_with("SqliteFailure(Error { code: Unknown, extended_code: 1 }, Some(\"no such table: spin_key_value\"))"),
+            "{err}"
+        );
+    }
+
+    // Several stores in one file, Spin's file layout and journal, reopening,
+    // in-memory databases.
 
     #[tokio::test]
     async fn stores_in_one_file_are_separate() {
@@ -538,6 +628,8 @@ mod tests {
             [("k".to_string(), Some(b"from-b".to_vec()))]
         );
         assert_eq!(a.get_many(asked()).await.unwrap().len(), 2);
+        b.delete_many(asked()).await.unwrap();
+        assert_eq!(a.get_many(asked()).await.unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -554,7 +646,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_file_uses_spins_schema_and_wal() {
+    async fn the_file_uses_spins_schema_and_the_rollback_journal() {
         let scratch = Scratch::new("schema");
         let DbLocation::File(path) = scratch.location() else {
             unreachable!()
@@ -565,7 +657,19 @@ mod tests {
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(mode.to_lowercase(), "wal");
+        // Spin sets no pragmas: the rollback journal, full syncs, no map.
+        assert_eq!(mode.to_lowercase(), "delete");
+        assert!(!path.with_extension("db-wal").exists());
+        let pragma = |name: &str| -> i64 {
+            db.run(|c| {
+                c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                    .map_err(sql_err)
+            })
+            .unwrap()
+        };
+        assert_eq!(pragma("synchronous"), 2, "FULL");
+        assert_eq!(pragma("mmap_size"), 0);
+        assert_eq!(pragma("busy_timeout"), 5000, "rusqlite's default");
         let (store_name, key, value): (String, String, Vec<u8>) = conn
             .query_row("SELECT store, key, value FROM spin_key_value", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))

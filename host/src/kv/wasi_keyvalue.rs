@@ -1,25 +1,30 @@
 //! `wasi:keyvalue/{store,atomics,batch}@0.2.0-draft2`, as Spin implements
 //! them on top of the same stores as `fermyon:spin/key-value`.
 
+use std::sync::Arc;
+
 use wasmtime::component::Resource;
 
-use super::{KvError, KvHost, OpKind, OpenError, OpenStore};
+use super::fermyon::SpinStore;
+use super::{
+    guest_result, CasHandle, KvError, KvHost, KvResult, OpKind, OpenError, OpenStore, SwapError,
+};
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// The host side of a `bucket` resource.
 pub struct Bucket(pub(crate) OpenStore);
 
-/// The host side of a `cas` resource: the key, and the value the handle saw
-/// when it was made. A swap succeeds only if the store still holds that
-/// value.
+/// The host side of a `cas` resource: the backend's handle, and the bucket
+/// it was made from (Spin makes the fresh handle of a `cas-failed` from that
+/// bucket, if the guest still has it open).
 pub struct Cas {
-    store: OpenStore,
+    bucket_rep: u32,
     key: String,
-    seen: Option<Vec<u8>>,
+    handle: Arc<dyn CasHandle>,
 }
 
 fn other(e: KvError) -> store::Error {
-    store::Error::Other(e.0)
+    store::Error::Other(e.message().to_owned())
 }
 
 impl KvHost {
@@ -27,19 +32,69 @@ impl KvHost {
         Ok(self.table.get(bucket)?.0.clone())
     }
 
-    /// Reads the current value of `key` into a new cas handle. Shared by
-    /// `cas.new` and by a failed `swap`, which hands back a fresh handle.
-    async fn make_cas(
+    /// The store behind a bucket handle that may since have been dropped
+    /// (Spin looks it up by its number in its store table, which both
+    /// interfaces share).
+    fn store_by_rep(&self, rep: u32) -> Option<OpenStore> {
+        if let Ok(bucket) = self.table.get(&Resource::<Bucket>::new_borrow(rep)) {
+            return Some(bucket.0.clone());
+        }
+        let spin = self
+            .table
+            .get(&Resource::<SpinStore>::new_borrow(rep))
+            .ok()?;
+        Some(spin.0.clone())
+    }
+
+    /// A cas handle in the table, as Spin's `cas.new` makes one.
+    async fn push_cas(
         &mut self,
-        store: OpenStore,
+        store: &OpenStore,
+        bucket_rep: u32,
         key: String,
-    ) -> wasmtime::Result<Result<Resource<Cas>, store::Error>> {
-        let seen = match store.backend.get(&key).await {
-            Ok(seen) => seen,
-            Err(e) => return Ok(Err(other(e))),
+    ) -> wasmtime::Result<KvResult<Resource<Cas>>> {
+        let handle = match self.new_cas_handle(&store.backend, &key).await {
+            Ok(handle) => handle,
+            Err(e) => return Ok(Err(e)),
         };
-        let handle = self.table.push(Cas { store, key, seen })?;
-        Ok(Ok(handle))
+        let cas = Cas {
+            bucket_rep,
+            key,
+            handle,
+        };
+        Ok(Ok(self.table.push(cas)?))
+    }
+
+    /// What Spin hands back after a refused swap: a new handle on the same
+    /// bucket and key, on which it has already called `current`.
+    async fn fresh_cas(
+        &mut self,
+        bucket_rep: u32,
+        key: String,
+    ) -> wasmtime::Result<Result<(), atomics::CasError>> {
+        let Some(store) = self.store_by_rep(bucket_rep) else {
+            return Ok(Err(atomics::CasError::StoreError(
+                store::Error::NoSuchStore,
+            )));
+        };
+        let fresh = match self.push_cas(&store, bucket_rep, key).await? {
+            Ok(fresh) => fresh,
+            Err(e) => return store_error(e),
+        };
+        let handle = self.table.get(&fresh)?.handle.clone();
+        if let Err(e) = handle.current().await {
+            // The new handle stays in the table, as in Spin.
+            return store_error(e);
+        }
+        Ok(Err(atomics::CasError::CasFailed(fresh)))
+    }
+}
+
+/// A backend error from a swap: a trap, or `store-error(other(...))`.
+fn store_error<T>(e: KvError) -> wasmtime::Result<Result<T, atomics::CasError>> {
+    match guest_result::<T, _>(Err(e), other)? {
+        Ok(_) => unreachable!("an error stays an error"),
+        Err(e) => Ok(Err(atomics::CasError::StoreError(e))),
     }
 }
 
@@ -48,7 +103,7 @@ impl store::Host for KvHost {
         &mut self,
         identifier: String,
     ) -> wasmtime::Result<Result<Resource<Bucket>, store::Error>> {
-        let backend = match self.open_backend(&identifier) {
+        let backend = match self.open_backend(&identifier).await {
             Ok(backend) => backend,
             Err(OpenError::AccessDenied) => return Ok(Err(store::Error::AccessDenied)),
             Err(OpenError::NoSuchStore) => return Ok(Err(store::Error::NoSuchStore)),
@@ -56,7 +111,7 @@ impl store::Host for KvHost {
             Err(OpenError::TableFull) => {
                 return Ok(Err(store::Error::Other("store table full".into())))
             }
-            Err(OpenError::Other(msg)) => return Ok(Err(store::Error::Other(msg))),
+            Err(OpenError::Other(e)) => return guest_result(Err(e), other),
         };
         let handle = self.table.push(Bucket(OpenStore {
             label: identifier,
@@ -74,9 +129,9 @@ impl store::HostBucket for KvHost {
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
         let store = self.bucket(&bucket)?;
         if let Err(e) = self.begin(OpKind::Read) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.get(&key).await.map_err(other))
+        guest_result(store.backend.get(&key).await, other)
     }
 
     async fn set(
@@ -87,9 +142,9 @@ impl store::HostBucket for KvHost {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let store = self.bucket(&bucket)?;
         if let Err(e) = self.begin(OpKind::Write) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.set(&key, &value).await.map_err(other))
+        guest_result(store.backend.set(&key, &value).await, other)
     }
 
     async fn delete(
@@ -99,9 +154,9 @@ impl store::HostBucket for KvHost {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let store = self.bucket(&bucket)?;
         if let Err(e) = self.begin(OpKind::Write) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.delete(&key).await.map_err(other))
+        guest_result(store.backend.delete(&key).await, other)
     }
 
     async fn exists(
@@ -111,9 +166,9 @@ impl store::HostBucket for KvHost {
     ) -> wasmtime::Result<Result<bool, store::Error>> {
         let store = self.bucket(&bucket)?;
         if let Err(e) = self.begin(OpKind::Read) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.exists(&key).await.map_err(other))
+        guest_result(store.backend.exists(&key).await, other)
     }
 
     async fn list_keys(
@@ -123,7 +178,7 @@ impl store::HostBucket for KvHost {
     ) -> wasmtime::Result<Result<store::KeyResponse, store::Error>> {
         let store = self.bucket(&bucket)?;
         if let Err(e) = self.begin(OpKind::Read) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
         // Spin returns every key in one page and refuses cursors.
         if cursor.is_some() {
@@ -131,12 +186,8 @@ impl store::HostBucket for KvHost {
                 "list_keys: cursor not supported".into(),
             )));
         }
-        Ok(store
-            .backend
-            .keys()
-            .await
-            .map(|keys| store::KeyResponse { keys, cursor: None })
-            .map_err(other))
+        let keys = store.backend.keys().await;
+        guest_result(keys, other).map(|r| r.map(|keys| store::KeyResponse { keys, cursor: None }))
     }
 
     async fn drop(&mut self, bucket: Resource<Bucket>) -> wasmtime::Result<()> {
@@ -155,9 +206,9 @@ impl atomics::Host for KvHost {
     ) -> wasmtime::Result<Result<i64, store::Error>> {
         let store = self.bucket(&bucket)?;
         if let Err(e) = self.begin(OpKind::Write) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
-        Ok(store.backend.increment(&key, delta).await.map_err(other))
+        guest_result(store.backend.increment(&key, delta).await, other)
     }
 
     async fn swap(
@@ -165,24 +216,19 @@ impl atomics::Host for KvHost {
         cas: Resource<Cas>,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), atomics::CasError>> {
-        // The guest gives the handle up: it is ours to delete.
-        let Cas { store, key, seen } = self.table.delete(cas)?;
+        // Spin never removes a swapped handle from its table: it stays (and,
+        // on Redis, its connection stays open) until the instance ends.
+        let (bucket_rep, key, handle) = {
+            let cas = self.table.get(&cas)?;
+            (cas.bucket_rep, cas.key.clone(), cas.handle.clone())
+        };
         if let Err(e) = self.begin(OpKind::Write) {
-            return Ok(Err(atomics::CasError::StoreError(other(e))));
+            return store_error(e);
         }
-        match store
-            .backend
-            .compare_and_swap(&key, seen.as_deref(), &value)
-            .await
-        {
-            Ok(true) => Ok(Ok(())),
-            // Lost the race: hand back a handle that has seen the value now
-            // stored, so the guest can decide and retry, as Spin does.
-            Ok(false) => match self.make_cas(store, key).await? {
-                Ok(fresh) => Ok(Err(atomics::CasError::CasFailed(fresh))),
-                Err(e) => Ok(Err(atomics::CasError::StoreError(e))),
-            },
-            Err(e) => Ok(Err(atomics::CasError::StoreError(other(e)))),
+        match handle.swap(value).await {
+            Ok(()) => Ok(Ok(())),
+            Err(SwapError::CasFailed(_)) => self.fresh_cas(bucket_rep, key).await,
+            Err(SwapError::Store(e)) => store_error(e),
         }
     }
 }
@@ -194,23 +240,29 @@ impl atomics::HostCas for KvHost {
         key: String,
     ) -> wasmtime::Result<Result<Resource<Cas>, store::Error>> {
         let store = self.bucket(&bucket)?;
-        if let Err(e) = self.begin(OpKind::Read) {
-            return Ok(Err(other(e)));
+        // No read: on SQLite a new handle does no I/O; on Redis it opens a
+        // connection, counted as one.
+        if let Err(e) = self.fault_check() {
+            return guest_result(Err(e), other);
         }
-        self.make_cas(store, key).await
+        let made = self.push_cas(&store, bucket.rep(), key).await?;
+        guest_result(made, other)
     }
 
     async fn current(
         &mut self,
         cas: Resource<Cas>,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
-        // The value the handle saw when it was made: what a swap will compare
-        // against. Not a new read, so not counted.
-        Ok(Ok(self.table.get(&cas)?.seen.clone()))
+        let handle = self.table.get(&cas)?.handle.clone();
+        if let Err(e) = self.begin(OpKind::Read) {
+            return guest_result(Err(e), other);
+        }
+        guest_result(handle.current().await, other)
     }
 
     async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
         self.table.delete(cas)?;
+        self.cas_closed();
         Ok(())
     }
 }
@@ -223,12 +275,12 @@ impl batch::Host for KvHost {
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, store::Error>> {
         let store = self.bucket(&bucket)?;
         if let Err(e) = self.begin(OpKind::Read) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
         if keys.is_empty() {
             return Ok(Ok(Vec::new()));
         }
-        Ok(store.backend.get_many(keys).await.map_err(other))
+        guest_result(store.backend.get_many(keys).await, other)
     }
 
     async fn set_many(
@@ -238,12 +290,12 @@ impl batch::Host for KvHost {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let store = self.bucket(&bucket)?;
         if let Err(e) = self.begin(OpKind::Write) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
         if key_values.is_empty() {
             return Ok(Ok(()));
         }
-        Ok(store.backend.set_many(key_values).await.map_err(other))
+        guest_result(store.backend.set_many(key_values).await, other)
     }
 
     async fn delete_many(
@@ -253,11 +305,11 @@ impl batch::Host for KvHost {
     ) -> wasmtime::Result<Result<(), store::Error>> {
         let store = self.bucket(&bucket)?;
         if let Err(e) = self.begin(OpKind::Write) {
-            return Ok(Err(other(e)));
+            return guest_result(Err(e), other);
         }
         if keys.is_empty() {
             return Ok(Ok(()));
         }
-        Ok(store.backend.delete_many(keys).await.map_err(other))
+        guest_result(store.backend.delete_many(keys).await, other)
     }
 }
