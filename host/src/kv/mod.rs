@@ -350,11 +350,16 @@ pub(crate) fn guest_result<T, E>(
 ) -> wasmtime::Result<Result<T, E>> {
     match result {
         Ok(value) => Ok(Ok(value)),
-        Err(e) if e.is_trap() => Err(wasmtime::Error::msg(format!(
-            "the key-value host panicked (as Spin's does here): {e}"
-        ))),
+        Err(e) if e.is_trap() => Err(trap(&e)),
         Err(e) => Ok(Err(to_guest(e))),
     }
+}
+
+/// The trap that stands for a panic of Spin's host.
+pub(crate) fn trap(e: &KvError) -> wasmtime::Error {
+    wasmtime::Error::msg(format!(
+        "the key-value host panicked (as Spin's does here): {e}"
+    ))
 }
 
 /// An open store as held in the resource table by either interface.

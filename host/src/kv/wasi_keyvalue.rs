@@ -7,7 +7,8 @@ use wasmtime::component::Resource;
 
 use super::fermyon::SpinStore;
 use super::{
-    guest_result, CasHandle, KvError, KvHost, KvResult, OpKind, OpenError, OpenStore, SwapError,
+    guest_result, trap, CasHandle, KvError, KvHost, KvResult, OpKind, OpenError, OpenStore,
+    SwapError,
 };
 use crate::bindings::wasi::keyvalue::{atomics, batch, store};
 
@@ -92,10 +93,10 @@ impl KvHost {
 
 /// A backend error from a swap: a trap, or `store-error(other(...))`.
 fn store_error<T>(e: KvError) -> wasmtime::Result<Result<T, atomics::CasError>> {
-    match guest_result::<T, _>(Err(e), other)? {
-        Ok(_) => unreachable!("an error stays an error"),
-        Err(e) => Ok(Err(atomics::CasError::StoreError(e))),
+    if e.is_trap() {
+        return Err(trap(&e));
     }
+    Ok(Err(atomics::CasError::StoreError(other(e))))
 }
 
 impl store::Host for KvHost {
