@@ -1,8 +1,9 @@
-//! End-to-end: SQLite faults, on the real host binary
-//! (`target/debug/spin-sessions-host`, built by `cargo build -p
-//! spin-sessions-host`): a host killed with SIGKILL in the middle of a
-//! write-heavy load loses no acknowledged update, and a record that does not
-//! decode is replaced, never a 500.
+//! End-to-end: store faults, on the real host binary
+//! (`target/debug/spin-sessions-host`, which `cargo test --workspace`
+//! builds), on each real store (the SQLite file, a redis-server): a host
+//! killed with SIGKILL in the middle of a write-heavy load loses no
+//! acknowledged update, and a record that does not decode is replaced,
+//! never a 500.
 
 mod common;
 
@@ -15,17 +16,30 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use session_core::SessionId;
+use common::{backend_tests, key_of, start_session_at, Backend, Storage};
 
 const SESSIONS: usize = 20;
 const CLIENT_THREADS: usize = 4;
 
-#[test]
-fn sigkill_during_writes_loses_no_acknowledged_update() {
-    let state = tempfile::tempdir().unwrap();
-    let mut host = Host::start(state.path(), true);
+backend_tests! {
+    sigkill_during_writes_loses_no_acknowledged_update =>
+        sigkill_during_writes_loses_no_acknowledged_update_on_sqlite,
+        sigkill_during_writes_loses_no_acknowledged_update_on_redis;
+    undecodable_records_are_replaced_and_logged =>
+        undecodable_records_are_replaced_and_logged_on_sqlite,
+        undecodable_records_are_replaced_and_logged_on_redis;
+}
 
-    let sessions: Vec<(String, String)> = (0..SESSIONS).map(|_| start_session(host.addr)).collect();
+/// On Redis the server outlives the host, as a shared Redis would; it runs
+/// with `appendfsync always` and is itself killed with SIGKILL and
+/// restarted from its log before the check, so what the check finds is
+/// what Redis had on disk when it acknowledged the writes.
+fn sigkill_during_writes_loses_no_acknowledged_update(backend: Backend) {
+    let storage = backend.durable_storage();
+    let mut host = Host::start(&storage, true);
+
+    let sessions: Vec<(String, String)> =
+        (0..SESSIONS).map(|_| start_session_at(host.addr)).collect();
 
     // Per session: the last value acknowledged with a 303, and the value
     // of a request sent but not answered (at most one: each session belongs
@@ -103,9 +117,12 @@ fn sigkill_during_writes_loses_no_acknowledged_update() {
         "the load was too light to test anything: {acked_before_kill} updates"
     );
 
-    // Restarted on the same state directory: the database opens and every
-    // acknowledged update is there.
-    let host = Host::start(state.path(), true);
+    // Restarted on the same store: it opens and every acknowledged update
+    // is there.
+    if let Some(redis) = &storage.redis {
+        redis.crash_and_restart();
+    }
+    let host = Host::start(&storage, true);
     for (i, (id, _)) in sessions.iter().enumerate() {
         let ledger = ledgers.get(&i).cloned().unwrap_or_default();
         let response = get(host.addr, "/api/session", Some(id)).expect("the host answers");
@@ -125,13 +142,28 @@ fn sigkill_during_writes_loses_no_acknowledged_update() {
         }
     }
 
-    // The file itself: intact, and every session record decodes.
-    let db = rusqlite::Connection::open(state.path().join("sqlite_key_value.db")).unwrap();
-    let integrity: String = db
-        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
-    let records = session_records(&db);
+    // The store itself: intact, and every session record decodes.
+    match &storage.redis {
+        None => {
+            let db = rusqlite::Connection::open(storage.db_path()).unwrap();
+            let integrity: String = db
+                .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+                .unwrap();
+            assert_eq!(integrity, "ok");
+        }
+        Some(redis) => {
+            // What was checked above came from the log: the server ran
+            // with it, and its last write to it succeeded.
+            let info: String = redis::cmd("INFO")
+                .arg("persistence")
+                .query(&mut redis.connection())
+                .unwrap();
+            for field in ["aof_enabled:1", "aof_last_write_status:ok"] {
+                assert!(info.lines().any(|l| l.trim() == field), "{field}:\n{info}");
+            }
+        }
+    }
+    let records = storage.session_records();
     assert_eq!(records.len(), SESSIONS);
     for (key, bytes) in &records {
         let json: serde_json::Value = serde_json::from_slice(bytes)
@@ -145,11 +177,9 @@ fn sigkill_during_writes_loses_no_acknowledged_update() {
     }
 }
 
-#[test]
-fn undecodable_records_are_replaced_and_logged() {
-    let state = tempfile::tempdir().unwrap();
-    let host = Host::start(state.path(), false);
-    let db_path = state.path().join("sqlite_key_value.db");
+fn undecodable_records_are_replaced_and_logged(backend: Backend) {
+    let storage = backend.storage();
+    let host = Host::start(&storage, false);
 
     let garbage: &[u8] = b"\xff\x00garbage{\"format\":1";
     let future: &[u8] = br#"{"format":99,"whatever":"comes next"}"#;
@@ -181,12 +211,12 @@ fn undecodable_records_are_replaced_and_logged() {
     for (case, bytes, logged) in cases {
         let line = format!("sessions: replacing a session whose record does not decode: {logged}");
         let logged_before = host.stderr().lines().filter(|l| l.contains(&line)).count();
-        let (id, token) = start_session(host.addr);
+        let (id, token) = start_session_at(host.addr);
         let posted = post_form(host.addr, "/2", &id, &format!("csrf_token={token}&v1=Ada"))
             .expect("the host answers");
         assert_eq!(posted.status, 303);
         let key = key_of(&id);
-        overwrite(&db_path, &key, bytes);
+        storage.overwrite(&key, bytes);
 
         // A form with that cookie: no live session, so refused, not a 500.
         let refused = post_form(host.addr, "/2", &id, &format!("csrf_token={token}&v1=Eve"))
@@ -197,7 +227,7 @@ fn undecodable_records_are_replaced_and_logged() {
         );
         // The record was deleted when it was found undecodable; the next
         // page gets a fresh session.
-        overwrite(&db_path, &key, bytes);
+        storage.overwrite(&key, bytes);
         let page = get(host.addr, "/", Some(&id)).expect("the host answers");
         assert_eq!(
             page.status,
@@ -215,8 +245,7 @@ fn undecodable_records_are_replaced_and_logged() {
             get(host.addr, "/api/session", Some(&fresh)).unwrap().status,
             200
         );
-        let db = rusqlite::Connection::open(&db_path).unwrap();
-        let records = session_records(&db);
+        let records = storage.session_records();
         assert!(
             records.iter().all(|(k, _)| *k != key),
             "{case}: the undecodable record is gone"
@@ -249,7 +278,7 @@ fn host_binary() -> PathBuf {
     let binary = debug.join("spin-sessions-host");
     assert!(
         binary.exists(),
-        "{} is missing: run `cargo build -p spin-sessions-host` first",
+        "{} is missing: `cargo test --workspace` builds it",
         binary.display()
     );
     binary
@@ -262,9 +291,11 @@ struct Host {
 }
 
 impl Host {
-    /// Runs `spin-sessions-host up` on `state` on a free port; stderr goes
-    /// to a file in `state`.
-    fn start(state: &Path, quiet: bool) -> Host {
+    /// Runs `spin-sessions-host up` on `storage` (its state directory, and
+    /// its runtime config on Redis) on a free port; stderr goes to a file
+    /// in the state directory.
+    fn start(storage: &Storage, quiet: bool) -> Host {
+        let state = storage.state.path();
         let manifest = common::manifest();
         static STARTS: AtomicUsize = AtomicUsize::new(0);
         let stderr = state.join(format!(
@@ -281,6 +312,9 @@ impl Host {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap());
+        if let Some(file) = storage.runtime_config_file() {
+            command.arg("--runtime-config-file").arg(file);
+        }
         if quiet {
             command.arg("--quiet");
         }
@@ -335,53 +369,11 @@ impl Drop for Host {
 }
 
 // ---------------------------------------------------------------------
-// The store file.
-// ---------------------------------------------------------------------
-
-fn key_of(id: &str) -> String {
-    SessionId::parse(id).unwrap().record_key()
-}
-
-fn session_records(db: &rusqlite::Connection) -> Vec<(String, Vec<u8>)> {
-    let mut query = db
-        .prepare(
-            "SELECT key, value FROM spin_key_value \
-             WHERE store = 'default' AND key LIKE 'session/%' ORDER BY key",
-        )
-        .unwrap();
-    let rows = query
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    rows
-}
-
-/// Writes `value` under `key` straight into the live host's SQLite file.
-fn overwrite(db: &Path, key: &str, value: &[u8]) {
-    let db = rusqlite::Connection::open(db).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db.execute(
-        "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2) \
-         ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
-        rusqlite::params![key, value],
-    )
-    .unwrap();
-}
-
-// ---------------------------------------------------------------------
 // A small HTTP/1.1 client whose failures are values (the host may die).
 // ---------------------------------------------------------------------
 
 fn value(session: usize, seq: u64) -> String {
     format!("s{session}-n{seq}")
-}
-
-fn start_session(addr: SocketAddr) -> (String, String) {
-    let page = get(addr, "/", None).expect("the host answers");
-    assert_eq!(page.status, 200);
-    let id = page.session_cookie().expect("a new session gets a cookie");
-    (id, page.csrf_token())
 }
 
 fn get(addr: SocketAddr, path: &str, id: Option<&str>) -> std::io::Result<common::Response> {

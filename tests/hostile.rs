@@ -11,11 +11,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{cookie, App, RedisServer, Response};
-use session_core::SessionId;
-
-/// Every (key, value) a backend holds.
-type Records = Vec<(String, Vec<u8>)>;
+use common::{backend_tests, cookie, key_of, App, Backend, Records, Response};
 
 /// How long a request whose body stalls may stay unanswered. The host must
 /// end it (an answer or a closed connection) within this bound: a client
@@ -26,24 +22,15 @@ const STALLED_BODY_BOUND: Duration = Duration::from_secs(20);
 /// How long any other exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[test]
-fn hostile_input_on_sqlite() {
-    let app = App::start(&[]);
-    hostile_suite(&app, &|| app.records());
+backend_tests! {
+    hostile_input => hostile_input_on_sqlite, hostile_input_on_redis;
 }
 
-#[test]
-fn hostile_input_on_redis() {
-    let redis = RedisServer::start(false);
-    // If the host does not support `type = "redis"` yet, this fails here
-    // with the host's own message.
-    let app = App::start_with(
-        tempfile::tempdir().unwrap(),
-        &[],
-        Some(&redis.runtime_config()),
-    );
-    let port = redis.port;
-    hostile_suite(&app, &move || redis_records(port));
+fn hostile_input(backend: Backend) {
+    // If the host does not support the backend, this fails here with the
+    // host's own message.
+    let app = backend.start(&[]);
+    hostile_suite(&app);
 }
 
 // ---------------------------------------------------------------------
@@ -65,7 +52,6 @@ impl Client {
 /// What the suite checks between cases.
 struct Checker<'a> {
     app: &'a App,
-    records: &'a dyn Fn() -> Records,
     /// The session records as they must still be.
     baseline: Records,
     /// The session every "still up" probe uses.
@@ -83,7 +69,7 @@ impl Checker<'_> {
             page.header("set-cookie").is_none(),
             "after {case}: the session is still known"
         );
-        let now = session_records(&(self.records)());
+        let now = session_records(&self.app.records());
         assert!(
             now == self.baseline,
             "after {case}: the stored sessions changed\nbefore: {}\nafter:  {}",
@@ -96,7 +82,7 @@ impl Checker<'_> {
     /// those) were legitimately added, none of them under a `forged` id;
     /// they join the baseline.
     fn unchanged_plus(&mut self, case: &str, created: &[String], forged: &[String]) {
-        let now = session_records(&(self.records)());
+        let now = session_records(&self.app.records());
         let mut expected_keys: Vec<String> = self.baseline.iter().map(|(k, _)| k.clone()).collect();
         for id in created {
             expected_keys.push(key_of(id));
@@ -123,9 +109,9 @@ impl Checker<'_> {
     }
 }
 
-/// The hostile-input suite, on a freshly started app whose backend's
-/// records `backend_records` reads.
-fn hostile_suite(app: &App, backend_records: &dyn Fn() -> Records) {
+/// The hostile-input suite, on a freshly started app; the records are read
+/// from its backend itself.
+fn hostile_suite(app: &App) {
     let a = start_session(app);
     let b = start_session(app);
     for (client, name) in [(&a, "Ada"), (&b, "Bob")] {
@@ -148,8 +134,7 @@ fn hostile_suite(app: &App, backend_records: &dyn Fn() -> Records) {
 
     let mut check = Checker {
         app,
-        records: backend_records,
-        baseline: session_records(&backend_records()),
+        baseline: session_records(&app.records()),
         probe: a.id.clone(),
     };
     assert_eq!(check.baseline.len(), 2, "{}", show(&check.baseline));
@@ -697,12 +682,8 @@ fn other_refusals(app: &App, a: &Client, b: &Client, check: &Checker) {
 // ---------------------------------------------------------------------
 
 fn start_session(app: &App) -> Client {
-    let page = app.get("/", None);
-    assert_eq!(page.status, 200);
-    Client {
-        id: page.session_cookie().expect("a new session gets a cookie"),
-        token: page.csrf_token(),
-    }
+    let (id, token) = common::start_session(app);
+    Client { id, token }
 }
 
 /// `GET /api/session` with this `Cookie` header (never creates a session).
@@ -756,13 +737,6 @@ fn forged_id(n: usize) -> String {
         .collect()
 }
 
-/// The record key of an identifier, as the store holds it.
-fn key_of(id: &str) -> String {
-    SessionId::parse(id)
-        .expect("a well-formed identifier")
-        .record_key()
-}
-
 /// Session record keys are `session/` + 64 hex digits; a backend may put a
 /// prefix before them.
 fn bare_key(key: &str) -> String {
@@ -803,27 +777,6 @@ fn count(haystack: &[u8], needle: &[u8]) -> usize {
         .windows(needle.len())
         .filter(|w| *w == needle)
         .count()
-}
-
-/// Every key of a Redis server and its value (the backend keeps each key
-/// as a Redis string holding the exact bytes; anything else shows as its
-/// type, and would differ from a baseline).
-fn redis_records(port: u16) -> Records {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    let mut conn = client.get_connection().expect("redis-server answers");
-    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
-    keys.sort();
-    keys.into_iter()
-        .map(|key| {
-            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).unwrap();
-            let value: Vec<u8> = if kind == "string" {
-                redis::cmd("GET").arg(&key).query(&mut conn).unwrap()
-            } else {
-                format!("<{kind}>").into_bytes()
-            };
-            (key, value)
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------

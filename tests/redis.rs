@@ -8,10 +8,10 @@
 mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{cookie, App, RedisServer, Response};
-use session_core::SessionId;
+use common::{cookie, ops, session_json, start_session, App, RedisServer, Response, Storage};
 
 /// The longest a request may take while Redis is gone: the host bounds each
 /// key-value operation by 2 s, and the component gives up at the first
@@ -19,48 +19,10 @@ use session_core::SessionId;
 const OUTAGE_REQUEST_BOUND: Duration = Duration::from_secs(5);
 
 /// Two hosts on `redis`, each with its own (unused) state directory.
-fn two_instances(redis: &RedisServer, variables: &[(&str, &str)]) -> (App, App) {
-    let config = redis.runtime_config();
-    let a = App::start_with(tempfile::tempdir().unwrap(), variables, Some(&config));
-    let b = App::start_with(tempfile::tempdir().unwrap(), variables, Some(&config));
+fn two_instances(redis: &Arc<RedisServer>, variables: &[(&str, &str)]) -> (App, App) {
+    let a = App::start_on(Storage::on_redis(redis.clone()), variables);
+    let b = App::start_on(Storage::on_redis(redis.clone()), variables);
     (a, b)
-}
-
-/// A plain connection to the server, to look at what the hosts stored.
-fn redis_client(redis: &RedisServer) -> redis::Connection {
-    redis::Client::open(redis.url())
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
-
-/// The keys of the session records in Redis.
-fn session_keys(conn: &mut redis::Connection) -> Vec<String> {
-    redis::cmd("KEYS").arg("session/*").query(conn).unwrap()
-}
-
-/// The raw record of the session with cookie value `id`, read from Redis
-/// under the key the component uses: `session/<sha256 hex>`.
-fn raw_record(conn: &mut redis::Connection, id: &str) -> serde_json::Value {
-    let key = SessionId::parse(id).unwrap().record_key();
-    let bytes: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query(conn).unwrap();
-    serde_json::from_slice(&bytes.unwrap_or_else(|| panic!("no record under {key}"))).unwrap()
-}
-
-/// Starts a session with `GET /` and returns its cookie value and token.
-fn start_session(app: &App) -> (String, String) {
-    let page = app.get("/", None);
-    assert_eq!(page.status, 200, "{}", page.text());
-    (
-        page.session_cookie().expect("a new session gets a cookie"),
-        page.csrf_token(),
-    )
-}
-
-fn session_json(app: &App, id: &str) -> (u16, serde_json::Value) {
-    let response = app.get("/api/session", Some(&cookie(id)));
-    let json = serde_json::from_slice(&response.body).unwrap_or(serde_json::Value::Null);
-    (response.status, json)
 }
 
 fn post(app: &App, page: &str, id: &str, token: &str, fields: &str) -> Response {
@@ -73,7 +35,7 @@ fn post(app: &App, page: &str, id: &str, token: &str, fields: &str) -> Response 
 
 #[test]
 fn a_session_continues_on_the_other_instance() {
-    let redis = RedisServer::start(false);
+    let redis = Arc::new(RedisServer::start(false));
     let (a, b) = two_instances(&redis, &[]);
     let (id, token) = start_session(&a);
     let c = cookie(&id);
@@ -113,39 +75,48 @@ fn a_session_continues_on_the_other_instance() {
 
 #[test]
 fn concurrent_posts_through_both_instances_lose_no_update() {
-    let redis = RedisServer::start(false);
+    let redis = Arc::new(RedisServer::start(false));
     let (a, b) = two_instances(&redis, &[]);
     let (id, token) = start_session(&a);
     let rounds = 500;
+    let acked = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for (app, field) in [(&a, "v1"), (&b, "v2")] {
-            let (id, token) = (&id, &token);
+            let (id, token, acked) = (&id, &token, &acked);
             scope.spawn(move || {
                 for i in 0..rounds {
                     let response = post(app, "/2", id, token, &format!("{field}={field}-{i}"));
                     assert_eq!(response.status, 303, "{}", response.text());
+                    acked.fetch_add(1, Ordering::Relaxed);
                 }
             });
         }
     });
+    let acked = acked.into_inner() as u64;
+    assert_eq!(acked, 2 * rounds);
+    // Read before any other request: a GET may touch the record.
+    assert_eq!(a.session_count(), 1);
+    let record = a.storage.record_json(&id);
+    // Every acknowledged post was applied exactly once: no swap overwrote
+    // another. Nothing else wrote the record: the creation set the
+    // counter's start, a POST never touches besides its own update, and no
+    // GET came between (only a GET or the API touches, when the record's
+    // last-seen time lags by a minute).
+    assert_eq!(record["writes"], ops::WRITES_AT_CREATION + acked);
+    assert_eq!(record["values"]["v1"], format!("v1-{}", rounds - 1));
+    assert_eq!(record["values"]["v2"], format!("v2-{}", rounds - 1));
     for app in [&a, &b] {
         let (status, json) = session_json(app, &id);
         assert_eq!(status, 200);
         assert_eq!(json["v1"], format!("v1-{}", rounds - 1));
         assert_eq!(json["v2"], format!("v2-{}", rounds - 1));
     }
-    let mut conn = redis_client(&redis);
-    assert_eq!(session_keys(&mut conn).len(), 1);
-    // Every post was applied exactly once: no swap overwrote another
-    // (the clock did not move, so no touch wrote either).
-    assert_eq!(raw_record(&mut conn, &id)["writes"], 2 * rounds);
 }
 
 #[test]
 fn the_cap_holds_across_instances() {
-    let redis = RedisServer::start(false);
+    let redis = Arc::new(RedisServer::start(false));
     let (a, b) = two_instances(&redis, &[("max_sessions", "100")]);
-    let mut conn = redis_client(&redis);
     let mut cookies = Vec::new();
     for i in 0..1000 {
         let app = if i % 2 == 0 { &a } else { &b };
@@ -153,7 +124,7 @@ fn the_cap_holds_across_instances() {
         assert_eq!(page.status, 200, "{}", page.text());
         cookies.push((page.session_cookie().unwrap(), page.csrf_token()));
         if i % 50 == 49 {
-            let stored = session_keys(&mut conn).len();
+            let stored = a.session_count();
             assert!(
                 stored <= 100 + 2,
                 "{stored} records after {} clients",
@@ -177,7 +148,7 @@ fn the_cap_holds_across_instances() {
     // The first one was evicted. (Which of the other old ones go is the
     // core's eviction order, the same on SQLite: tests/scale.rs.)
     assert_eq!(session_json(&b, &cookies[0].0).0, 404);
-    let stored = session_keys(&mut conn).len();
+    let stored = a.session_count();
     assert!(stored <= 100 + 2, "{stored} records at the end");
 }
 
@@ -191,7 +162,7 @@ struct Outcomes {
 
 #[test]
 fn a_redis_outage_gives_503_loses_nothing_and_heals() {
-    let mut redis = RedisServer::start(true);
+    let redis = Arc::new(RedisServer::start(true));
     let (a, b) = two_instances(&redis, &[]);
     let apps = [&a, &b];
 

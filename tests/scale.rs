@@ -1,20 +1,23 @@
-//! End-to-end: sessions at scale. Concurrent updates, the sweeping of
-//! abandoned sessions in bounded work per request, and the cap.
+//! End-to-end: sessions at scale, on each real store (the SQLite file, a
+//! redis-server). Concurrent updates, the sweeping of abandoned sessions in
+//! bounded work per request, and the cap.
 
 mod common;
 
-use common::{cookie, App};
+use common::ops::{self, ANY_MAX, LIVE_MAX, SWEEP_BATCH};
+use common::{backend_tests, cookie, expect_ops_within, start_session, App, Backend};
 
-/// Per-request bounds stated in ARCHITECTURE.md: a request of a live
-/// session (one sweep step, the record, maybe a touch), and any request
-/// including a creation that evicts (two more sweep steps).
-const LIVE_MAX_READS: u64 = 5;
-const LIVE_MAX_WRITES: u64 = 6;
-const ANY_MAX_READS: u64 = 10;
-const ANY_MAX_WRITES: u64 = 19;
-
-/// Entries one sweep step examines (`session_core::index::SWEEP_BATCH`).
-const SWEEP_BATCH: usize = 16;
+backend_tests! {
+    abandoned_sessions_are_swept_by_other_clients_requests =>
+        abandoned_sessions_are_swept_by_other_clients_requests_on_sqlite,
+        abandoned_sessions_are_swept_by_other_clients_requests_on_redis;
+    the_cap_keeps_the_newest_sessions =>
+        the_cap_keeps_the_newest_sessions_on_sqlite,
+        the_cap_keeps_the_newest_sessions_on_redis;
+    concurrent_posts_of_one_session_lose_no_update =>
+        concurrent_posts_of_one_session_lose_no_update_on_sqlite,
+        concurrent_posts_of_one_session_lose_no_update_on_redis;
+}
 
 fn new_sessions(app: &App, count: usize) {
     std::thread::scope(|scope| {
@@ -30,24 +33,20 @@ fn new_sessions(app: &App, count: usize) {
     });
 }
 
-#[test]
-fn abandoned_sessions_are_swept_by_other_clients_requests() {
-    let app = App::start(&[("idle_timeout_secs", "60")]);
+fn abandoned_sessions_are_swept_by_other_clients_requests(backend: Backend) {
+    let app = backend.start(&[("idle_timeout_secs", "60")]);
     let abandoned = 10_000;
     new_sessions(&app, abandoned);
-    assert_eq!(app.session_records().len(), abandoned);
+    assert_eq!(app.session_count(), abandoned);
     for stats in app.take_stats() {
-        assert!(
-            stats.kv_reads <= ANY_MAX_READS && stats.kv_writes <= ANY_MAX_WRITES,
-            "{stats:?}"
-        );
+        expect_ops_within(&stats, ANY_MAX);
     }
 
     // Every one of them is idle past its timeout; one client is live.
     app.advance_clock(120);
     let live = app.get("/", None).session_cookie().unwrap();
     let mut requests = 0;
-    while app.session_records().len() > 1 {
+    while app.session_count() > 1 {
         let page = app.get("/2", Some(&cookie(&live)));
         assert_eq!(page.status, 200);
         assert!(
@@ -66,27 +65,23 @@ fn abandoned_sessions_are_swept_by_other_clients_requests() {
         "{requests} requests to sweep, bound {bound}"
     );
     for stats in app.take_stats().iter().filter(|s| s.path == "/2") {
-        assert!(
-            stats.kv_reads <= LIVE_MAX_READS && stats.kv_writes <= LIVE_MAX_WRITES,
-            "{stats:?}"
-        );
+        expect_ops_within(stats, LIVE_MAX);
     }
     // Only the live session, its index entry and the bookkeeping are left.
     let keys: Vec<String> = app.records().into_iter().map(|(k, _)| k).collect();
-    assert!(keys.len() <= 6, "{keys:?}");
+    assert!(keys.len() <= ops::KEYS_WITH_ONE_SESSION_MAX, "{keys:?}");
     assert_eq!(app.get("/api/session", Some(&cookie(&live))).status, 200);
 }
 
-#[test]
-fn the_cap_keeps_the_newest_sessions() {
-    let app = App::start(&[("max_sessions", "100")]);
+fn the_cap_keeps_the_newest_sessions(backend: Backend) {
+    let app = backend.start(&[("max_sessions", "100")]);
     let mut cookies = Vec::new();
     for i in 0..1000 {
         let page = app.get("/", None);
         assert_eq!(page.status, 200);
         cookies.push(page.session_cookie().unwrap());
         if i % 100 == 99 {
-            let stored = app.session_records().len();
+            let stored = app.session_count();
             assert!(
                 stored <= 100 + 2,
                 "{stored} records after {} clients",
@@ -95,10 +90,7 @@ fn the_cap_keeps_the_newest_sessions() {
         }
     }
     for stats in app.take_stats() {
-        assert!(
-            stats.kv_reads <= ANY_MAX_READS && stats.kv_writes <= ANY_MAX_WRITES,
-            "{stats:?}"
-        );
+        expect_ops_within(&stats, ANY_MAX);
     }
     // Eviction went oldest first: the newest 98 are all live, the first
     // 900 all gone.
@@ -122,14 +114,12 @@ fn the_cap_keeps_the_newest_sessions() {
         );
         assert_eq!(posted.status, 303);
     }
-    assert!(app.session_records().len() <= 100 + 2);
+    assert!(app.session_count() <= 100 + 2);
 }
 
-#[test]
-fn concurrent_posts_of_one_session_lose_no_update() {
-    let app = App::start(&[]);
-    let page = app.get("/", None);
-    let (id, token) = (page.session_cookie().unwrap(), page.csrf_token());
+fn concurrent_posts_of_one_session_lose_no_update(backend: Backend) {
+    let app = backend.start(&[]);
+    let (id, token) = start_session(&app);
     let rounds = 500;
     std::thread::scope(|scope| {
         for field in ["v1", "v2"] {
@@ -150,5 +140,5 @@ fn concurrent_posts_of_one_session_lose_no_update() {
     assert_eq!(record["values"]["v2"], format!("v2-{}", rounds - 1));
     // Every applied update counts once: 1000 posts, and no touch happened
     // (the clock did not move past the touch granularity).
-    assert_eq!(record["writes"], 2 * rounds);
+    assert_eq!(record["writes"], ops::WRITES_AT_CREATION + 2 * rounds);
 }

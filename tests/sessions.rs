@@ -1,24 +1,65 @@
-//! End-to-end: the sessions component in the host, over real HTTP, with the
-//! real SQLite file. One test per behaviour of the sessions issue.
+//! End-to-end: the sessions component in the host, over real HTTP, on
+//! each real store (the SQLite file, a redis-server). One test per
+//! behaviour of the sessions issue, run on both backends.
 
 mod common;
 
-use common::{cookie, App, Response};
+use common::{
+    backend_tests, cookie, expect_ops, ops, session_json, start_session, store, Backend, Response,
+};
 
-/// Starts a session with `GET /` and returns its cookie value and token.
-fn start_session(app: &App) -> (String, String) {
-    let page = app.get("/", None);
-    assert_eq!(page.status, 200);
-    (
-        page.session_cookie().expect("a new session gets a cookie"),
-        page.csrf_token(),
-    )
-}
-
-fn session_json(app: &App, id: &str) -> (u16, serde_json::Value) {
-    let response = app.get("/api/session", Some(&cookie(id)));
-    let json = serde_json::from_slice(&response.body).expect("the API answers JSON");
-    (response.status, json)
+backend_tests! {
+    the_whole_flow_carries_and_prefills_values =>
+        the_whole_flow_carries_and_prefills_values_on_sqlite,
+        the_whole_flow_carries_and_prefills_values_on_redis;
+    cookie_attributes_by_default =>
+        cookie_attributes_by_default_on_sqlite,
+        cookie_attributes_by_default_on_redis;
+    cookie_attributes_follow_the_variables =>
+        cookie_attributes_follow_the_variables_on_sqlite,
+        cookie_attributes_follow_the_variables_on_redis;
+    unknown_forged_and_malformed_cookies_are_replaced =>
+        unknown_forged_and_malformed_cookies_are_replaced_on_sqlite,
+        unknown_forged_and_malformed_cookies_are_replaced_on_redis;
+    idle_sessions_expire_and_are_replaced =>
+        idle_sessions_expire_and_are_replaced_on_sqlite,
+        idle_sessions_expire_and_are_replaced_on_redis;
+    sessions_end_at_the_absolute_timeout_however_busy =>
+        sessions_end_at_the_absolute_timeout_however_busy_on_sqlite,
+        sessions_end_at_the_absolute_timeout_however_busy_on_redis;
+    logout_deletes_the_record_and_expires_the_cookie =>
+        logout_deletes_the_record_and_expires_the_cookie_on_sqlite,
+        logout_deletes_the_record_and_expires_the_cookie_on_redis;
+    forms_without_the_right_token_are_refused =>
+        forms_without_the_right_token_are_refused_on_sqlite,
+        forms_without_the_right_token_are_refused_on_redis;
+    bad_input_gets_a_clear_status_and_changes_nothing =>
+        bad_input_gets_a_clear_status_and_changes_nothing_on_sqlite,
+        bad_input_gets_a_clear_status_and_changes_nothing_on_redis;
+    the_field_limit_is_inclusive =>
+        the_field_limit_is_inclusive_on_sqlite,
+        the_field_limit_is_inclusive_on_redis;
+    no_record_is_created_by_404_405_or_the_api =>
+        no_record_is_created_by_404_405_or_the_api_on_sqlite,
+        no_record_is_created_by_404_405_or_the_api_on_redis;
+    head_answers_like_get_without_a_body =>
+        head_answers_like_get_without_a_body_on_sqlite,
+        head_answers_like_get_without_a_body_on_redis;
+    stored_values_are_escaped_in_every_page =>
+        stored_values_are_escaped_in_every_page_on_sqlite,
+        stored_values_are_escaped_in_every_page_on_redis;
+    a_store_failure_gives_503_and_no_trap =>
+        a_store_failure_gives_503_and_no_trap_on_sqlite,
+        a_store_failure_gives_503_and_no_trap_on_redis;
+    an_invalid_variable_answers_500_naming_it =>
+        an_invalid_variable_answers_500_naming_it_on_sqlite,
+        an_invalid_variable_answers_500_naming_it_on_redis;
+    the_raw_cookie_never_reaches_the_store =>
+        the_raw_cookie_never_reaches_the_store_on_sqlite,
+        the_raw_cookie_never_reaches_the_store_on_redis;
+    requests_of_a_live_session_cost_few_operations =>
+        requests_of_a_live_session_cost_few_operations_on_sqlite,
+        requests_of_a_live_session_cost_few_operations_on_redis;
 }
 
 fn assert_is_new_id(response: &Response, old: &str) -> String {
@@ -30,9 +71,8 @@ fn assert_is_new_id(response: &Response, old: &str) -> String {
     id
 }
 
-#[test]
-fn the_whole_flow_carries_and_prefills_values() {
-    let app = App::start(&[]);
+fn the_whole_flow_carries_and_prefills_values(backend: Backend) {
+    let app = backend.start(&[]);
     let (id, token) = start_session(&app);
     assert_eq!(id.len(), 64);
     assert!(id.bytes().all(|b| b.is_ascii_alphanumeric()));
@@ -104,9 +144,8 @@ fn the_whole_flow_carries_and_prefills_values() {
     assert!(String::from_utf8_lossy(&records[0].1).contains("Ada Lovelace"));
 }
 
-#[test]
-fn cookie_attributes_by_default() {
-    let app = App::start(&[]);
+fn cookie_attributes_by_default(backend: Backend) {
+    let app = backend.start(&[]);
     let page = app.get("/", None);
     let set_cookie = page.header("set-cookie").unwrap();
     let id = page.session_cookie().unwrap();
@@ -121,9 +160,8 @@ fn cookie_attributes_by_default() {
     assert_eq!(page.header("cache-control"), Some("no-store"));
 }
 
-#[test]
-fn cookie_attributes_follow_the_variables() {
-    let app = App::start(&[
+fn cookie_attributes_follow_the_variables(backend: Backend) {
+    let app = backend.start(&[
         ("cookie_secure", "always"),
         ("cookie_max_age_secs", "600"),
         ("idle_timeout_secs", "120"),
@@ -148,14 +186,14 @@ fn cookie_attributes_follow_the_variables() {
         .unwrap()
         .contains("Max-Age=600"));
 
-    let never = App::start(&[("cookie_secure", "never")]);
+    let never = backend.start(&[("cookie_secure", "never")]);
     assert!(!never
         .get("/", None)
         .header("set-cookie")
         .unwrap()
         .contains("Secure"));
     // `auto` over plain http: no Secure (https is covered by the app's unit tests).
-    let auto = App::start(&[("cookie_secure", "auto")]);
+    let auto = backend.start(&[("cookie_secure", "auto")]);
     assert!(!auto
         .get("/", None)
         .header("set-cookie")
@@ -163,9 +201,8 @@ fn cookie_attributes_follow_the_variables() {
         .contains("Secure"));
 }
 
-#[test]
-fn unknown_forged_and_malformed_cookies_are_replaced() {
-    let app = App::start(&[]);
+fn unknown_forged_and_malformed_cookies_are_replaced(backend: Backend) {
+    let app = backend.start(&[]);
     let forged = "F".repeat(64);
     let page = app.get("/", Some(&cookie(&forged)));
     assert_eq!(page.status, 200);
@@ -181,9 +218,8 @@ fn unknown_forged_and_malformed_cookies_are_replaced() {
     assert_eq!(app.session_records().len(), 5);
 }
 
-#[test]
-fn idle_sessions_expire_and_are_replaced() {
-    let app = App::start(&[("idle_timeout_secs", "120")]);
+fn idle_sessions_expire_and_are_replaced(backend: Backend) {
+    let app = backend.start(&[("idle_timeout_secs", "120")]);
     let (id, _) = start_session(&app);
     // Activity within the idle timeout keeps the session alive.
     app.advance_clock(100);
@@ -205,9 +241,8 @@ fn idle_sessions_expire_and_are_replaced() {
     );
 }
 
-#[test]
-fn sessions_end_at_the_absolute_timeout_however_busy() {
-    let app = App::start(&[
+fn sessions_end_at_the_absolute_timeout_however_busy(backend: Backend) {
+    let app = backend.start(&[
         ("idle_timeout_secs", "3600"),
         ("absolute_timeout_secs", "300"),
     ]);
@@ -223,9 +258,8 @@ fn sessions_end_at_the_absolute_timeout_however_busy() {
     assert_is_new_id(&app.get("/", Some(&cookie(&id))), &id);
 }
 
-#[test]
-fn logout_deletes_the_record_and_expires_the_cookie() {
-    let app = App::start(&[]);
+fn logout_deletes_the_record_and_expires_the_cookie(backend: Backend) {
+    let app = backend.start(&[]);
     let (id, token) = start_session(&app);
     // Without the form token, logout is refused and nothing changes.
     let refused = app.post_form("/logout", Some(&cookie(&id)), "");
@@ -247,9 +281,8 @@ fn logout_deletes_the_record_and_expires_the_cookie() {
     assert_eq!(session_json(&app, &id).0, 404);
 }
 
-#[test]
-fn forms_without_the_right_token_are_refused() {
-    let app = App::start(&[]);
+fn forms_without_the_right_token_are_refused(backend: Backend) {
+    let app = backend.start(&[]);
     let (id, token) = start_session(&app);
     let c = cookie(&id);
     let before = app.records();
@@ -268,9 +301,8 @@ fn forms_without_the_right_token_are_refused() {
     assert_eq!(app.records(), before);
 }
 
-#[test]
-fn bad_input_gets_a_clear_status_and_changes_nothing() {
-    let app = App::start(&[]);
+fn bad_input_gets_a_clear_status_and_changes_nothing(backend: Backend) {
+    let app = backend.start(&[]);
     let (id, token) = start_session(&app);
     let c = cookie(&id);
     assert_eq!(
@@ -354,9 +386,8 @@ fn bad_input_gets_a_clear_status_and_changes_nothing() {
     assert_eq!(json["v1"], "Kept");
 }
 
-#[test]
-fn the_field_limit_is_inclusive() {
-    let app = App::start(&[]);
+fn the_field_limit_is_inclusive(backend: Backend) {
+    let app = backend.start(&[]);
     let (id, token) = start_session(&app);
     let exact = format!("csrf_token={token}&v1={}", "b".repeat(1024));
     assert_eq!(app.post_form("/2", Some(&cookie(&id)), &exact).status, 303);
@@ -366,9 +397,8 @@ fn the_field_limit_is_inclusive() {
     );
 }
 
-#[test]
-fn no_record_is_created_by_404_405_or_the_api() {
-    let app = App::start(&[]);
+fn no_record_is_created_by_404_405_or_the_api(backend: Backend) {
+    let app = backend.start(&[]);
     let forged = "Z".repeat(64);
     let not_found = app.get("/nope", None);
     assert_eq!(not_found.status, 404);
@@ -389,12 +419,11 @@ fn no_record_is_created_by_404_405_or_the_api() {
     // No session record; at most the expiry index's cursor, which the first
     // session request of a store creates.
     let keys: Vec<String> = app.records().into_iter().map(|(key, _)| key).collect();
-    assert!(keys.iter().all(|k| k == "expiry/cursor"), "{keys:?}");
+    assert!(keys.iter().all(|k| k == store::CURSOR_KEY), "{keys:?}");
 }
 
-#[test]
-fn head_answers_like_get_without_a_body() {
-    let app = App::start(&[]);
+fn head_answers_like_get_without_a_body(backend: Backend) {
+    let app = backend.start(&[]);
     let head = app.request("HEAD", "/2", None, None, b"");
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
@@ -405,9 +434,8 @@ fn head_answers_like_get_without_a_body() {
     assert!(head.session_cookie().is_some());
 }
 
-#[test]
-fn stored_values_are_escaped_in_every_page() {
-    let app = App::start(&[]);
+fn stored_values_are_escaped_in_every_page(backend: Backend) {
+    let app = backend.start(&[]);
     let (id, token) = start_session(&app);
     let c = cookie(&id);
     let script = "%3Cscript%3Ealert(1)%3C%2Fscript%3E";
@@ -438,9 +466,8 @@ fn stored_values_are_escaped_in_every_page() {
         .contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
 }
 
-#[test]
-fn a_store_failure_gives_503_and_no_trap() {
-    let app = App::start(&[]);
+fn a_store_failure_gives_503_and_no_trap(backend: Backend) {
+    let app = backend.start(&[]);
     let (id, token) = start_session(&app);
     let before = app.records();
     app.set_kv_fault(Some("disk on fire"));
@@ -459,9 +486,8 @@ fn a_store_failure_gives_503_and_no_trap() {
     assert_eq!(app.get("/", Some(&cookie(&id))).status, 200);
 }
 
-#[test]
-fn an_invalid_variable_answers_500_naming_it() {
-    let app = App::start(&[("idle_timeout_secs", "soon")]);
+fn an_invalid_variable_answers_500_naming_it(backend: Backend) {
+    let app = backend.start(&[("idle_timeout_secs", "soon")]);
     let page = app.get("/", None);
     assert_eq!(page.status, 500);
     let text = page.text();
@@ -471,7 +497,7 @@ fn an_invalid_variable_answers_500_naming_it() {
     );
     assert!(page.header("set-cookie").is_none());
     assert!(app.records().is_empty());
-    let app = App::start(&[("cookie_secure", "sometimes")]);
+    let app = backend.start(&[("cookie_secure", "sometimes")]);
     assert!(app
         .get("/api/session", None)
         .text()
@@ -479,9 +505,11 @@ fn an_invalid_variable_answers_500_naming_it() {
     assert!(app.records().is_empty());
 }
 
-#[test]
-fn the_raw_cookie_never_reaches_the_sqlite_file() {
-    let app = App::start(&[]);
+/// A copy of the store yields no usable cookie: the value is searched for
+/// in everything the store holds (SQLite: the database and WAL files;
+/// Redis: every key and value, and the server's files).
+fn the_raw_cookie_never_reaches_the_store(backend: Backend) {
+    let app = backend.start(&[]);
     let (id, token) = start_session(&app);
     assert_eq!(
         app.post_form(
@@ -492,25 +520,20 @@ fn the_raw_cookie_never_reaches_the_sqlite_file() {
         .status,
         303
     );
-    let state = app.stop();
-    let mut files = 0;
-    for entry in std::fs::read_dir(state.path()).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-        files += 1;
-        assert!(
-            !bytes.windows(id.len()).any(|w| w == id.as_bytes()),
-            "the cookie value is in the store"
-        );
-    }
-    assert!(files >= 1);
-    // ...and the session is still there after a restart on the same file.
-    let app = App::start_in(state, &[]);
+    let storage = app.stop();
+    let (places, holding) = storage.search(id.as_bytes());
+    assert!(
+        holding.is_empty(),
+        "the cookie value is in the store: {holding:?}"
+    );
+    assert!(places >= 1);
+    // ...and the session is still there after a restart on the same store.
+    let app = common::App::start_on(storage, &[]);
     assert_eq!(session_json(&app, &id).1["v1"], "x");
 }
 
-#[test]
-fn requests_of_a_live_session_cost_few_operations() {
-    let app = App::start(&[]);
+fn requests_of_a_live_session_cost_few_operations(backend: Backend) {
+    let app = backend.start(&[]);
     let (id, token) = start_session(&app);
     app.take_stats();
     app.get("/2", Some(&cookie(&id)));
@@ -521,16 +544,6 @@ fn requests_of_a_live_session_cost_few_operations() {
     );
     let stats = app.take_stats_of(2);
     assert_eq!(stats.len(), 2);
-    // One batch read (the sweep cursor and the record); the POST reads its
-    // compare-and-swap base and swaps the record once.
-    assert_eq!(
-        (stats[0].kv_reads, stats[0].kv_writes),
-        (1, 0),
-        "GET of a live session"
-    );
-    assert_eq!(
-        (stats[1].kv_reads, stats[1].kv_writes),
-        (2, 1),
-        "POST to a live session"
-    );
+    expect_ops(&stats[0], ops::LIVE_GET, "GET of a live session");
+    expect_ops(&stats[1], ops::LIVE_POST, "POST to a live session");
 }

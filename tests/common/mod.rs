@@ -1,9 +1,14 @@
 //! What the end-to-end tests share: the real component (built by
-//! `cargo xtask build`) in the real host, on an ephemeral port, with a real
-//! SQLite file in a temporary state directory, and a small HTTP/1.1 client
-//! over a plain TCP socket, so that tests control every byte they send.
+//! `cargo xtask build`) in the real host, on an ephemeral port, on a real
+//! store (a SQLite file in a temporary state directory, or a real
+//! `redis-server`: [`Backend`]), and a small HTTP/1.1 client over a plain
+//! TCP socket, so that tests control every byte they send.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod ops;
+pub mod redis_server;
+pub mod store;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -11,6 +16,56 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use host::{HostOptions, RequestStats, RunningHost};
+
+pub use ops::{expect_ops, expect_ops_within, Ops};
+pub use redis_server::RedisServer;
+pub use store::{key_of, Backend, Records, Storage};
+
+/// One `#[test]` per backend for each test body `fn NAME(backend: Backend)`,
+/// named `NAME_on_sqlite` and `NAME_on_redis`, so that the test list shows
+/// (and a filter picks) each case on each store. The names are spelled out
+/// (macro_rules cannot join identifiers), and checked at compile time.
+macro_rules! backend_tests {
+    ($($body:ident => $on_sqlite:ident, $on_redis:ident;)*) => {
+        $(
+            const _: () = assert!(
+                $crate::common::same_str(
+                    concat!(stringify!($body), "_on_sqlite"),
+                    stringify!($on_sqlite)
+                ) && $crate::common::same_str(
+                    concat!(stringify!($body), "_on_redis"),
+                    stringify!($on_redis)
+                ),
+                concat!("the tests of ", stringify!($body), " are named NAME_on_sqlite, NAME_on_redis")
+            );
+            #[test]
+            fn $on_sqlite() {
+                $body($crate::common::Backend::Sqlite)
+            }
+            #[test]
+            fn $on_redis() {
+                $body($crate::common::Backend::Redis)
+            }
+        )*
+    };
+}
+pub(crate) use backend_tests;
+
+/// `a == b`, at compile time (for [`backend_tests`]).
+pub const fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
 
 /// The sessions app's manifest.
 pub fn manifest() -> PathBuf {
@@ -30,44 +85,38 @@ pub struct App {
     host: Option<RunningHost>,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// The state directory holding `sqlite_key_value.db`.
-    pub state: tempfile::TempDir,
+    /// Its state directory and store.
+    pub storage: Storage,
+}
+
+impl Backend {
+    /// Serves the app on fresh storage of this backend, with these
+    /// `SPIN_VARIABLE_*` settings (names as in spin.toml, e.g.
+    /// `("idle_timeout_secs", "60")`).
+    pub fn start(self, variables: &[(&str, &str)]) -> App {
+        App::start_on(self.storage(), variables)
+    }
 }
 
 impl App {
-    /// Serves the app with these `SPIN_VARIABLE_*` settings (names as in
-    /// spin.toml, e.g. `("idle_timeout_secs", "60")`).
+    /// Serves the app on SQLite (tests that are not about the store).
     pub fn start(variables: &[(&str, &str)]) -> App {
-        let state = tempfile::tempdir().unwrap();
-        App::start_in(state, variables)
+        Backend::Sqlite.start(variables)
     }
 
-    /// Serves the app on an existing state directory (a restart).
-    pub fn start_in(state: tempfile::TempDir, variables: &[(&str, &str)]) -> App {
-        App::start_with(state, variables, None)
-    }
-
-    /// Serves the app on `state` with a runtime-config file holding
-    /// `runtime_config` (Spin's TOML, e.g. a `type = "redis"` store), as
-    /// `spin up --runtime-config-file` would.
-    pub fn start_with(
-        state: tempfile::TempDir,
-        variables: &[(&str, &str)],
-        runtime_config: Option<&str>,
-    ) -> App {
+    /// Serves the app on `storage` (a restart on what another app left, or
+    /// a second instance on a shared Redis), with a runtime-config file
+    /// when the store is Redis, as `spin up --runtime-config-file` would.
+    pub fn start_on(storage: Storage, variables: &[(&str, &str)]) -> App {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
         let mut options = HostOptions::new(manifest());
-        options.state_dir = Some(state.path().to_path_buf());
+        options.state_dir = Some(storage.state.path().to_path_buf());
         options.quiet = true;
-        if let Some(text) = runtime_config {
-            let file = state.path().join("runtime-config.toml");
-            std::fs::write(&file, text).unwrap();
-            options.runtime_config_file = Some(file);
-        }
+        options.runtime_config_file = storage.runtime_config_file();
         options.variable_env = Some(
             variables
                 .iter()
@@ -82,7 +131,7 @@ impl App {
             runtime,
             host: Some(host),
             addr,
-            state,
+            storage,
         }
     }
 
@@ -112,38 +161,36 @@ impl App {
             .take_request_stats_of(count, Duration::from_secs(5))
     }
 
-    /// Stops the host and hands back its state directory.
-    pub fn stop(mut self) -> tempfile::TempDir {
+    /// Stops the host and hands back its storage.
+    pub fn stop(mut self) -> Storage {
         let host = self.host.take().unwrap();
         self.runtime.block_on(host.shutdown());
-        std::mem::replace(&mut self.state, tempfile::tempdir().unwrap())
+        let placeholder = Storage {
+            backend: Backend::Sqlite,
+            state: tempfile::tempdir().unwrap(),
+            redis: None,
+        };
+        std::mem::replace(&mut self.storage, placeholder)
     }
 
-    /// The SQLite file of the default store.
+    /// The SQLite file of the default store (absent on Redis).
     pub fn db_path(&self) -> PathBuf {
-        self.state.path().join("sqlite_key_value.db")
+        self.storage.db_path()
     }
 
-    /// Every (key, value) of the default store, read from the SQLite file.
-    pub fn records(&self) -> Vec<(String, Vec<u8>)> {
-        let db = rusqlite::Connection::open(self.db_path()).unwrap();
-        let mut query = db
-            .prepare("SELECT key, value FROM spin_key_value WHERE store = 'default' ORDER BY key")
-            .unwrap();
-        let rows: Vec<(String, Vec<u8>)> = query
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        rows
+    /// Every (key, value) of the default store, read from the store itself.
+    pub fn records(&self) -> Records {
+        self.storage.records()
     }
 
     /// Only the session records (`session/…`), without the expiry index.
-    pub fn session_records(&self) -> Vec<(String, Vec<u8>)> {
-        self.records()
-            .into_iter()
-            .filter(|(key, _)| key.starts_with("session/"))
-            .collect()
+    pub fn session_records(&self) -> Records {
+        self.storage.session_records()
+    }
+
+    /// How many session records the store holds.
+    pub fn session_count(&self) -> usize {
+        self.storage.session_count()
     }
 
     /// Sends `raw` bytes as one request and reads the response.
@@ -181,6 +228,30 @@ impl App {
             &request_bytes(self.addr, method, path, cookie, content_type, body),
         )
     }
+}
+
+/// Starts a session with `GET /` and returns its cookie value and form token.
+pub fn start_session(app: &App) -> (String, String) {
+    start_session_at(app.addr)
+}
+
+/// [`start_session`] on any host listening at `addr`.
+pub fn start_session_at(addr: SocketAddr) -> (String, String) {
+    let raw = request_bytes(addr, "GET", "/", None, None, b"");
+    let page = send(addr, &raw);
+    assert_eq!(page.status, 200, "{}", page.text());
+    (
+        page.session_cookie().expect("a new session gets a cookie"),
+        page.csrf_token(),
+    )
+}
+
+/// `GET /api/session` for the session with cookie value `id` (never creates
+/// one): the status and the JSON.
+pub fn session_json(app: &App, id: &str) -> (u16, serde_json::Value) {
+    let response = app.get("/api/session", Some(&cookie(id)));
+    let json = serde_json::from_slice(&response.body).expect("the API answers JSON");
+    (response.status, json)
 }
 
 /// The bytes of one HTTP/1.1 request (`Connection: close`), with an optional
@@ -330,106 +401,5 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
         }
         body.extend_from_slice(rest.get(..size)?);
         rest = rest.get(size + 2..)?;
-    }
-}
-
-/// A real `redis-server` (Debian's package) on a free 127.0.0.1 port, in a
-/// temporary directory, stopped when dropped.
-pub struct RedisServer {
-    /// Its port.
-    pub port: u16,
-    dir: tempfile::TempDir,
-    child: Option<std::process::Child>,
-    persistent: bool,
-}
-
-impl RedisServer {
-    /// Starts a server; with `persistent`, every write is appended to an
-    /// fsynced log, so a restart keeps what was acknowledged.
-    pub fn start(persistent: bool) -> RedisServer {
-        assert!(
-            Path::new("/usr/bin/redis-server").exists(),
-            "redis-server is missing: apt-get install redis-server (cargo xtask test installs it)"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = RedisServer {
-            port,
-            dir: tempfile::tempdir().unwrap(),
-            child: None,
-            persistent,
-        };
-        server.spawn();
-        server
-    }
-
-    /// The URL for a runtime config's `url`.
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// The runtime config that puts the `default` store on this server.
-    pub fn runtime_config(&self) -> String {
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-            self.url()
-        )
-    }
-
-    fn spawn(&mut self) {
-        let mut command = std::process::Command::new("/usr/bin/redis-server");
-        command
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        if self.persistent {
-            command.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        }
-        self.child = Some(command.spawn().expect("redis-server starts"));
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Stops the server (SIGTERM, so a persistent one flushes its log).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = std::process::Command::new("kill")
-                .arg(child.id().to_string())
-                .status();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port and directory.
-    pub fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
