@@ -85,8 +85,8 @@ pub enum SwapError {
     Store(KvError),
 }
 
-/// What a guest-visible key-value call returns when Spin's host would
-/// have made new connections to the store for it.
+/// A backend result together with the new store connections it took, as
+/// Spin's store would open them (counted per request as `kv_connections`).
 #[derive(Debug)]
 pub struct Connected<T> {
     /// The operation's result.
