@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::SystemTime;
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
+use wasmparser::{Parser, Payload};
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -124,6 +125,7 @@ pub fn load_component(path: &Path) -> Result<Component> {
     let engine = engine()?;
     let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read component \"{}\"", path.display()))?;
+    refuse_unsupported(path, &bytes)?;
     let component = Component::new(engine, &bytes).map_err(|e| {
         anyhow::anyhow!(
             "cannot compile \"{}\" as a WebAssembly component: {e:?}",
@@ -134,4 +136,87 @@ pub fn load_component(path: &Path) -> Result<Component> {
     cache.retain(|k, _| k.path != key.path);
     cache.insert(key, component.clone());
     Ok(component)
+}
+
+/// Refuses, with a message naming what it is, a file this host cannot run
+/// although Spin may: a core module (Spin runs WASI preview 1 modules by
+/// wrapping them in a component) or a WASI 0.3 component. Anything else is
+/// left to wasmtime, whose own errors describe a malformed file.
+fn refuse_unsupported(path: &Path, bytes: &[u8]) -> Result<()> {
+    if Parser::is_core_wasm(bytes) {
+        bail!(
+            "\"{}\" is a core wasm module (WASI preview 1); this host runs WASI 0.2 \
+             components only",
+            path.display()
+        );
+    }
+    if let Some(name) = wasi_p3_interface(bytes) {
+        bail!(
+            "\"{}\" targets WASI 0.3 ({name}), which this host does not run",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The name of a WASI 0.3 interface (`wasi:NAME/INTERFACE@0.3...`) the
+/// component itself imports or exports, exports first (a WASI 0.3 HTTP
+/// component exports `wasi:http/handler@0.3...`).
+///
+/// Only the outermost component's own import and export sections count:
+/// names inside nested modules and components, data or custom sections are
+/// not its interface. A file wasmparser cannot read yields `None`.
+fn wasi_p3_interface(bytes: &[u8]) -> Option<String> {
+    let mut depth = 0usize;
+    let mut imported = None;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentExportSection(exports) if depth == 0 => {
+                for export in exports {
+                    let name = export.ok()?.name.name;
+                    if is_wasi_p3(name) {
+                        return Some(name.to_string());
+                    }
+                }
+            }
+            Payload::ComponentImportSection(imports) if depth == 0 && imported.is_none() => {
+                for import in imports {
+                    let name = import.ok()?.name.name;
+                    if is_wasi_p3(name) {
+                        imported = Some(name.to_string());
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    imported
+}
+
+/// `wasi:PACKAGE/INTERFACE@0.3...`, any 0.3 version or release candidate.
+fn is_wasi_p3(name: &str) -> bool {
+    name.strip_prefix("wasi:")
+        .and_then(|rest| rest.split_once('@'))
+        .is_some_and(|(_, version)| version == "0.3" || version.starts_with("0.3."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_wasi_p3;
+
+    #[test]
+    fn wasi_p3_names() {
+        assert!(is_wasi_p3("wasi:http/handler@0.3.0"));
+        assert!(is_wasi_p3("wasi:http/handler@0.3.0-rc-2025-09-16"));
+        assert!(is_wasi_p3("wasi:cli/environment@0.3.0-rc-2025-08-15"));
+        assert!(!is_wasi_p3("wasi:http/incoming-handler@0.2.0"));
+        assert!(!is_wasi_p3("wasi:http/incoming-handler@0.2.3"));
+        assert!(!is_wasi_p3("wasi:keyvalue/store@0.2.0-draft2"));
+        assert!(!is_wasi_p3("wasi:http/handler@0.30.0"));
+        assert!(!is_wasi_p3("fermyon:spin/key-value@0.3.0"));
+        assert!(!is_wasi_p3("wasi:http/types"));
+    }
 }

@@ -359,11 +359,7 @@ fn parse_component(id: &str, table: &Table, dir: &Path) -> Result<Component> {
     f.reject_if_set("exclude_files", "mounting files into components")?;
     f.reject_if_set("sqlite_databases", "the SQLite API")?;
     f.reject_if_set("ai_models", "the Serverless AI API")?;
-    f.reject_if_set("dependencies", "component dependencies")?;
-    f.reject_if_set(
-        "dependencies_inherit_configuration",
-        "component dependencies",
-    )?;
+    reject_dependencies(&mut f)?;
     f.reject_if_set("profile", "build profiles")?;
     // `spin up` never builds: the build settings are for `spin build`.
     if let Some(build) = f.raw("build") {
@@ -385,6 +381,23 @@ fn parse_component(id: &str, table: &Table, dir: &Path) -> Result<Component> {
         variables,
         environment,
     })
+}
+
+/// Spin's component dependencies (`[component.NAME.dependencies]`, and
+/// `dependencies_inherit_configuration`): Spin composes the named
+/// components into this one at load time; this host runs a component as
+/// it is.
+fn reject_dependencies(f: &mut Fields<'_>) -> Result<()> {
+    for key in ["dependencies", "dependencies_inherit_configuration"] {
+        if f.is_set(key) {
+            bail!(
+                "{}: `{key}`: component dependencies are not supported by this host \
+                 (compose the dependencies into the component beforehand)",
+                f.place()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Spin's identifier rule (`spin_serde::Id`): words of ASCII letters and
@@ -558,7 +571,6 @@ watch = ["src/**/*.rs"]
             ("files = [\"static/**\"]", "files"),
             ("sqlite_databases = [\"default\"]", "sqlite_databases"),
             ("ai_models = [\"llama2-chat\"]", "ai_models"),
-            ("dependencies = { \"a:b/c\" = \"1.0\" }", "dependencies"),
             ("exclude_files = [\"x\"]", "exclude_files"),
             (
                 "allowed_http_hosts = [\"example.com\"]",

@@ -23,7 +23,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
-use tokio::task::{JoinError, JoinHandle};
+use tokio::task::{AbortHandle, JoinError, JoinHandle};
 use wasmtime::component::ResourceTable;
 use wasmtime::Store;
 use wasmtime_wasi::WasiCtx;
@@ -32,7 +32,7 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::hyper_request_error;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
 
-use crate::app::LoadedApp;
+use crate::app::{ComponentRuntime, LoadedApp};
 use crate::clock::{ClockOffset, OffsetWallClock};
 use crate::kv::{FaultSwitch, KvHost, OpCounters};
 use crate::routes::RouteMatch;
@@ -155,6 +155,17 @@ struct Recorder {
 }
 
 impl Recorder {
+    /// Starts timing `req`, with fresh key-value counters.
+    fn start(shared: &Arc<Shared>, req: &Request<Incoming>) -> Self {
+        Recorder {
+            shared: shared.clone(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+            start: Instant::now(),
+            counters: Arc::new(OpCounters::default()),
+        }
+    }
+
     fn finish(self, status: StatusCode) {
         self.shared.record(RequestStats {
             method: self.method,
@@ -261,43 +272,90 @@ fn spin_headers(uri: &Uri, route: &RouteMatch, client: SocketAddr) -> Vec<(Heade
     headers
 }
 
+/// A request the host has checked and routed, ready for its component.
+struct Routed {
+    req: Request<Incoming>,
+    route: RouteMatch,
+}
+
+/// A request the host answers without a component.
+enum HostAnswer {
+    /// Spin's `/.well-known/spin/health`.
+    Health,
+    /// Another well-known path, or no route: Spin's empty 404.
+    NotFound,
+    /// The `Host` header or URI cannot give an absolute URI.
+    BadRequest(&'static str),
+}
+
+impl HostAnswer {
+    fn response(self) -> Response<ResponseBody> {
+        match self {
+            HostAnswer::Health => full(StatusCode::OK, "OK"),
+            HostAnswer::NotFound => empty(StatusCode::NOT_FOUND),
+            HostAnswer::BadRequest(why) => full(StatusCode::BAD_REQUEST, why),
+        }
+    }
+}
+
 impl Server {
     /// Serves one request. Never fails: errors become 4xx/5xx responses.
     async fn handle(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ResponseBody> {
-        let recorder = Recorder {
-            shared: self.shared.clone(),
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
-            start: Instant::now(),
-            counters: Arc::new(OpCounters::default()),
-        };
-
-        if let Some(which) = recorder.path.strip_prefix(WELL_KNOWN_PREFIX) {
-            let response = match which {
-                "health" => full(StatusCode::OK, "OK"),
-                _ => empty(StatusCode::NOT_FOUND),
-            };
-            recorder.finish(response.status());
-            return response;
-        }
-
-        let Some(route) = self.app.config.router.route(&recorder.path) else {
-            // Spin answers unmatched paths with an empty 404.
-            recorder.finish(StatusCode::NOT_FOUND);
-            return empty(StatusCode::NOT_FOUND);
-        };
-
-        match absolute_uri(&req) {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(why) => {
-                recorder.finish(StatusCode::BAD_REQUEST);
-                return full(StatusCode::BAD_REQUEST, why);
+        let recorder = Recorder::start(&self.shared, &req);
+        let routed = match self.route(req, &recorder.path, client) {
+            Ok(routed) => routed,
+            Err(answer) => {
+                let response = answer.response();
+                recorder.finish(response.status());
+                return response;
             }
+        };
+        let component = &self.app.components[&routed.route.component];
+        let context = ErrorContext {
+            method: recorder.method.clone(),
+            path: recorder.path.clone(),
+            component: component.id.to_string(),
+        };
+        let store = self.new_store(component, &recorder.counters);
+        let (guest, receiver) = match start_guest(store, component, routed.req) {
+            Ok(started) => started,
+            Err(e) => {
+                eprintln!(
+                    "spin-sessions-host: {} {}: cannot pass the request to component `{}`: {e:?}",
+                    context.method, context.path, context.component
+                );
+                recorder.finish(StatusCode::INTERNAL_SERVER_ERROR);
+                return internal_error();
+            }
+        };
+        answer(receiver.await, guest, recorder, context).await
+    }
+
+    /// Routes the request and adds Spin's `spin-*` headers, or says what
+    /// the host answers itself.
+    fn route(
+        &self,
+        mut req: Request<Incoming>,
+        path: &str,
+        client: SocketAddr,
+    ) -> Result<Routed, HostAnswer> {
+        if let Some(which) = path.strip_prefix(WELL_KNOWN_PREFIX) {
+            return Err(match which {
+                "health" => HostAnswer::Health,
+                _ => HostAnswer::NotFound,
+            });
         }
+        let route = self
+            .app
+            .config
+            .router
+            .route(path)
+            .ok_or(HostAnswer::NotFound)?;
+        *req.uri_mut() = absolute_uri(&req).map_err(HostAnswer::BadRequest)?;
         for (name, value) in spin_headers(req.uri(), &route, client) {
             // Replace, never append: a client cannot forge these.
             match HeaderValue::from_str(&value) {
@@ -309,8 +367,15 @@ impl Server {
                 }
             }
         }
+        Ok(Routed { req, route })
+    }
 
-        let component = &self.app.components[&route.component];
+    /// A fresh `Store` for one request to `component`.
+    fn new_store(
+        &self,
+        component: &ComponentRuntime,
+        counters: &Arc<OpCounters>,
+    ) -> Store<HostState> {
         let mut wasi = WasiCtx::builder();
         wasi.stdout(std::io::stderr())
             .stderr(std::io::stderr())
@@ -328,94 +393,110 @@ impl Server {
             kv: KvHost::new(
                 self.app.stores.clone(),
                 component.allowed_stores.clone(),
-                recorder.counters.clone(),
+                counters.clone(),
                 self.shared.fault.clone(),
             ),
             variables: VariablesHost::new(self.app.config.resolver.clone(), component.id.clone()),
         };
-        let mut store = Store::new(component.pre.engine(), state);
+        Store::new(component.pre.engine(), state)
+    }
+}
 
-        let (sender, receiver) = oneshot::channel();
-        let prepared = store
-            .data_mut()
-            .http()
-            .new_incoming_request(Scheme::Http, req.map(TimedBody::new))
-            .and_then(|incoming| {
-                let out = store.data_mut().http().new_response_outparam(sender)?;
-                Ok((incoming, out))
-            });
-        let (incoming, out) = match prepared {
-            Ok(handles) => handles,
-            Err(e) => {
+/// The guest's task, and where its response arrives.
+type Started = (
+    JoinHandle<wasmtime::Result<()>>,
+    oneshot::Receiver<Result<Response<HyperOutgoingBody>, ErrorCode>>,
+);
+
+/// Hands `req` to a new instance of `component`, running in its own task so
+/// that it can go on writing the body after handing over the response.
+fn start_guest(
+    mut store: Store<HostState>,
+    component: &ComponentRuntime,
+    req: Request<Incoming>,
+) -> wasmtime::Result<Started> {
+    let (sender, receiver) = oneshot::channel();
+    let incoming = store
+        .data_mut()
+        .http()
+        .new_incoming_request(Scheme::Http, req.map(TimedBody::new))?;
+    let out = store.data_mut().http().new_response_outparam(sender)?;
+    let pre = component.pre.clone();
+    let guest = tokio::spawn(async move {
+        let proxy = pre.instantiate_async(&mut store).await?;
+        proxy
+            .wasi_http_incoming_handler()
+            .call_handle(&mut store, incoming, out)
+            .await
+    });
+    Ok((guest, receiver))
+}
+
+/// What arrives through the response-outparam: the guest's response, the
+/// error code it answered with, or nothing (dropped unset).
+type Delivered = Result<Result<Response<HyperOutgoingBody>, ErrorCode>, oneshot::error::RecvError>;
+
+/// Turns what the guest delivered into the response hyper sends.
+async fn answer(
+    delivered: Delivered,
+    guest: JoinHandle<wasmtime::Result<()>>,
+    recorder: Recorder,
+    context: ErrorContext,
+) -> Response<ResponseBody> {
+    match delivered {
+        Ok(Ok(response)) => return hand_over(response, guest, recorder, context),
+        Ok(Err(code)) => {
+            // The guest answered with an error code instead of a response.
+            context.report(&guest.await);
+            eprintln!(
+                "spin-sessions-host: {} {}: component `{}` failed to produce a response: {code:?}",
+                context.method, context.path, context.component
+            );
+        }
+        Err(_) => {
+            // The response-outparam was dropped unset: the guest trapped
+            // or returned without answering.
+            if !context.report(&guest.await) {
                 eprintln!(
-                    "spin-sessions-host: {} {}: cannot pass the request to component `{}`: {e:?}",
-                    recorder.method, recorder.path, component.id
-                );
-                recorder.finish(StatusCode::INTERNAL_SERVER_ERROR);
-                return full(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n");
-            }
-        };
-
-        let pre = component.pre.clone();
-        // The guest runs in its own task so it can keep streaming the body
-        // after the response head has been handed to hyper.
-        let guest: JoinHandle<wasmtime::Result<()>> = tokio::spawn(async move {
-            let proxy = pre.instantiate_async(&mut store).await?;
-            proxy
-                .wasi_http_incoming_handler()
-                .call_handle(&mut store, incoming, out)
-                .await
-        });
-        let context = ErrorContext {
-            method: recorder.method.clone(),
-            path: recorder.path.clone(),
-            component: component.id.to_string(),
-        };
-
-        match receiver.await {
-            Ok(Ok(response)) => {
-                let status = response.status();
-                response.map(|body| {
-                    TrackedBody {
-                        inner: body,
-                        held: None,
-                        inner_done: false,
-                        guest: Some(guest),
-                        finish: Some(Finish {
-                            recorder,
-                            status,
-                            context,
-                        }),
-                    }
-                    .boxed_unsync()
-                })
-            }
-            Ok(Err(code)) => {
-                // The guest answered with an error code instead of a response.
-                let result = guest.await;
-                context.report(&result);
-                eprintln!(
-                    "spin-sessions-host: {} {}: component `{}` failed to produce a response: {code:?}",
+                    "spin-sessions-host: {} {}: component `{}` returned without producing a response",
                     context.method, context.path, context.component
                 );
-                recorder.finish(StatusCode::INTERNAL_SERVER_ERROR);
-                full(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
-            }
-            Err(_) => {
-                // The response-outparam was dropped unset: the guest trapped
-                // or returned without answering.
-                let result = guest.await;
-                if !context.report(&result) {
-                    eprintln!(
-                        "spin-sessions-host: {} {}: component `{}` returned without producing a response",
-                        context.method, context.path, context.component
-                    );
-                }
-                recorder.finish(StatusCode::INTERNAL_SERVER_ERROR);
-                full(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
             }
         }
     }
+    recorder.finish(StatusCode::INTERNAL_SERVER_ERROR);
+    internal_error()
+}
+
+/// Gives hyper the guest's response at once, as Spin does, while the guest
+/// may still be writing the body: its frames pass through as they come, so
+/// hyper writes the head and the body to the socket when it would under
+/// Spin. The guest's failures after this point are logged from a task of
+/// their own (Spin's "component error after response started").
+fn hand_over(
+    response: Response<HyperOutgoingBody>,
+    guest: JoinHandle<wasmtime::Result<()>>,
+    recorder: Recorder,
+    context: ErrorContext,
+) -> Response<ResponseBody> {
+    let status = response.status();
+    let abort = guest.abort_handle();
+    tokio::spawn(async move {
+        context.report(&guest.await);
+    });
+    response.map(|body| {
+        GuestBody {
+            inner: body,
+            abort,
+            finish: Some((recorder, status)),
+        }
+        .boxed_unsync()
+    })
+}
+
+/// Spin's answer when a component fails: an empty 500.
+fn internal_error() -> Response<ResponseBody> {
+    empty(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// What an error log line about a request names.
@@ -450,52 +531,32 @@ impl ErrorContext {
     }
 }
 
-/// Finishing a streamed response: log guest errors, record the stats.
-struct Finish {
-    recorder: Recorder,
-    status: StatusCode,
-    context: ErrorContext,
-}
-
-impl Finish {
-    fn complete(self, result: Result<wasmtime::Result<()>, JoinError>) {
-        self.context.report(&result);
-        self.recorder.finish(self.status);
-    }
-}
-
-/// The guest's response body, released so that the stats of a request are
-/// recorded before the client can see the end of its response.
+/// The guest's response body as hyper sends it: every frame passes
+/// through as it comes, unheld (like Spin's `AbortOnDropBody`).
 ///
-/// Each frame is held back until the next one arrives; when the guest's
-/// body ends, the guest task is awaited (it normally returns right after
-/// finishing the body), the request's stats are recorded, and only then is
-/// the last frame sent. A client (or test) that has read a whole response
-/// therefore always finds its stats, with every key-value operation the
-/// guest made counted. Dropping the body early (client gone) aborts the
-/// guest, as Spin does.
-struct TrackedBody {
+/// The request's stats are recorded when the body ends (the guest finished
+/// it, or it failed) or is dropped, whichever comes first. hyper polls the
+/// end of a body, or drops one whose `content-length` is complete, before
+/// it writes the last bytes to the socket; so a client (or test) that has
+/// read a whole response finds its stats, with every key-value operation
+/// the guest made before it finished the body. Dropping the body (sent, or
+/// the client went away) aborts the guest, as Spin does.
+struct GuestBody {
     inner: HyperOutgoingBody,
-    held: Option<Frame<Bytes>>,
-    inner_done: bool,
-    guest: Option<JoinHandle<wasmtime::Result<()>>>,
-    finish: Option<Finish>,
+    abort: AbortHandle,
+    finish: Option<(Recorder, StatusCode)>,
 }
 
-impl TrackedBody {
-    /// Records the request once the guest task ends, without blocking the
-    /// body (used on error and drop paths).
-    fn finish_in_background(&mut self) {
-        let (Some(guest), Some(finish)) = (self.guest.take(), self.finish.take()) else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { finish.complete(guest.await) });
+impl GuestBody {
+    /// Records the request's stats, once.
+    fn record(&mut self) {
+        if let Some((recorder, status)) = self.finish.take() {
+            recorder.finish(status);
         }
     }
 }
 
-impl Body for TrackedBody {
+impl Body for GuestBody {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -504,52 +565,32 @@ impl Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        loop {
-            if this.inner_done {
-                if let Some(guest) = this.guest.as_mut() {
-                    let result = ready!(Pin::new(guest).poll(cx));
-                    this.guest = None;
-                    if let Some(finish) = this.finish.take() {
-                        finish.complete(result);
-                    }
-                }
-                return Poll::Ready(this.held.take().map(Ok));
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
+            Some(Err(e)) => {
+                this.record();
+                Poll::Ready(Some(Err(Box::new(e))))
             }
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Some(previous) = this.held.replace(frame) {
-                        return Poll::Ready(Some(Ok(previous)));
-                    }
-                }
-                Some(Err(e)) => {
-                    this.inner_done = true;
-                    this.held = None;
-                    this.finish_in_background();
-                    return Poll::Ready(Some(Err(Box::new(e))));
-                }
-                None => this.inner_done = true,
+            None => {
+                this.record();
+                Poll::Ready(None)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner_done && self.held.is_none() && self.guest.is_none()
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        // Holding frames back delays bytes but never changes them.
         self.inner.size_hint()
     }
 }
 
-impl Drop for TrackedBody {
+impl Drop for GuestBody {
     fn drop(&mut self) {
-        if let Some(guest) = &self.guest {
-            if !self.inner_done {
-                guest.abort();
-            }
-        }
-        self.finish_in_background();
+        self.record();
+        self.abort.abort();
     }
 }
 
@@ -566,7 +607,9 @@ pub(crate) async fn serve(
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, client)) => {
-                    let _ = stream.set_nodelay(true);
+                    // No TCP_NODELAY: Spin's HTTP trigger leaves Nagle's
+                    // algorithm on, so the responses that wait for the
+                    // client's delayed ACK under `spin up` wait here too.
                     let server = server.clone();
                     let service = service_fn(move |req| {
                         let server = server.clone();

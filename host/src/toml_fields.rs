@@ -140,27 +140,29 @@ impl<'a> Fields<'a> {
             .collect()
     }
 
+    /// Takes `key` and tells whether it is present with a non-empty value
+    /// (an empty array, table or string, or `false`, count as unset).
+    pub fn is_set(&mut self, key: &'a str) -> bool {
+        match self.raw(key) {
+            None => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(Value::Table(t)) => !t.is_empty(),
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(Value::Boolean(b)) => *b,
+            Some(_) => true,
+        }
+    }
+
     /// Fails if `key` is present with a non-empty value: the feature is
     /// valid in Spin but this host does not implement it.
     pub fn reject_if_set(&mut self, key: &'a str, why: &str) -> Result<()> {
-        let Some(value) = self.raw(key) else {
-            return Ok(());
-        };
-        let empty = match value {
-            Value::Array(a) => a.is_empty(),
-            Value::Table(t) => t.is_empty(),
-            Value::String(s) => s.is_empty(),
-            Value::Boolean(b) => !b,
-            _ => false,
-        };
-        if empty {
-            Ok(())
-        } else {
+        if self.is_set(key) {
             bail!(
                 "{}: `{key}` is not supported by this host ({why})",
                 self.place
             )
         }
+        Ok(())
     }
 
     /// Fails if any key was not consumed.

@@ -192,3 +192,137 @@ async fn start_refuses_a_missing_component_file() {
         "{err}"
     );
 }
+
+#[test]
+fn component_dependencies_are_refused() {
+    let dir = TempDir::new("deps");
+    for table in [
+        "[component.web.dependencies]\n\"example:greeter/hello\" = { path = \"greeter.wasm\" }\n",
+        "[component.web.dependencies]\n\"example:greeter/hello\" = \"1.0.0\"\n",
+    ] {
+        let manifest = format!("{MANIFEST}{table}");
+        refused(
+            &app(&dir, &manifest, None),
+            "[component.web]: `dependencies`: component dependencies are not supported by this host",
+        );
+    }
+    let manifest = MANIFEST.replace(
+        "key_value_stores = [\"default\"]",
+        "key_value_stores = [\"default\"]\ndependencies_inherit_configuration = true",
+    );
+    refused(
+        &app(&dir, &manifest, None),
+        "`dependencies_inherit_configuration`: component dependencies are not supported",
+    );
+    // An empty table asks for nothing and is accepted, as in Spin.
+    let manifest = format!("{MANIFEST}[component.web.dependencies]\n");
+    host::open_app(&app(&dir, &manifest, None)).unwrap();
+}
+
+/// The header of a core wasm module: magic and version 1.
+const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+/// The header of a component: magic, version 0x0d, layer 1.
+const COMPONENT_HEADER: &[u8] = b"\0asm\x0d\0\x01\0";
+
+/// One component section: id, size, contents (all shorter than 128 bytes,
+/// so each length is one LEB128 byte).
+fn section(id: u8, contents: &[u8]) -> Vec<u8> {
+    assert!(contents.len() < 128);
+    let mut out = vec![id, contents.len() as u8];
+    out.extend_from_slice(contents);
+    out
+}
+
+/// A name as a component import or export spells it.
+fn extern_name(name: &str) -> Vec<u8> {
+    assert!(name.len() < 128);
+    let mut out = vec![0x00, name.len() as u8];
+    out.extend_from_slice(name.as_bytes());
+    out
+}
+
+/// A component that imports an (empty) instance named `import` and, if
+/// `export` is given, exports that same instance under that name: the
+/// smallest component with the import and export names of an interface.
+fn component(import: &str, export: Option<&str>) -> Vec<u8> {
+    let mut bytes = COMPONENT_HEADER.to_vec();
+    // Type section: one instance type with no declarations.
+    bytes.extend(section(7, &[0x01, 0x42, 0x00]));
+    // Import section: `import` as an instance of type 0.
+    let mut imports = vec![0x01];
+    imports.extend(extern_name(import));
+    imports.extend([0x05, 0x00]);
+    bytes.extend(section(10, &imports));
+    if let Some(export) = export {
+        // Export section: instance 0 as `export`, no type ascription.
+        let mut exports = vec![0x01];
+        exports.extend(extern_name(export));
+        exports.extend([0x05, 0x00, 0x00]);
+        bytes.extend(section(11, &exports));
+    }
+    bytes
+}
+
+/// Starts the one-component app `MANIFEST` with `wasm` as `web.wasm`;
+/// returns the startup error.
+async fn start_error(tag: &str, wasm: &[u8]) -> String {
+    let dir = TempDir::new(tag);
+    std::fs::write(dir.path().join("web.wasm"), wasm).unwrap();
+    match host::start(app(&dir, MANIFEST, None)).await {
+        Ok(_) => panic!("should not start"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[tokio::test]
+async fn start_refuses_a_core_wasm_module() {
+    let err = start_error("core", CORE_MODULE).await;
+    assert!(err.contains("component `web`"), "{err}");
+    assert!(
+        err.contains(
+            "web.wasm\" is a core wasm module (WASI preview 1); \
+             this host runs WASI 0.2 components only"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn start_refuses_a_wasi_p3_http_component() {
+    let err = start_error(
+        "p3",
+        &component(
+            "wasi:http/types@0.3.0-rc-2025-09-16",
+            Some("wasi:http/handler@0.3.0-rc-2025-09-16"),
+        ),
+    )
+    .await;
+    assert!(err.contains("component `web`"), "{err}");
+    assert!(
+        err.contains(
+            "web.wasm\" targets WASI 0.3 (wasi:http/handler@0.3.0-rc-2025-09-16), \
+             which this host does not run"
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn start_refuses_a_component_importing_a_wasi_p3_interface() {
+    let err = start_error("p3-import", &component("wasi:cli/environment@0.3.0", None)).await;
+    assert!(
+        err.contains("targets WASI 0.3 (wasi:cli/environment@0.3.0)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_wasi_p2_component_is_not_taken_for_wasi_p3() {
+    // Imports a WASI 0.2 interface and exports nothing: refused later, for
+    // not being an HTTP handler, never as a WASI 0.3 or core module.
+    let err = start_error("p2", &component("wasi:http/types@0.2.3", None)).await;
+    assert!(!err.contains("WASI 0.3"), "{err}");
+    assert!(!err.contains("core wasm module"), "{err}");
+    assert!(err.contains("component `web`"), "{err}");
+}
