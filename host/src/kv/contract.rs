@@ -249,3 +249,20 @@ pub(crate) async fn results_over_the_limit_are_refused(
     let h = handle(s, "over", rules).await;
     assert_eq!(h.current().await.unwrap_err().message(), message);
 }
+
+/// The result limit of a key listing, on a store built with a limit of
+/// [`KEYS_LIMIT`]: 24 for the `Vec`, then 24 + the length per key.
+pub(crate) async fn key_listings_over_the_limit_are_refused(s: &dyn KvBackend) {
+    s.set("a", b"").await.unwrap();
+    s.set("b", b"").await.unwrap();
+    assert_eq!(s.keys().await.unwrap().len(), 2);
+    s.set("c", b"").await.unwrap();
+    let err = s.keys().await.unwrap_err();
+    assert_eq!(
+        err.message(),
+        format!("query result exceeds limit of {KEYS_LIMIT} bytes")
+    );
+}
+
+/// Room for the listing of two one-letter keys, not three.
+pub(crate) const KEYS_LIMIT: usize = 24 + 2 * (24 + 1);

@@ -626,6 +626,13 @@ mod tests {
         contract::results_over_the_limit_are_refused(&s, 300, &RULES).await;
     }
 
+    #[tokio::test]
+    async fn key_listings_over_the_limit_are_refused() {
+        let server = RedisServer::start();
+        let s = RedisStore::with_result_limit(&url(&server), contract::KEYS_LIMIT).unwrap();
+        contract::key_listings_over_the_limit_are_refused(&s).await;
+    }
+
     // What only Spin's Redis store does.
 
     #[tokio::test]

@@ -509,6 +509,14 @@ mod tests {
         contract::results_over_the_limit_are_refused(&s, 300, &RULES).await;
     }
 
+    #[tokio::test]
+    async fn key_listings_over_the_limit_are_refused() {
+        let scratch = Scratch::new("keys-limit");
+        let db = SqliteDb::open(&scratch.location()).unwrap();
+        let s = SqliteStore::with_result_limit(db, "default", contract::KEYS_LIMIT);
+        contract::key_listings_over_the_limit_are_refused(&s).await;
+    }
+
     // What only Spin's SQLite store does.
 
     #[tokio::test]
