@@ -459,8 +459,11 @@ mod tests {
     /// request's snapshot and its swap, once.
     struct Interleaved {
         inner: MemoryStore,
-        other_write: std::cell::RefCell<Option<Box<dyn FnOnce(&MemoryStore)>>>,
+        other_write: std::cell::RefCell<Option<OtherWrite>>,
     }
+
+    /// What another request writes while this one holds its snapshot.
+    type OtherWrite = Box<dyn FnOnce(&MemoryStore)>;
 
     impl SessionStore for Interleaved {
         type Snapshot = <MemoryStore as SessionStore>::Snapshot;
