@@ -1,20 +1,15 @@
 //! The load generator: concurrent clients, each on its own HTTP/1.1
-//! keep-alive connection, measuring every request's latency, and the
+//! keep-alive connection ([`crate::http`]: every request in one write),
+//! measuring every request's latency as the client sees it (from handing
+//! the request to the socket to the last byte of the response), and the
 //! host's per-request key-value counts for the same requests.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt as _, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{CONTENT_TYPE, COOKIE, HOST, SET_COOKIE};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
+use crate::http::{self, Connection};
 use crate::prefill::LiveSession;
 use host::{RequestStats, RunningHost};
 
@@ -39,10 +34,10 @@ impl Mix {
         }
     }
 
-    fn method(self) -> Method {
+    fn method(self) -> &'static str {
         match self {
-            Mix::Get | Mix::Floor => Method::GET,
-            Mix::Post => Method::POST,
+            Mix::Get | Mix::Floor => "GET",
+            Mix::Post => "POST",
         }
     }
 
@@ -63,7 +58,7 @@ impl Mix {
 
     /// Whether a host-side record belongs to this phase's requests.
     fn matches(self, stats: &RequestStats) -> bool {
-        stats.method == self.method().as_str() && stats.path == self.path()
+        stats.method == self.method() && stats.path == self.path()
     }
 }
 
@@ -72,8 +67,9 @@ impl Mix {
 pub struct Client {
     id: usize,
     addr: SocketAddr,
-    sender: SendRequest<Full<Bytes>>,
-    connection: JoinHandle<()>,
+    host_header: String,
+    nodelay: bool,
+    connection: Connection,
     sessions: Vec<LiveSession>,
     next_session: usize,
     posts: u64,
@@ -83,6 +79,8 @@ pub struct Client {
 #[derive(Default)]
 struct Samples {
     latencies_ns: Vec<u64>,
+    /// Requests that took more than one write.
+    split: u64,
     errors: u64,
     error_examples: Vec<String>,
     last_done: Option<Instant>,
@@ -98,148 +96,107 @@ impl Samples {
 }
 
 impl Client {
-    /// Opens client `id`'s connection to `addr`.
+    /// Opens client `id`'s connection to `addr`, with `TCP_NODELAY` if
+    /// `nodelay` (see [`crate::http`] for why not by default).
     pub async fn connect(
         id: usize,
         addr: SocketAddr,
         sessions: Vec<LiveSession>,
+        nodelay: bool,
     ) -> anyhow::Result<Self> {
-        let (sender, connection) = open(addr).await?;
         Ok(Client {
             id,
             addr,
-            sender,
-            connection,
+            host_header: addr.to_string(),
+            nodelay,
+            connection: Connection::open(addr, nodelay).await?,
             sessions,
             next_session: 0,
             posts: 0,
         })
     }
 
-    fn request(&mut self, mix: Mix) -> Request<Full<Bytes>> {
-        let builder = Request::builder()
-            .method(mix.method())
-            .uri(mix.path())
-            .header(HOST, self.addr.to_string());
+    /// The bytes of the next request of `mix`.
+    fn request(&mut self, mix: Mix) -> Vec<u8> {
         if mix == Mix::Floor {
-            return builder
-                .body(Full::new(Bytes::new()))
-                .expect("a valid request");
+            return http::get(mix.path(), &self.host_header, None);
         }
         // Round robin over the client's sessions.
         let session = &self.sessions[self.next_session % self.sessions.len()];
         self.next_session = self.next_session.wrapping_add(1);
-        let builder = builder.header(COOKIE, format!("session={}", session.cookie));
+        let cookie = Some(session.cookie.as_str());
         match mix {
             Mix::Post => {
                 self.posts += 1;
                 // A new value every time, so every POST really changes the
                 // record (alphanumeric: no form escaping needed).
-                let body = format!(
+                let form = format!(
                     "csrf_token={}&v1=c{}n{}",
                     session.csrf_token, self.id, self.posts
                 );
-                builder
-                    .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                    .body(Full::new(Bytes::from(body)))
+                http::post_form(mix.path(), &self.host_header, cookie, &form)
             }
-            _ => builder.body(Full::new(Bytes::new())),
+            _ => http::get(mix.path(), &self.host_header, cookie),
         }
-        .expect("a valid request")
+    }
+
+    /// What is wrong with the answer to a request of `mix`, if anything.
+    fn check(mix: Mix, response: &http::Response) -> Option<String> {
+        let what = format!("{} {}", mix.method(), mix.path());
+        if response.status != mix.expected_status() {
+            return Some(format!(
+                "{what}: status {}, expected {}",
+                response.status,
+                mix.expected_status()
+            ));
+        }
+        // A live session's page never sets a cookie: one would mean the
+        // prefilled session was not found and a new one made.
+        (mix == Mix::Get && response.set_cookie)
+            .then(|| format!("{what}: Set-Cookie (the session was not found)"))
+    }
+
+    /// Replaces a connection that failed or that the server closes.
+    async fn reconnect(&mut self) -> anyhow::Result<()> {
+        self.connection = Connection::open(self.addr, self.nodelay).await?;
+        Ok(())
     }
 
     /// Sends requests back to back until `until`, recording them if
     /// `record`.
     async fn run(mut self, mix: Mix, until: Instant, record: bool) -> (Self, Samples) {
         let mut samples = Samples::default();
-        loop {
-            let start = Instant::now();
-            if start >= until {
-                break;
-            }
+        while Instant::now() < until {
             let request = self.request(mix);
-            let outcome = send(&mut self.sender, request).await;
+            let start = Instant::now();
+            let outcome = self.connection.exchange(&request).await;
             let done = Instant::now();
-            let problem = match outcome {
-                Ok((status, _)) if status != mix.expected_status() => Some(format!(
-                    "{} {}: status {status}, expected {}",
-                    mix.method(),
-                    mix.path(),
-                    mix.expected_status()
-                )),
-                // A live session's page never sets a cookie: one would mean
-                // the prefilled session was not found and a new one made.
-                Ok((_, true)) if mix == Mix::Get => Some(format!(
-                    "{} {}: Set-Cookie (the session was not found)",
-                    mix.method(),
-                    mix.path()
-                )),
-                Ok(_) => None,
-                Err(err) => {
-                    let what = format!("{} {}: {err:#}", mix.method(), mix.path());
-                    // The connection is unusable: open another one, or stop
-                    // this client if even that fails.
-                    match open(self.addr).await {
-                        Ok((sender, connection)) => {
-                            self.connection.abort();
-                            self.sender = sender;
-                            self.connection = connection;
-                        }
-                        Err(again) => {
-                            samples.error(format!("{what}; reconnecting: {again:#}"));
-                            break;
-                        }
-                    }
-                    Some(what)
-                }
+            let problem = match &outcome {
+                Ok(response) => Self::check(mix, response),
+                Err(err) => Some(format!("{} {}: {err:#}", mix.method(), mix.path())),
             };
+            let unusable = outcome.as_ref().map_or(true, |r| r.close);
+            if unusable {
+                if let Err(err) = self.reconnect().await {
+                    samples.error(format!("reconnecting: {err:#}"));
+                    break;
+                }
+            }
             if record {
+                let split = outcome.as_ref().is_ok_and(|r| r.writes > 1);
+                samples.split += u64::from(split);
                 samples
                     .latencies_ns
                     .push(u64::try_from(done.duration_since(start).as_nanos()).unwrap_or(u64::MAX));
                 samples.last_done = Some(done);
-                if let Some(what) = problem {
-                    samples.error(what);
-                }
-            } else if let Some(what) = problem {
-                // Errors in the warm-up count too: they are errors.
+            }
+            // Errors in the warm-up count too: they are errors.
+            if let Some(what) = problem {
                 samples.error(what);
             }
         }
         (self, samples)
     }
-
-    /// Closes the connection.
-    pub fn close(self) {
-        self.connection.abort();
-    }
-}
-
-async fn open(addr: SocketAddr) -> anyhow::Result<(SendRequest<Full<Bytes>>, JoinHandle<()>)> {
-    let stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    // Small requests back to back: Nagle would add delays of its own.
-    stream.set_nodelay(true)?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    let connection = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok((sender, connection))
-}
-
-/// One request; the whole body is read so the connection can be reused.
-/// Returns the status and whether a `Set-Cookie` came back.
-async fn send(
-    sender: &mut SendRequest<Full<Bytes>>,
-    request: Request<Full<Bytes>>,
-) -> anyhow::Result<(u16, bool)> {
-    sender.ready().await?;
-    let response = sender.send_request(request).await?;
-    let status = response.status().as_u16();
-    let set_cookie = response.headers().contains_key(SET_COOKIE);
-    response.into_body().collect().await?;
-    Ok((status, set_cookie))
 }
 
 /// The figures of one measured phase.
@@ -251,6 +208,8 @@ pub struct PhaseResult {
     pub requests: u64,
     /// Requests answered wrongly or not at all, warm-up included.
     pub errors: u64,
+    /// Measured requests that did not leave in one write (expected: none).
+    pub split_requests: u64,
     /// A few of the errors, for the report.
     pub error_examples: Vec<String>,
     /// From the start of the measured phase to the last answer.
@@ -271,10 +230,15 @@ pub struct PhaseResult {
     pub kv_reads_mean: f64,
     /// Mean key-value writes per request, as the host counted them.
     pub kv_writes_mean: f64,
+    /// Mean new store connections per request, as the host counted them
+    /// (Spin's Redis store opens one per compare-and-swap handle).
+    pub kv_connections_mean: f64,
     /// The most reads any one request made.
     pub kv_reads_max: u64,
     /// The most writes any one request made.
     pub kv_writes_max: u64,
+    /// The most new connections any one request opened.
+    pub kv_connections_max: u64,
     /// Requests that made more key-value operations than the usual (the
     /// most common) count: touches, sweep steps, lost races.
     pub requests_off_usual: u64,
@@ -286,6 +250,9 @@ pub struct PhaseResult {
     pub host_cpu_us_per_request: Option<f64>,
     /// Cores the host used on average during the phase.
     pub host_cpu_cores: Option<f64>,
+    /// CPU time of the store's own server process (Redis) per request, in
+    /// µs; `None` for a store inside the host (SQLite).
+    pub store_cpu_us_per_request: Option<f64>,
     /// Cores the load generator's thread used on average: near 1.0 would
     /// make it the bottleneck.
     pub client_cpu_cores: Option<f64>,
@@ -295,8 +262,13 @@ pub struct PhaseResult {
 /// buffer keeps only the last [`host::server::STATS_CAPACITY`].
 const STATS_POLL: Duration = Duration::from_millis(100);
 
+/// How long a host may take to record a request after its answer without
+/// a body (a 303) reached the client.
+const STATS_SETTLE: Duration = Duration::from_millis(50);
+
 /// Runs one phase: every client sends `mix` for `warmup` (not measured),
-/// then all start together and send for `measure`.
+/// then all start together and send for `measure`. `store_pid` is the
+/// store's server process, if it has one, whose CPU time is counted too.
 ///
 /// Between the two the clients stop and the host's records are cleared, so
 /// the records taken afterwards are exactly those of the measured requests.
@@ -304,12 +276,16 @@ pub async fn run_phase(
     clients: Vec<Client>,
     host: &RunningHost,
     mix: Mix,
-    warmup: Duration,
-    measure: Duration,
+    (warmup, measure): (Duration, Duration),
+    store_pid: Option<u32>,
 ) -> (Vec<Client>, PhaseResult) {
     let (clients, warm) = run_clients(clients, mix, Instant::now() + warmup, false).await;
+    // The warm-up's last answers without a body may be recorded just after
+    // they arrived: let them, so they are not taken for measured ones.
+    tokio::time::sleep(STATS_SETTLE).await;
     host.take_request_stats();
 
+    let store_before = store_pid.and_then(process_cpu);
     let cpu_before = cpu_times();
     let start = Instant::now();
     let until = start + measure;
@@ -324,7 +300,8 @@ pub async fn run_phase(
     }
     let (clients, samples) = join(handles).await;
     let cpu_after = cpu_times();
-    // Every answer was read in full, so its record is there by now.
+    let store_after = store_pid.and_then(process_cpu);
+    tokio::time::sleep(STATS_SETTLE).await;
     stats.extend(host.take_request_stats());
 
     let mut result = summarise(mix, start, &samples, &stats);
@@ -336,6 +313,10 @@ pub async fn run_phase(
         result.host_cpu_cores = Some(host / wall);
         result.client_cpu_cores = Some(client / wall);
         result.host_cpu_us_per_request = Some(host * 1e6 / result.requests.max(1) as f64);
+    }
+    if let (Some(before), Some(after)) = (store_before, store_after) {
+        let store = after.saturating_sub(before).as_secs_f64();
+        result.store_cpu_us_per_request = Some(store * 1e6 / result.requests.max(1) as f64);
     }
     for s in warm {
         result.errors += s.errors;
@@ -392,7 +373,11 @@ fn summarise(mix: Mix, start: Instant, samples: &[Samples], stats: &[RequestStat
     let n = ours.len().max(1) as f64;
     let reads: u64 = ours.iter().map(|s| s.kv_reads).sum();
     let writes: u64 = ours.iter().map(|s| s.kv_writes).sum();
-    let usual = most_common(ours.iter().map(|s| (s.kv_reads, s.kv_writes)));
+    let connections: u64 = ours.iter().map(|s| s.kv_connections).sum();
+    let usual = most_common(
+        ours.iter()
+            .map(|s| (s.kv_reads, s.kv_writes, s.kv_connections)),
+    );
     let host_ns: u128 = ours.iter().map(|s| s.duration.as_nanos()).sum();
 
     let mut errors = 0;
@@ -406,6 +391,7 @@ fn summarise(mix: Mix, start: Instant, samples: &[Samples], stats: &[RequestStat
         mix,
         requests,
         errors,
+        split_requests: samples.iter().map(|s| s.split).sum(),
         error_examples,
         elapsed,
         requests_per_sec: if elapsed.is_zero() {
@@ -420,15 +406,18 @@ fn summarise(mix: Mix, start: Instant, samples: &[Samples], stats: &[RequestStat
         host_other_requests: (stats.len() - ours.len()) as u64,
         kv_reads_mean: reads as f64 / n,
         kv_writes_mean: writes as f64 / n,
+        kv_connections_mean: connections as f64 / n,
         kv_reads_max: ours.iter().map(|s| s.kv_reads).max().unwrap_or(0),
         kv_writes_max: ours.iter().map(|s| s.kv_writes).max().unwrap_or(0),
+        kv_connections_max: ours.iter().map(|s| s.kv_connections).max().unwrap_or(0),
         requests_off_usual: ours
             .iter()
-            .filter(|s| Some((s.kv_reads, s.kv_writes)) != usual)
+            .filter(|s| Some((s.kv_reads, s.kv_writes, s.kv_connections)) != usual)
             .count() as u64,
         host_mean_ms: host_ns as f64 / 1e6 / n,
         host_cpu_us_per_request: None,
         host_cpu_cores: None,
+        store_cpu_us_per_request: None,
         client_cpu_cores: None,
     }
 }
@@ -442,7 +431,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn most_common(items: impl Iterator<Item = (u64, u64)>) -> Option<(u64, u64)> {
+fn most_common(items: impl Iterator<Item = (u64, u64, u64)>) -> Option<(u64, u64, u64)> {
     let mut counts = std::collections::HashMap::new();
     for item in items {
         *counts.entry(item).or_insert(0u64) += 1;
@@ -466,6 +455,11 @@ fn cpu_times() -> Option<CpuTimes> {
         process: proc_cpu("/proc/self/stat")?,
         thread: proc_cpu("/proc/thread-self/stat")?,
     })
+}
+
+/// CPU time used so far by process `pid`.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    proc_cpu(&format!("/proc/{pid}/stat"))
 }
 
 /// `utime + stime` of a `/proc/.../stat` file.

@@ -1,24 +1,39 @@
 //! `cargo xtask bench [-- ARGS]`: the sessions component under load, in the
-//! project's own host, at several store sizes, against the floor component.
+//! project's own host, at several store sizes, on SQLite and on Redis,
+//! against the floor component.
 //!
-//! For each store size the state directory's SQLite store is prefilled
-//! with that many sessions (and their expiry index), the host is started
-//! on it in-process, and keep-alive clients drive two phases: page views
-//! (`GET /2`) and form posts (`POST /2`), each on the clients' own live
-//! sessions. The floor component (a handler that does nothing) is then
-//! measured the same way. Figures are printed and written as JSON to
-//! `target/bench/`.
+//! For each store size the store is prefilled with that many sessions
+//! (and their expiry index) by session-core's own creation code
+//! ([`prefill`]), the host is started on it in-process, and keep-alive
+//! clients drive two phases: page views (`GET /2`) and form posts
+//! (`POST /2`), each on the clients' own live sessions. First the SQLite
+//! store of the state directory (Spin's default store: no WAL, no memory
+//! map, every write synced), then a real `redis-server` started here on a
+//! free loopback port (`--save "" --appendonly no`, stopped at the end),
+//! with the host given a runtime config that puts the default store on it
+//! (Spin's Redis store: a new connection per compare-and-swap, every swap
+//! reported as failed). The floor component (a handler that does nothing)
+//! is then measured the same way. Figures are printed and written as JSON
+//! to `target/bench/`; the goals are checked on the SQLite figures, the
+//! Redis ones are printed beside them.
 //!
-//! Besides requests/s and client-side latency, each phase records the
-//! key-value operations the host counted per request and the host's CPU
-//! time per request: on a shared machine other work moves requests/s from
-//! one phase to the next, CPU per request much less.
+//! The clients speak HTTP/1.1 by hand ([`http`]): each request leaves in
+//! one write, as a browser sends it, and latency is what the client sees.
+//! Besides requests/s and the p50/p99 latency, each phase records the
+//! key-value reads, writes and new store connections the host counted per
+//! request, and CPU time per request of the host (and of Redis): on a
+//! shared machine other work moves requests/s from one phase to the next,
+//! CPU per request much less.
 //!
-//! Flags: `--sizes 1000,100000,1000000`, `--clients 16`, `--secs 5`,
-//! `--warmup 1`, `--live 1000`.
+//! Flags: `--sizes 1000,100000,1000000`, `--redis-sizes 1000,100000,1000000`
+//! (`none` for no Redis phases), `--clients 16`, `--secs 4`, `--warmup 1`,
+//! `--live 1000`, `--nodelay` (set `TCP_NODELAY` on the clients' sockets).
 
+mod http;
 mod load;
 mod prefill;
+mod recorder;
+mod redis_server;
 mod report;
 
 use std::net::SocketAddr;
@@ -30,20 +45,24 @@ use anyhow::{bail, Context as _};
 use host::{HostOptions, RunningHost};
 
 use load::{Client, Mix, PhaseResult};
-use prefill::LiveSession;
-use report::{size_label, Config, Report, SizeResult};
+use prefill::{LiveSession, Target};
+use redis_server::RedisServer;
+use report::{size_label, Backend, Config, Report, SizeResult};
 
 /// The cap on sessions for every size: above the largest store, so that
 /// nothing is evicted while measuring (the default cap is 100 000).
-const MAX_SESSIONS: &str = "2000000";
+const MAX_SESSIONS: u64 = 2_000_000;
 
-const USAGE: &str = "usage: sessions-bench [--sizes N,N,...] [--clients C] [--secs S] \
-                     [--warmup S] [--live L]
-  --sizes    store sizes in sessions (default 1000,100000,1000000)
-  --clients  concurrent keep-alive connections (default 16)
-  --secs     measured seconds per phase (default 5)
-  --warmup   unmeasured seconds before each phase (default 1)
-  --live     prefilled sessions the clients use (default 1000)";
+const USAGE: &str = "usage: sessions-bench [--sizes N,N,...] [--redis-sizes N,N,...|none] \
+                     [--clients C] [--secs S] [--warmup S] [--live L] [--nodelay]
+  --sizes        SQLite store sizes in sessions (default 1000,100000,1000000)
+  --redis-sizes  Redis store sizes in sessions (default 1000,100000,1000000;
+                 none: no Redis phases)
+  --clients      concurrent keep-alive connections (default 16)
+  --secs         measured seconds per phase (default 4)
+  --warmup       unmeasured seconds before each phase (default 1)
+  --live         prefilled sessions the clients use (default 1000)
+  --nodelay      set TCP_NODELAY on the clients' sockets (default: Nagle on)";
 
 fn main() -> ExitCode {
     match run() {
@@ -55,6 +74,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The two runtimes: the host gets one of its own, sized as
+/// `spin-sessions-host up` sizes it (one worker per core); the clients
+/// share one thread, so the load generator takes as little CPU from the
+/// host as it can (and its CPU time is that thread's).
+struct Runtimes {
+    host: tokio::runtime::Runtime,
+    clients: tokio::runtime::Runtime,
+}
+
 fn run() -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let load_at_start = report::load_average();
@@ -63,102 +91,28 @@ fn run() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let workspace = workspace_root();
-    let sessions_manifest = workspace.join("spin.toml");
-    let floor_manifest = workspace.join("components/floor/spin.toml");
-    for wasm in ["spin_sessions.wasm", "floor.wasm"] {
-        let path = workspace.join("target/wasm32-wasip2/release").join(wasm);
-        if !path.exists() {
-            bail!(
-                "{} is missing: run `cargo xtask bench`, which builds it",
-                path.display()
-            );
-        }
-    }
-
-    // The host gets a runtime of its own, sized as `spin-sessions-host up`
-    // sizes it (one worker per core); the clients share one thread, so the
-    // load generator takes as little CPU from the host as it can.
-    let host_rt = tokio::runtime::Runtime::new()?;
-    let client_rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-
+    check_wasm(&workspace)?;
+    let rts = Runtimes {
+        host: tokio::runtime::Runtime::new()?,
+        clients: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+    };
+    let manifest = workspace.join("spin.toml");
     let mut sizes = Vec::new();
     for &size in &config.sizes {
-        let label = size_label(size);
-        let dir = TempDir::new(&label)?;
-        progress(&label, format!("prefilling {size} sessions"));
-        let filled = prefill::prefill(dir.path(), size, config.live)?;
-        progress(
-            &label,
-            format!(
-                "prefilled {} rows in {:.1} s (generating {:.1} s), {:.0} MB",
-                filled.rows,
-                filled.elapsed.as_secs_f64(),
-                filled.generate.as_secs_f64(),
-                filled.db_bytes as f64 / 1e6
-            ),
-        );
-        let (host, host_start) = start_host(&host_rt, &sessions_manifest, dir.path())?;
-        progress(
-            &label,
-            format!(
-                "host serving on {} (started in {:.1} s)",
-                host.addr(),
-                host_start.as_secs_f64()
-            ),
-        );
-        let phases = client_rt.block_on(async {
-            let clients = connect(host.addr(), config.clients, &filled.live).await?;
-            let (clients, get) = phase(&label, clients, &host, Mix::Get, &config).await;
-            let (clients, post) = phase(&label, clients, &host, Mix::Post, &config).await;
-            clients.into_iter().for_each(Client::close);
-            anyhow::Ok((get, post))
-        });
-        host_rt.block_on(host.shutdown());
-        let (get, post) = phases?;
-        sizes.push(SizeResult {
-            size,
-            rows: filled.rows,
-            prefill: filled.elapsed,
-            prefill_generate: filled.generate,
-            db_bytes: filled.db_bytes,
-            host_start,
-            get,
-            post,
-        });
-        drop(dir);
+        sizes.push(run_size(&rts, &manifest, Backend::Sqlite, size, &config)?);
     }
-
-    // The floor does not touch the store: an empty state directory.
-    let dir = TempDir::new("floor")?;
-    let (host, host_start) = start_host(&host_rt, &floor_manifest, dir.path())?;
-    progress(
-        "floor",
-        format!(
-            "host serving on {} (started in {:.1} s)",
-            host.addr(),
-            host_start.as_secs_f64()
-        ),
-    );
-    let floor = client_rt.block_on(async {
-        // The floor ignores cookies; the sessions only say how many clients.
-        let none = vec![LiveSession {
-            cookie: String::new(),
-            csrf_token: String::new(),
-        }];
-        let clients = connect(host.addr(), config.clients, &none).await?;
-        let (clients, floor) = phase("floor", clients, &host, Mix::Floor, &config).await;
-        clients.into_iter().for_each(Client::close);
-        anyhow::Ok(floor)
-    });
-    host_rt.block_on(host.shutdown());
-    let floor = floor?;
-    drop(dir);
+    let mut redis = Vec::new();
+    for &size in &config.redis_sizes {
+        redis.push(run_size(&rts, &manifest, Backend::Redis, size, &config)?);
+    }
+    let floor = run_floor(&rts, &workspace.join("components/floor/spin.toml"), &config)?;
 
     let report = Report {
         config,
         sizes,
+        redis,
         floor,
         total: started.elapsed(),
         load: [load_at_start, report::load_average()],
@@ -178,6 +132,126 @@ fn run() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Stops early, with the remedy, when a component was not built.
+fn check_wasm(workspace: &Path) -> anyhow::Result<()> {
+    for wasm in ["spin_sessions.wasm", "floor.wasm"] {
+        let path = workspace.join("target/wasm32-wasip2/release").join(wasm);
+        if !path.exists() {
+            bail!(
+                "{} is missing: run `cargo xtask bench`, which builds it",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// One store size on one backend: prefill, start the host, the GET and
+/// POST phases, stop.
+fn run_size(
+    rts: &Runtimes,
+    manifest: &Path,
+    backend: Backend,
+    size: u64,
+    config: &Config,
+) -> anyhow::Result<SizeResult> {
+    let label = format!("{} {}", backend.name(), size_label(size));
+    let dir = TempDir::new(&format!("{}-{}", backend.name(), size))?;
+    // Redis keeps nothing on disk here; its directory is the state
+    // directory, removed with it.
+    let redis = match backend {
+        Backend::Sqlite => None,
+        Backend::Redis => Some(RedisServer::start(dir.path())?),
+    };
+    let target = match &redis {
+        None => Target::Sqlite(dir.path()),
+        Some(server) => Target::Redis(server),
+    };
+    progress(&label, format!("prefilling {size} sessions"));
+    let filled = prefill::prefill(target, size, config.live, MAX_SESSIONS)?;
+    progress(
+        &label,
+        format!(
+            "prefilled {} keys in {:.1} s (creating them {:.1} s), {:.0} MB",
+            filled.rows,
+            filled.elapsed.as_secs_f64(),
+            filled.generate.as_secs_f64(),
+            filled.store_bytes as f64 / 1e6
+        ),
+    );
+    let runtime_config = match &redis {
+        None => None,
+        Some(server) => Some(write_runtime_config(dir.path(), server)?),
+    };
+    let (host, host_start) = start_host(&rts.host, manifest, dir.path(), runtime_config)?;
+    progress(
+        &label,
+        format!(
+            "host serving on {} (started in {:.1} s)",
+            host.addr(),
+            host_start.as_secs_f64()
+        ),
+    );
+    let store_pid = redis.as_ref().map(RedisServer::pid);
+    let phases = rts.clients.block_on(async {
+        let clients = connect(host.addr(), config, &filled.live).await?;
+        let (clients, get) = phase(&label, clients, &host, Mix::Get, config, store_pid).await;
+        let (clients, post) = phase(&label, clients, &host, Mix::Post, config, store_pid).await;
+        drop(clients);
+        anyhow::Ok((get, post))
+    });
+    rts.host.block_on(host.shutdown());
+    drop(redis);
+    let (get, post) = phases?;
+    Ok(SizeResult {
+        backend,
+        size,
+        rows: filled.rows,
+        prefill: filled.elapsed,
+        prefill_generate: filled.generate,
+        store_bytes: filled.store_bytes,
+        host_start,
+        get,
+        post,
+    })
+}
+
+/// The floor component, which does not touch the store: an empty state
+/// directory.
+fn run_floor(rts: &Runtimes, manifest: &Path, config: &Config) -> anyhow::Result<PhaseResult> {
+    let dir = TempDir::new("floor")?;
+    let (host, host_start) = start_host(&rts.host, manifest, dir.path(), None)?;
+    progress(
+        "floor",
+        format!(
+            "host serving on {} (started in {:.1} s)",
+            host.addr(),
+            host_start.as_secs_f64()
+        ),
+    );
+    let floor = rts.clients.block_on(async {
+        // The floor ignores cookies; the sessions only say how many clients.
+        let none = vec![LiveSession {
+            cookie: String::new(),
+            csrf_token: String::new(),
+        }];
+        let clients = connect(host.addr(), config, &none).await?;
+        let (_, floor) = phase("floor", clients, &host, Mix::Floor, config, None).await;
+        anyhow::Ok(floor)
+    });
+    rts.host.block_on(host.shutdown());
+    floor
+}
+
+/// The runtime config that puts the default store on `server`, written
+/// into `dir`.
+fn write_runtime_config(dir: &Path, server: &RedisServer) -> anyhow::Result<PathBuf> {
+    let path = dir.join("runtime-config.toml");
+    std::fs::write(&path, server.runtime_config())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
 /// One phase, with its progress lines.
 async fn phase(
     label: &str,
@@ -185,6 +259,7 @@ async fn phase(
     host: &RunningHost,
     mix: Mix,
     config: &Config,
+    store_pid: Option<u32>,
 ) -> (Vec<Client>, PhaseResult) {
     progress(
         label,
@@ -195,18 +270,19 @@ async fn phase(
             config.measure.as_secs_f64()
         ),
     );
-    let (clients, result) =
-        load::run_phase(clients, host, mix, config.warmup, config.measure).await;
+    let times = (config.warmup, config.measure);
+    let (clients, result) = load::run_phase(clients, host, mix, times, store_pid).await;
     progress(
         label,
         format!(
-            "{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, kv r/w {:.3}/{:.4}, errors {}",
+            "{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, kv r/w/conn {:.3}/{:.4}/{:.3}, errors {}",
             mix.name(),
             result.requests_per_sec,
             result.p50_ms,
             result.p99_ms,
             result.kv_reads_mean,
             result.kv_writes_mean,
+            result.kv_connections_mean,
             result.errors
         ),
     );
@@ -217,13 +293,14 @@ fn progress(label: &str, line: String) {
     println!("[{label}] {line}");
 }
 
-/// Opens `count` clients; client `i` gets the live sessions `i`, `i +
-/// count`, ... so no two clients share one.
+/// Opens the configured number of clients; client `i` gets the live
+/// sessions `i`, `i + count`, ... so no two clients share one.
 async fn connect(
     addr: SocketAddr,
-    count: usize,
+    config: &Config,
     live: &[LiveSession],
 ) -> anyhow::Result<Vec<Client>> {
+    let count = config.clients;
     let mut clients = Vec::with_capacity(count);
     for i in 0..count {
         let mine: Vec<LiveSession> = live
@@ -232,7 +309,7 @@ async fn connect(
             .step_by(count)
             .cloned()
             .collect();
-        clients.push(Client::connect(i, addr, mine).await?);
+        clients.push(Client::connect(i, addr, mine, config.nodelay).await?);
     }
     Ok(clients)
 }
@@ -241,15 +318,17 @@ fn start_host(
     rt: &tokio::runtime::Runtime,
     manifest: &Path,
     state_dir: &Path,
+    runtime_config_file: Option<PathBuf>,
 ) -> anyhow::Result<(RunningHost, Duration)> {
     let mut options = HostOptions::new(manifest);
     options.state_dir = Some(state_dir.to_path_buf());
+    options.runtime_config_file = runtime_config_file;
     options.quiet = true;
     // Only the cap is set; every other variable keeps its default, whatever
     // the benchmark's own environment holds.
     options.variable_env = Some(vec![(
         "SPIN_VARIABLE_MAX_SESSIONS".to_owned(),
-        MAX_SESSIONS.to_owned(),
+        MAX_SESSIONS.to_string(),
     )]);
     let started = Instant::now();
     let host = rt
@@ -268,10 +347,12 @@ fn workspace_root() -> PathBuf {
 fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Option<Config>> {
     let mut config = Config {
         sizes: vec![1_000, 100_000, 1_000_000],
+        redis_sizes: vec![1_000, 100_000, 1_000_000],
         clients: 16,
-        measure: Duration::from_secs(5),
+        measure: Duration::from_secs(4),
         warmup: Duration::from_secs(1),
         live: 1000,
+        nodelay: false,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -279,8 +360,13 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Option<Confi
             Some((f, v)) => (f.to_owned(), Some(v.to_owned())),
             None => (arg.clone(), None),
         };
-        if flag == "--help" || flag == "-h" {
-            return Ok(None);
+        match flag.as_str() {
+            "--help" | "-h" => return Ok(None),
+            "--nodelay" => {
+                config.nodelay = true;
+                continue;
+            }
+            _ => {}
         }
         let value = match inline {
             Some(v) => v,
@@ -289,18 +375,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Option<Confi
                 .with_context(|| format!("{flag} needs a value\n{USAGE}"))?,
         };
         match flag.as_str() {
-            "--sizes" => {
-                config.sizes = value
-                    .split(',')
-                    .map(|s| s.trim().replace('_', "").parse::<u64>())
-                    .collect::<Result<_, _>>()
-                    .with_context(|| {
-                        format!("--sizes {value}: expected numbers, comma-separated")
-                    })?;
-                if config.sizes.is_empty() || config.sizes.contains(&0) {
-                    bail!("--sizes {value}: sizes must be at least 1");
-                }
-            }
+            "--sizes" => config.sizes = sizes(&flag, &value)?,
+            "--redis-sizes" if value == "none" => config.redis_sizes.clear(),
+            "--redis-sizes" => config.redis_sizes = sizes(&flag, &value)?,
             "--clients" => config.clients = positive(&flag, &value)?,
             "--secs" => config.measure = Duration::from_secs_f64(seconds(&flag, &value)?),
             "--warmup" => config.warmup = Duration::from_secs_f64(seconds(&flag, &value)?),
@@ -312,6 +389,19 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Option<Confi
         bail!("--secs must be more than 0");
     }
     Ok(Some(config))
+}
+
+/// Store sizes, comma-separated (`_` allowed as a digit separator).
+fn sizes(flag: &str, value: &str) -> anyhow::Result<Vec<u64>> {
+    let sizes: Vec<u64> = value
+        .split(',')
+        .map(|s| s.trim().replace('_', "").parse::<u64>())
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{flag} {value}: expected numbers, comma-separated"))?;
+    if sizes.is_empty() || sizes.contains(&0) {
+        bail!("{flag} {value}: sizes must be at least 1");
+    }
+    Ok(sizes)
 }
 
 fn positive(flag: &str, value: &str) -> anyhow::Result<usize> {
@@ -364,21 +454,35 @@ mod tests {
 
     #[test]
     fn flags() {
-        let c = parse(&["--sizes", "1000,1_000_000", "--clients=4", "--secs", "2.5"])
-            .unwrap()
-            .unwrap();
+        let c = parse(&[
+            "--sizes",
+            "1000,1_000_000",
+            "--clients=4",
+            "--secs",
+            "2.5",
+            "--redis-sizes=none",
+            "--nodelay",
+        ])
+        .unwrap()
+        .unwrap();
         assert_eq!(c.sizes, [1_000, 1_000_000]);
+        assert!(c.redis_sizes.is_empty());
         assert_eq!(c.clients, 4);
         assert_eq!(c.measure, Duration::from_millis(2500));
+        assert!(c.nodelay);
         let d = parse(&[]).unwrap().unwrap();
         assert_eq!(d.sizes, [1_000, 100_000, 1_000_000]);
+        assert_eq!(d.redis_sizes, d.sizes);
         assert_eq!(
-            (d.clients, d.measure, d.live),
-            (16, Duration::from_secs(5), 1000)
+            (d.clients, d.measure, d.live, d.nodelay),
+            (16, Duration::from_secs(4), 1000, false)
         );
+        let r = parse(&["--redis-sizes", "1000"]).unwrap().unwrap();
+        assert_eq!(r.redis_sizes, [1000]);
         assert!(parse(&["--help"]).unwrap().is_none());
         for bad in [
             &["--sizes", "0"][..],
+            &["--redis-sizes", "x"],
             &["--clients", "0"],
             &["--secs"],
             &["--nope", "1"],

@@ -1,4 +1,6 @@
-//! The figures: the printed table, the issue's goals, and the JSON file.
+//! The figures: the printed table, the issue's goals (checked on the
+//! SQLite store, Spin's default), the same checks on Redis for comparison,
+//! and the JSON file.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,8 +12,10 @@ use crate::load::PhaseResult;
 
 /// How the run was set up.
 pub struct Config {
-    /// Store sizes, in the order run.
+    /// SQLite store sizes, in the order run.
     pub sizes: Vec<u64>,
+    /// Redis store sizes, in the order run (none: no Redis phases).
+    pub redis_sizes: Vec<u64>,
     /// Concurrent clients (connections).
     pub clients: usize,
     /// Measured duration of each phase.
@@ -20,20 +24,44 @@ pub struct Config {
     pub warmup: Duration,
     /// Prefilled sessions the clients use, per size.
     pub live: usize,
+    /// Whether the clients' sockets set `TCP_NODELAY`.
+    pub nodelay: bool,
+}
+
+/// The key-value backend of the default store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Spin's SQLite store in the state directory.
+    Sqlite,
+    /// Spin's Redis store on a `redis-server` of the benchmark's own.
+    Redis,
+}
+
+impl Backend {
+    /// Its name in the table and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Redis => "redis",
+        }
+    }
 }
 
 /// One store size's figures.
 pub struct SizeResult {
+    /// Where the sessions were.
+    pub backend: Backend,
     /// Sessions in the store.
     pub size: u64,
-    /// Rows written by the prefill (sessions, index, counters).
+    /// Keys written by the prefill (sessions, index, counters).
     pub rows: u64,
     /// Wall time of the prefill.
     pub prefill: Duration,
-    /// Of which generating and sorting the rows (the rest is SQLite).
+    /// Of which creating the sessions in memory (the rest is the store).
     pub prefill_generate: Duration,
-    /// The database file's size after the prefill.
-    pub db_bytes: u64,
+    /// The store's size after the prefill: the SQLite file, or Redis's
+    /// `used_memory`.
+    pub store_bytes: u64,
     /// From `host::start` to serving.
     pub host_start: Duration,
     /// Page views.
@@ -46,8 +74,10 @@ pub struct SizeResult {
 pub struct Report {
     /// The setup.
     pub config: Config,
-    /// Per store size, in the order run.
+    /// Per SQLite store size, in the order run.
     pub sizes: Vec<SizeResult>,
+    /// Per Redis store size, in the order run.
+    pub redis: Vec<SizeResult>,
     /// The floor component's page views.
     pub floor: PhaseResult,
     /// From the start of the process to the report.
@@ -75,15 +105,21 @@ const GET_WRITES_MAX: f64 = 0.05;
 /// kv ops": a rare sweep step or touch moves a mean by far less.
 const SAME_OPS_TOLERANCE: f64 = 0.01;
 
-/// What the req/s ratio `b / a` would be if both were bound by the host's
-/// CPU alone: `a`'s CPU per request over `b`'s. Other work on a shared
-/// machine moves req/s from one phase to the next far more than this.
+/// CPU time per request of the host and of the store's own server, if it
+/// has one: what serving a request costs the machine.
+fn cpu_per_request(p: &PhaseResult) -> Option<f64> {
+    Some(p.host_cpu_us_per_request? + p.store_cpu_us_per_request.unwrap_or(0.0))
+}
+
+/// What the req/s ratio `b / a` would be if both were bound by CPU alone:
+/// `a`'s CPU per request over `b`'s. Other work on a shared machine moves
+/// req/s from one phase to the next far more than this.
 fn cpu_ratio(a: &PhaseResult, b: &PhaseResult) -> Option<f64> {
-    Some(a.host_cpu_us_per_request? / b.host_cpu_us_per_request?)
+    Some(cpu_per_request(a)? / cpu_per_request(b)?)
 }
 
 fn cpu_check(ratio: Option<f64>) -> String {
-    ratio.map_or(String::new(), |r| format!(" (by host CPU: {r:.3})"))
+    ratio.map_or(String::new(), |r| format!(" (by CPU: {r:.3})"))
 }
 
 /// `1k`, `100k`, `1M` for round sizes.
@@ -97,203 +133,278 @@ pub fn size_label(n: u64) -> String {
     }
 }
 
-impl Report {
-    fn smallest_largest(&self) -> Option<(&SizeResult, &SizeResult)> {
-        let smallest = self.sizes.iter().min_by_key(|s| s.size)?;
-        let largest = self.sizes.iter().max_by_key(|s| s.size)?;
-        (smallest.size != largest.size).then_some((smallest, largest))
-    }
+/// The smallest and the largest size, if they differ.
+fn smallest_largest(sizes: &[SizeResult]) -> Option<(&SizeResult, &SizeResult)> {
+    let smallest = sizes.iter().min_by_key(|s| s.size)?;
+    let largest = sizes.iter().max_by_key(|s| s.size)?;
+    (smallest.size != largest.size).then_some((smallest, largest))
+}
 
+/// The issue's three checks on `sizes`, against `floor`.
+fn checks(sizes: &[SizeResult], floor: &PhaseResult) -> Vec<Goal> {
+    let mut goals = vec![scale_check(sizes)];
+    if sizes.is_empty() {
+        return goals;
+    }
+    goals.push(floor_check(sizes, floor));
+    goals.push(writes_check(sizes));
+    goals
+}
+
+/// Largest GET req/s against smallest, with the same kv ops per request.
+fn scale_check(sizes: &[SizeResult]) -> Goal {
+    let Some((small, large)) = smallest_largest(sizes) else {
+        return Goal {
+            name: format!("largest GET req/s >= {SCALE_MIN} x smallest GET req/s"),
+            pass: None,
+            detail: "needs two sizes".into(),
+        };
+    };
+    let ratio = large.get.requests_per_sec / small.get.requests_per_sec;
+    let same = |a: f64, b: f64| (a - b).abs() <= SAME_OPS_TOLERANCE;
+    let same_ops = same(large.get.kv_reads_mean, small.get.kv_reads_mean)
+        && same(large.get.kv_writes_mean, small.get.kv_writes_mean)
+        && same(large.get.kv_connections_mean, small.get.kv_connections_mean);
+    Goal {
+        name: format!(
+            "{} GET req/s >= {SCALE_MIN} x {} GET req/s, same kv ops per request",
+            size_label(large.size),
+            size_label(small.size)
+        ),
+        pass: Some(ratio >= SCALE_MIN && same_ops),
+        detail: format!(
+            "ratio {ratio:.3}; kv r/w/conn per request {} vs {}{}",
+            kv_ops(&large.get),
+            kv_ops(&small.get),
+            cpu_check(cpu_ratio(&small.get, &large.get))
+        ),
+    }
+}
+
+fn kv_ops(p: &PhaseResult) -> String {
+    format!(
+        "{:.3}/{:.3}/{:.3}",
+        p.kv_reads_mean, p.kv_writes_mean, p.kv_connections_mean
+    )
+}
+
+/// GET req/s of every size against the floor's.
+fn floor_check(sizes: &[SizeResult], floor: &PhaseResult) -> Goal {
+    let ratios: Vec<(String, f64, Option<f64>)> = sizes
+        .iter()
+        .map(|s| {
+            (
+                size_label(s.size),
+                s.get.requests_per_sec / floor.requests_per_sec,
+                cpu_ratio(floor, &s.get),
+            )
+        })
+        .collect();
+    Goal {
+        name: format!("GET req/s >= {FLOOR_MIN} x floor req/s (every size)"),
+        pass: Some(ratios.iter().all(|(_, r, _)| *r >= FLOOR_MIN)),
+        detail: ratios
+            .iter()
+            .map(|(l, r, cpu)| format!("{l} {r:.3}{}", cpu_check(*cpu)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// Mean writes per GET of every size.
+fn writes_check(sizes: &[SizeResult]) -> Goal {
+    Goal {
+        name: format!("GET mean kv writes per request <= {GET_WRITES_MAX} (every size)"),
+        pass: Some(sizes.iter().all(|s| s.get.kv_writes_mean <= GET_WRITES_MAX)),
+        detail: sizes
+            .iter()
+            .map(|s| format!("{} {:.4}", size_label(s.size), s.get.kv_writes_mean))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+fn verdict(pass: Option<bool>) -> &'static str {
+    match pass {
+        Some(true) => "PASS",
+        Some(false) => "FAIL",
+        None => "n/a ",
+    }
+}
+
+fn opt_us(us: Option<f64>) -> String {
+    us.map_or("-".into(), |us| format!("{us:.0} us"))
+}
+
+const TABLE_HEAD: [&str; 13] = [
+    "store",
+    "mix",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "kv r/req",
+    "kv w/req",
+    "kv c/req",
+    "requests",
+    "errors",
+    "host cpu/req",
+    "redis cpu/req",
+    "load gen",
+];
+
+fn print_table_head() {
+    let h = TABLE_HEAD;
+    println!(
+        "{:<12} {:<6} {:>8} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8} {:>6} {:>12} {:>13} {:>8}",
+        h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11], h[12]
+    );
+}
+
+fn print_row(store: &str, p: &PhaseResult) {
+    println!(
+        "{:<12} {:<6} {:>8.0} {:>7.2} {:>7.2} {:>8.3} {:>8.4} {:>8.3} {:>8} {:>6} {:>12} {:>13} {:>8}",
+        store,
+        p.mix.name(),
+        p.requests_per_sec,
+        p.p50_ms,
+        p.p99_ms,
+        p.kv_reads_mean,
+        p.kv_writes_mean,
+        p.kv_connections_mean,
+        p.requests,
+        p.errors,
+        opt_us(p.host_cpu_us_per_request),
+        opt_us(p.store_cpu_us_per_request),
+        p.client_cpu_cores
+            .map_or("-".into(), |c| format!("{c:.2} cpu")),
+    );
+}
+
+impl Report {
     /// Errors of every phase.
     pub fn errors(&self) -> u64 {
         self.sizes
             .iter()
+            .chain(&self.redis)
             .map(|s| s.get.errors + s.post.errors)
             .sum::<u64>()
             + self.floor.errors
     }
 
-    /// Checks the issue's goals.
+    /// Checks the issue's goals, on the SQLite figures.
     pub fn goals(&self) -> Vec<Goal> {
-        let mut goals = Vec::new();
-        match self.smallest_largest() {
-            Some((small, large)) => {
-                let ratio = large.get.requests_per_sec / small.get.requests_per_sec;
-                let same_ops = (large.get.kv_reads_mean - small.get.kv_reads_mean).abs()
-                    <= SAME_OPS_TOLERANCE
-                    && (large.get.kv_writes_mean - small.get.kv_writes_mean).abs()
-                        <= SAME_OPS_TOLERANCE;
-                goals.push(Goal {
-                    name: format!(
-                        "{} GET req/s >= {SCALE_MIN} x {} GET req/s, same kv ops per request",
-                        size_label(large.size),
-                        size_label(small.size)
-                    ),
-                    pass: Some(ratio >= SCALE_MIN && same_ops),
-                    detail: format!(
-                        "ratio {ratio:.3}; kv r/w per request {:.3}/{:.3} vs {:.3}/{:.3}{}",
-                        large.get.kv_reads_mean,
-                        large.get.kv_writes_mean,
-                        small.get.kv_reads_mean,
-                        small.get.kv_writes_mean,
-                        cpu_check(cpu_ratio(&small.get, &large.get))
-                    ),
-                });
-            }
-            None => goals.push(Goal {
-                name: format!("largest GET req/s >= {SCALE_MIN} x smallest GET req/s"),
-                pass: None,
-                detail: "needs two sizes".into(),
-            }),
+        checks(&self.sizes, &self.floor)
+    }
+
+    /// The same checks on the Redis figures: for comparison, not goals.
+    fn redis_checks(&self) -> Vec<Goal> {
+        if self.redis.is_empty() {
+            return Vec::new();
         }
-        let floor = self.floor.requests_per_sec;
-        let ratios: Vec<(String, f64, Option<f64>)> = self
-            .sizes
-            .iter()
-            .map(|s| {
-                (
-                    size_label(s.size),
-                    s.get.requests_per_sec / floor,
-                    cpu_ratio(&self.floor, &s.get),
-                )
-            })
-            .collect();
-        goals.push(Goal {
-            name: format!("GET req/s >= {FLOOR_MIN} x floor req/s (every size)"),
-            pass: Some(ratios.iter().all(|(_, r, _)| *r >= FLOOR_MIN)),
-            detail: ratios
-                .iter()
-                .map(|(l, r, cpu)| format!("{l} {r:.3}{}", cpu_check(*cpu)))
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-        goals.push(Goal {
-            name: format!("GET mean kv writes per request <= {GET_WRITES_MAX} (every size)"),
-            pass: Some(
-                self.sizes
-                    .iter()
-                    .all(|s| s.get.kv_writes_mean <= GET_WRITES_MAX),
-            ),
-            detail: self
-                .sizes
-                .iter()
-                .map(|s| format!("{} {:.4}", size_label(s.size), s.get.kv_writes_mean))
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-        goals
+        checks(&self.redis, &self.floor)
     }
 
     /// Prints the table, the ratios and the goals.
     pub fn print(&self, goals: &[Goal]) {
+        self.print_setup();
+        print_table_head();
+        for s in self.sizes.iter().chain(&self.redis) {
+            let label = format!("{} {}", s.backend.name(), size_label(s.size));
+            print_row(&label, &s.get);
+            print_row(&label, &s.post);
+        }
+        print_row("floor", &self.floor);
+        println!();
+        self.print_ratios();
+        println!();
+        for goal in goals {
+            println!("{}  {}: {}", verdict(goal.pass), goal.name, goal.detail);
+        }
+        let redis = self.redis_checks();
+        if !redis.is_empty() {
+            println!("Redis, the same checks (for comparison, not goals):");
+            for check in &redis {
+                println!(
+                    "  would {}  {}: {}",
+                    verdict(check.pass),
+                    check.name,
+                    check.detail
+                );
+            }
+        }
+        self.print_notes();
+        println!();
+        println!("total run time: {:.1} s", self.total.as_secs_f64());
+    }
+
+    fn print_setup(&self) {
         println!();
         println!(
-            "{} clients, {} s warm-up + {} s measured per phase, {} live sessions per store",
+            "{} clients ({}), {} s warm-up + {} s measured per phase, {} live sessions per store",
             self.config.clients,
+            if self.config.nodelay {
+                "TCP_NODELAY"
+            } else {
+                "Nagle on, one write per request"
+            },
             self.config.warmup.as_secs_f64(),
             self.config.measure.as_secs_f64(),
             self.config.live
         );
+        if self.config.redis_sizes.is_empty() {
+            println!("Redis: not measured (--redis-sizes none)");
+        }
         if let [Some(start), Some(end)] = &self.load {
             println!("machine load average (1, 5, 15 min): {start} at the start, {end} at the end");
         }
         println!();
-        println!(
-            "{:<8} {:<6} {:>9} {:>8} {:>8} {:>9} {:>9} {:>9} {:>6} {:>12} {:>9}",
-            "store",
-            "mix",
-            "req/s",
-            "p50 ms",
-            "p99 ms",
-            "kv r/req",
-            "kv w/req",
-            "requests",
-            "errors",
-            "host cpu/req",
-            "load gen"
-        );
-        let row = |store: &str, p: &PhaseResult| {
-            println!(
-                "{:<8} {:<6} {:>9.0} {:>8.2} {:>8.2} {:>9.3} {:>9.4} {:>9} {:>6} {:>12} {:>9}",
-                store,
-                p.mix.name(),
-                p.requests_per_sec,
-                p.p50_ms,
-                p.p99_ms,
-                p.kv_reads_mean,
-                p.kv_writes_mean,
-                p.requests,
-                p.errors,
-                p.host_cpu_us_per_request
-                    .map_or("-".into(), |us| format!("{us:.0} us")),
-                p.client_cpu_cores
-                    .map_or("-".into(), |c| format!("{c:.2} cpu")),
-            );
-        };
-        for s in &self.sizes {
-            let label = size_label(s.size);
-            row(&label, &s.get);
-            row(&label, &s.post);
-        }
-        row("floor", &self.floor);
-        println!();
+    }
+
+    /// Each backend's GET against the floor and largest against smallest,
+    /// in req/s and in CPU per request.
+    fn print_ratios(&self) {
         println!("floor: {:.0} req/s", self.floor.requests_per_sec);
-        for s in &self.sizes {
-            println!(
-                "GET req/s sessions/floor, {}: {:.3}",
-                size_label(s.size),
-                s.get.requests_per_sec / self.floor.requests_per_sec
-            );
-        }
-        if let Some((small, large)) = self.smallest_largest() {
-            println!(
-                "{}/{} req/s: GET {:.3}, POST {:.3}",
-                size_label(large.size),
-                size_label(small.size),
-                large.get.requests_per_sec / small.get.requests_per_sec,
-                large.post.requests_per_sec / small.post.requests_per_sec
-            );
-        }
-        // The same comparisons in host CPU per request, which other work on
-        // a shared machine disturbs less than throughput.
-        let cpu = |p: &PhaseResult| p.host_cpu_us_per_request;
-        if let Some(floor) = cpu(&self.floor) {
-            for s in &self.sizes {
-                if let Some(get) = cpu(&s.get) {
-                    println!(
-                        "host CPU per GET, sessions/floor, {}: {:.3}",
-                        size_label(s.size),
-                        get / floor
-                    );
-                }
-            }
-        }
-        if let Some((small, large)) = self.smallest_largest() {
-            if let (Some(lg), Some(sg), Some(lp), Some(sp)) = (
-                cpu(&large.get),
-                cpu(&small.get),
-                cpu(&large.post),
-                cpu(&small.post),
-            ) {
+        for sizes in [&self.sizes, &self.redis] {
+            for s in sizes.iter() {
+                let name = format!("{} {}", s.backend.name(), size_label(s.size));
+                let cpu = cpu_ratio(&s.get, &self.floor)
+                    .map_or(String::new(), |r| format!(", CPU per GET {r:.3}"));
                 println!(
-                    "host CPU per request {}/{}: GET {:.3}, POST {:.3}",
+                    "{name} sessions/floor: GET req/s {:.3}{cpu}",
+                    s.get.requests_per_sec / self.floor.requests_per_sec
+                );
+            }
+            if let Some((small, large)) = smallest_largest(sizes) {
+                let cpu = match (
+                    cpu_ratio(&large.get, &small.get),
+                    cpu_ratio(&large.post, &small.post),
+                ) {
+                    (Some(g), Some(p)) => format!("; CPU per request GET {g:.3}, POST {p:.3}"),
+                    _ => String::new(),
+                };
+                println!(
+                    "{} {}/{}: req/s GET {:.3}, POST {:.3}{cpu}",
+                    large.backend.name(),
                     size_label(large.size),
                     size_label(small.size),
-                    lg / sg,
-                    lp / sp
+                    large.get.requests_per_sec / small.get.requests_per_sec,
+                    large.post.requests_per_sec / small.post.requests_per_sec
                 );
             }
         }
-        println!();
-        for goal in goals {
-            let verdict = match goal.pass {
-                Some(true) => "PASS",
-                Some(false) => "FAIL",
-                None => "n/a ",
-            };
-            println!("{verdict}  {}: {}", goal.name, goal.detail);
+    }
+
+    fn print_notes(&self) {
+        if self.phases().iter().all(|(_, p)| p.split_requests == 0) {
+            println!("every request left in one write");
         }
         for (what, p) in self.phases() {
+            if p.split_requests > 0 {
+                println!(
+                    "note: {what}: {} requests took more than one write",
+                    p.split_requests
+                );
+            }
             if p.host_requests != p.requests {
                 println!(
                     "note: {what}: the host recorded {} requests, the clients {}",
@@ -310,15 +421,14 @@ impl Report {
                 println!("error: {what}: {e}");
             }
         }
-        println!();
-        println!("total run time: {:.1} s", self.total.as_secs_f64());
     }
 
     fn phases(&self) -> Vec<(String, &PhaseResult)> {
         let mut phases = Vec::new();
-        for s in &self.sizes {
-            phases.push((format!("{} GET", size_label(s.size)), &s.get));
-            phases.push((format!("{} POST", size_label(s.size)), &s.post));
+        for s in self.sizes.iter().chain(&self.redis) {
+            let label = format!("{} {}", s.backend.name(), size_label(s.size));
+            phases.push((format!("{label} GET"), &s.get));
+            phases.push((format!("{label} POST"), &s.post));
         }
         phases.push(("floor".into(), &self.floor));
         phases
@@ -326,55 +436,71 @@ impl Report {
 
     /// Every figure, as JSON.
     pub fn to_json(&self, goals: &[Goal], unix_time: u64) -> Value {
-        let sizes: Vec<Value> = self
-            .sizes
+        json!({
+            "unix_time": unix_time,
+            "config": {
+                "sizes": self.config.sizes,
+                "redis_sizes": self.config.redis_sizes,
+                "clients": self.config.clients,
+                "client_tcp_nodelay": self.config.nodelay,
+                "warmup_secs": self.config.warmup.as_secs_f64(),
+                "measure_secs": self.config.measure.as_secs_f64(),
+                "live_sessions": self.config.live,
+                "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            },
+            "sizes": self.sizes_json(&self.sizes),
+            "largest_vs_smallest": scale_json(&self.sizes),
+            "redis": {
+                "sizes": self.sizes_json(&self.redis),
+                "largest_vs_smallest": scale_json(&self.redis),
+                "checks": goals_json(&self.redis_checks()),
+            },
+            "floor": phase_json(&self.floor),
+            "goals": goals_json(goals),
+            "load_average": { "start": self.load[0], "end": self.load[1] },
+            "errors": self.errors(),
+            "total_secs": self.total.as_secs_f64(),
+        })
+    }
+
+    fn sizes_json(&self, sizes: &[SizeResult]) -> Vec<Value> {
+        sizes
             .iter()
             .map(|s| {
                 json!({
+                    "backend": s.backend.name(),
                     "size": s.size,
                     "label": size_label(s.size),
                     "prefill_rows": s.rows,
                     "prefill_secs": s.prefill.as_secs_f64(),
                     "prefill_generate_secs": s.prefill_generate.as_secs_f64(),
-                    "db_bytes": s.db_bytes,
+                    "store_bytes": s.store_bytes,
                     "host_start_secs": s.host_start.as_secs_f64(),
                     "get": phase_json(&s.get),
                     "post": phase_json(&s.post),
                     "get_vs_floor": s.get.requests_per_sec / self.floor.requests_per_sec,
                 })
             })
-            .collect();
-        let scale = self.smallest_largest().map(|(small, large)| {
-            json!({
-                "smallest": small.size,
-                "largest": large.size,
-                "get": large.get.requests_per_sec / small.get.requests_per_sec,
-                "post": large.post.requests_per_sec / small.post.requests_per_sec,
-            })
-        });
-        json!({
-            "unix_time": unix_time,
-            "config": {
-                "sizes": self.config.sizes,
-                "clients": self.config.clients,
-                "warmup_secs": self.config.warmup.as_secs_f64(),
-                "measure_secs": self.config.measure.as_secs_f64(),
-                "live_sessions": self.config.live,
-                "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-            },
-            "sizes": sizes,
-            "floor": phase_json(&self.floor),
-            "largest_vs_smallest": scale,
-            "goals": goals.iter().map(|g| json!({
-                "goal": g.name,
-                "pass": g.pass,
-                "detail": g.detail,
-            })).collect::<Vec<_>>(),
-            "load_average": { "start": self.load[0], "end": self.load[1] },
-            "errors": self.errors(),
-            "total_secs": self.total.as_secs_f64(),
-        })
+            .collect()
     }
+}
+
+fn scale_json(sizes: &[SizeResult]) -> Option<Value> {
+    smallest_largest(sizes).map(|(small, large)| {
+        json!({
+            "smallest": small.size,
+            "largest": large.size,
+            "get": large.get.requests_per_sec / small.get.requests_per_sec,
+            "post": large.post.requests_per_sec / small.post.requests_per_sec,
+        })
+    })
+}
+
+fn goals_json(goals: &[Goal]) -> Vec<Value> {
+    goals
+        .iter()
+        .map(|g| json!({ "goal": g.name, "pass": g.pass, "detail": g.detail }))
+        .collect()
 }
 
 fn phase_json(p: &PhaseResult) -> Value {
@@ -382,6 +508,7 @@ fn phase_json(p: &PhaseResult) -> Value {
         "mix": p.mix.name(),
         "requests": p.requests,
         "errors": p.errors,
+        "requests_in_more_than_one_write": p.split_requests,
         "error_examples": p.error_examples,
         "elapsed_secs": p.elapsed.as_secs_f64(),
         "requests_per_sec": p.requests_per_sec,
@@ -391,12 +518,15 @@ fn phase_json(p: &PhaseResult) -> Value {
         "host_mean_ms": p.host_mean_ms,
         "host_cpu_us_per_request": p.host_cpu_us_per_request,
         "host_cpu_cores": p.host_cpu_cores,
+        "store_cpu_us_per_request": p.store_cpu_us_per_request,
         "load_generator_cpu_cores": p.client_cpu_cores,
         "kv": {
             "reads_mean": p.kv_reads_mean,
             "writes_mean": p.kv_writes_mean,
+            "connections_mean": p.kv_connections_mean,
             "reads_max": p.kv_reads_max,
             "writes_max": p.kv_writes_max,
+            "connections_max": p.kv_connections_max,
             "requests_off_usual": p.requests_off_usual,
         },
     })
