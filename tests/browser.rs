@@ -7,15 +7,17 @@
 mod common;
 
 use std::fs::File;
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use common::App;
 use fantoccini::{Client, ClientBuilder, Locator};
-use futures::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -337,9 +339,8 @@ fn a_real_browser_goes_through_the_flow() {
             base: format!("http://{}", app.addr),
         };
         // Always end the browser session (closing Chromium), then report.
-        let outcome = AssertUnwindSafe(tokio::time::timeout(WHOLE_FLOW, visit(&browser)))
-            .catch_unwind()
-            .await;
+        let outcome =
+            CatchUnwind(Box::pin(tokio::time::timeout(WHOLE_FLOW, visit(&browser)))).await;
         let _ = tokio::time::timeout(WAIT, client.close()).await;
         match outcome {
             Ok(Ok(())) => {}
@@ -356,4 +357,23 @@ fn a_real_browser_goes_through_the_flow() {
         stored.contains("Ada") && stored.contains("Engineer"),
         "{stored}"
     );
+}
+
+/// A future's panic as a value, so that the browser session is closed
+/// before the panic goes on (what `futures`' `catch_unwind` does; the crate
+/// no longer depends on `futures`).
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // The future is dropped, not polled again, after a panic: whatever
+        // state the panic left it in is never observed.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.0.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
 }
