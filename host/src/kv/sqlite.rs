@@ -23,8 +23,8 @@
 //!   succeed and the later one wins;
 //! - results over [`MAX_RESULT_BYTES`] are refused as Spin refuses them.
 //!
-//! Statements run on the calling worker thread (Spin uses `block_in_place`
-//! for the same reason: they are short and local).
+//! Statements run in `tokio::task::block_in_place`, as Spin runs them (on a
+//! multi-thread runtime; inline on a current-thread one).
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -114,12 +114,32 @@ impl SqliteDb {
 
     /// Runs `work` with the connection, on the calling thread.
     fn run<T>(&self, work: impl FnOnce(&mut Connection) -> KvResult<T>) -> KvResult<T> {
-        // Nothing here panics while holding the lock, so a poisoned mutex
-        // can only come from a bug elsewhere; the connection is still
-        // consistent (an unfinished transaction rolls back on drop).
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        work(&mut conn)
+        let locked = || {
+            // Nothing here panics while holding the lock, so a poisoned
+            // mutex can only come from a bug elsewhere; the connection is
+            // still consistent (an unfinished transaction rolls back on
+            // drop).
+            let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            work(&mut conn)
+        };
+        // As Spin runs every statement: in `block_in_place`, which hands
+        // this worker's other tasks (the request's HTTP connection among
+        // them) to another thread while the statement runs. That changes
+        // when hyper sees a response relative to its body, and so which
+        // responses wait on Nagle's algorithm: a host that ran statements
+        // inline would hide the stall Spin shows. A current-thread runtime
+        // (some tests) cannot hand off; there the statement runs inline.
+        if on_multi_thread_runtime() {
+            tokio::task::block_in_place(locked)
+        } else {
+            locked()
+        }
     }
+}
+
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 fn open_file(path: &Path) -> anyhow::Result<Connection> {
