@@ -5,7 +5,7 @@
 mod common;
 
 use common::{
-    backend_tests, cookie, expect_ops, ops, session_json, start_session, store, Backend, Response,
+    backend_tests, cookie, expect_ops, ops, session_json, start_session, Backend, Response,
 };
 
 backend_tests! {
@@ -419,7 +419,7 @@ fn no_record_is_created_by_404_405_or_the_api(backend: Backend) {
     // No session record; at most the expiry index's cursor, which the first
     // session request of a store creates.
     let keys: Vec<String> = app.records().into_iter().map(|(key, _)| key).collect();
-    assert!(keys.iter().all(|k| k == store::CURSOR_KEY), "{keys:?}");
+    assert!(keys.iter().all(|k| k == ops::CURSOR_KEY), "{keys:?}");
 }
 
 fn head_answers_like_get_without_a_body(backend: Backend) {

@@ -41,6 +41,10 @@ pub const ANY_MAX: Ops = Ops {
     writes: 19,
 };
 
+/// The expiry index's cursor: the only key a store may hold after requests
+/// that create no session (the first session request of a store writes it).
+pub const CURSOR_KEY: &str = "expiry/cursor";
+
 /// Entries one sweep step examines (`session_core::index::SWEEP_BATCH`).
 pub const SWEEP_BATCH: usize = 16;
 

@@ -211,10 +211,6 @@ impl Storage {
 /// Record keys are `session/` + the hex SHA-256 of the cookie value.
 pub const SESSION_KEY_PREFIX: &str = "session/";
 
-/// The expiry index's cursor, which the first session request of a store
-/// writes.
-pub const CURSOR_KEY: &str = "expiry/cursor";
-
 /// The record key of the session with cookie value `id`.
 pub fn key_of(id: &str) -> String {
     SessionId::parse(id)
