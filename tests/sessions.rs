@@ -545,5 +545,5 @@ fn requests_of_a_live_session_cost_few_operations(backend: Backend) {
     let stats = app.take_stats_of(2);
     assert_eq!(stats.len(), 2);
     expect_ops(&stats[0], ops::LIVE_GET, "GET of a live session");
-    expect_ops(&stats[1], ops::LIVE_POST, "POST to a live session");
+    expect_ops(&stats[1], ops::live_post(backend), "POST to a live session");
 }
