@@ -254,14 +254,21 @@ impl<S: SessionStore> SessionManager<S> {
         change: impl Fn(&mut SessionRecord),
     ) -> Result<(), UpdateError> {
         let mut snapshot = self.store.snapshot(&session.key)?;
+        // The ids of every attempt: an attempt judged lost may still land
+        // later (a swap whose reply timed out, then a read that overtook
+        // it), and a later read must then see the change as applied rather
+        // than apply it twice.
+        let mut attempts: Vec<String> = Vec::new();
         for _ in 0..MAX_SWAP_ATTEMPTS {
             // Never swapped when absent: the session is gone, and a swap
             // would re-create it on Spin's SQLite store.
             let base = self.live_record(snapshot.value(), now)?;
             let id = write_id(rng);
-            let next = self.next_record(base, now, id.clone(), &change);
+            attempts.push(id.clone());
+            let next = self.next_record(base, now, id, &change);
             let is_ours = |bytes: &[u8]| {
-                SessionRecord::decode(bytes).is_ok_and(|stored| stored.includes_write(&id))
+                SessionRecord::decode(bytes)
+                    .is_ok_and(|stored| attempts.iter().any(|id| stored.includes_write(id)))
             };
             match swap_and_confirm(&self.store, snapshot, &next.encode(), is_ours)? {
                 Confirmed::Stored => {
@@ -549,6 +556,83 @@ mod tests {
             let stored = live(m.lookup(Some(s.id().clone()), T0 + 5).unwrap());
             assert_eq!(stored.record().writes, 3, "{behaviour:?}");
         }
+    }
+
+    /// A Redis-like store whose first swap lands late: the store answers
+    /// (not confirmed) and the read that follows sees the old value; the
+    /// write lands just after, before the next swap (a reply that timed
+    /// out, then a read on another connection that overtook the write).
+    struct LateLanding {
+        inner: MemoryStore,
+        pending: std::cell::RefCell<Option<(String, Vec<u8>)>>,
+        swaps: std::cell::Cell<u32>,
+    }
+
+    impl SessionStore for LateLanding {
+        type Snapshot = <MemoryStore as SessionStore>::Snapshot;
+        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError> {
+            self.inner.snapshot(key)
+        }
+        fn swap(
+            &self,
+            snapshot: Self::Snapshot,
+            value: &[u8],
+        ) -> Result<crate::store::Swap<Self::Snapshot>, StoreError> {
+            self.swaps.set(self.swaps.get() + 1);
+            if let Some((key, late)) = self.pending.borrow_mut().take() {
+                self.inner.put(&key, &late);
+            }
+            if self.swaps.get() == 1 {
+                let key = self
+                    .inner
+                    .keys()
+                    .into_iter()
+                    .find(|k| k.starts_with(crate::id::RECORD_KEY_PREFIX))
+                    .expect("one session");
+                *self.pending.borrow_mut() = Some((key.clone(), value.to_vec()));
+                return Ok(crate::store::Swap::NotConfirmed(self.inner.snapshot(&key)?));
+            }
+            self.inner.swap(snapshot, value)
+        }
+        fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.inner.set(key, value)
+        }
+        fn delete(&self, key: &str) -> Result<(), StoreError> {
+            self.inner.delete(key)
+        }
+        fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+            self.inner.set_many(entries)
+        }
+        fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+            self.inner.delete_many(keys)
+        }
+        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+            self.inner.increment(key, delta)
+        }
+    }
+
+    #[test]
+    fn a_write_that_lands_late_is_not_applied_twice() {
+        let m = SessionManager::new(
+            LateLanding {
+                inner: MemoryStore::with_behaviour(SwapBehaviour::SpinRedis),
+                pending: Default::default(),
+                swaps: Default::default(),
+            },
+            ExpiryPolicy::default(),
+        );
+        let s = m.create(&mut rng(), T0).unwrap();
+        let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
+        m.update(&mut found, &mut rng(), T0 + 1, |r| {
+            r.values.insert("v1".into(), "x".into());
+        })
+        .unwrap();
+        let stored = live(m.lookup(Some(s.id().clone()), T0 + 2).unwrap());
+        assert_eq!(stored.record().value("v1"), Some("x"));
+        assert_eq!(stored.record().writes, 1, "one update, one write");
     }
 
     #[test]

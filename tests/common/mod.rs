@@ -7,7 +7,7 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod ops;
-pub mod redis_server;
+pub use test_support::redis_server;
 pub mod store;
 
 use std::io::{Read, Write};
