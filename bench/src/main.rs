@@ -6,7 +6,9 @@
 //! (and their expiry index) by session-core's own creation code
 //! ([`prefill`]), the host is started on it in-process, and keep-alive
 //! clients drive two phases: page views (`GET /2`) and form posts
-//! (`POST /2`), each on the clients' own live sessions. First the SQLite
+//! (`POST /2`), each on the clients' own live sessions; then one of those
+//! clients alone runs both again, for the latency a single browser sees
+//! without the others' queueing. First the SQLite
 //! store of the state directory (Spin's default store: no WAL, no memory
 //! map, every write synced), then a real `redis-server` started here on a
 //! free loopback port (`--save "" --appendonly no`, stopped at the end),
@@ -196,13 +198,20 @@ fn run_size(
     let phases = rts.clients.block_on(async {
         let clients = connect(host.addr(), config, &filled.live).await?;
         let (clients, get) = phase(&label, clients, &host, Mix::Get, config, store_pid).await;
-        let (clients, post) = phase(&label, clients, &host, Mix::Post, config, store_pid).await;
+        let (mut clients, post) = phase(&label, clients, &host, Mix::Post, config, store_pid).await;
+        // Then one keep-alive client alone, as one browser sees the site:
+        // its latency is the request's own, without the others' queueing.
+        let alone: Vec<Client> = clients.drain(..1).collect();
         drop(clients);
-        anyhow::Ok((get, post))
+        let alone_label = format!("{label}, one client");
+        let (alone, get_alone) =
+            phase(&alone_label, alone, &host, Mix::Get, config, store_pid).await;
+        let (_, post_alone) = phase(&alone_label, alone, &host, Mix::Post, config, store_pid).await;
+        anyhow::Ok((get, post, get_alone, post_alone))
     });
     rts.host.block_on(host.shutdown());
     drop(redis);
-    let (get, post) = phases?;
+    let (get, post, get_alone, post_alone) = phases?;
     Ok(SizeResult {
         backend,
         size,
@@ -213,6 +222,8 @@ fn run_size(
         host_start,
         get,
         post,
+        get_alone,
+        post_alone,
     })
 }
 

@@ -68,6 +68,11 @@ pub struct SizeResult {
     pub get: PhaseResult,
     /// Form posts.
     pub post: PhaseResult,
+    /// Page views of one keep-alive client alone: the latency one browser
+    /// sees.
+    pub get_alone: PhaseResult,
+    /// Form posts of one keep-alive client alone.
+    pub post_alone: PhaseResult,
 }
 
 /// The whole run.
@@ -286,7 +291,7 @@ impl Report {
         self.sizes
             .iter()
             .chain(&self.redis)
-            .map(|s| s.get.errors + s.post.errors)
+            .map(|s| s.get.errors + s.post.errors + s.get_alone.errors + s.post_alone.errors)
             .sum::<u64>()
             + self.floor.errors
     }
@@ -314,6 +319,12 @@ impl Report {
             print_row(&label, &s.post);
         }
         print_row("floor", &self.floor);
+        println!("one keep-alive client alone (the latency one browser sees):");
+        for s in self.sizes.iter().chain(&self.redis) {
+            let label = format!("{} {}", s.backend.name(), size_label(s.size));
+            print_row(&label, &s.get_alone);
+            print_row(&label, &s.post_alone);
+        }
         println!();
         self.print_ratios();
         println!();
@@ -429,6 +440,8 @@ impl Report {
             let label = format!("{} {}", s.backend.name(), size_label(s.size));
             phases.push((format!("{label} GET"), &s.get));
             phases.push((format!("{label} POST"), &s.post));
+            phases.push((format!("{label} GET, one client"), &s.get_alone));
+            phases.push((format!("{label} POST, one client"), &s.post_alone));
         }
         phases.push(("floor".into(), &self.floor));
         phases
@@ -478,6 +491,8 @@ impl Report {
                     "host_start_secs": s.host_start.as_secs_f64(),
                     "get": phase_json(&s.get),
                     "post": phase_json(&s.post),
+                    "get_one_client": phase_json(&s.get_alone),
+                    "post_one_client": phase_json(&s.post_alone),
                     "get_vs_floor": s.get.requests_per_sec / self.floor.requests_per_sec,
                 })
             })
