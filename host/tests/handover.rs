@@ -6,10 +6,10 @@
 //! client's delayed ACK (~40 ms on Linux).
 //!
 //! Whether the response reaches hyper before its body is a race between
-//! hyper's connection task and the guest. It is lost as under Spin because
-//! the SQLite store runs each statement in `block_in_place`, as Spin's
-//! does: the worker's other tasks (hyper's connection) move to another
-//! thread and run while the guest goes on.
+//! hyper's connection task and the guest. The tests make it certain with a
+//! pause between the hand-over and the body, and print the race itself
+//! (after a key-value get, whose `block_in_place` lets hyper's connection
+//! task run on another thread, as under Spin).
 //!
 //! Each case sends 30 requests on one connection, each request in a single
 //! write, and counts the responses slower than 20 ms. The client is a plain
@@ -288,19 +288,38 @@ fn handover_case(addr: SocketAddr, method: &str, query: &str) -> Timings {
     timings
 }
 
-/// Under `spin up`, 13–21 of 30 in each case (measured here: medians
-/// 43–44 ms, 22–28 of 30 over 20 ms).
+/// The mechanism, made certain: a response handed over well before its
+/// body (`pause_ms`) goes out as the head alone, and the body then waits
+/// for the client's delayed ACK (Nagle on, as in Spin). A host that set
+/// `TCP_NODELAY`, or that held the response until its body was complete,
+/// would not stall here. Written first and then handed over, the same
+/// response goes out in one piece.
 #[test]
-fn late_hand_over_after_a_kv_get_stalls_on_the_delayed_ack() {
-    let served = Served::start(handover_manifest(), "handover-late");
+fn a_response_handed_over_before_its_body_waits_for_the_delayed_ack() {
+    let served = Served::start(handover_manifest(), "handover-pause");
+    for method in ["GET", "POST"] {
+        let late = handover_case(served.addr(), method, "order=late&pause_ms=5");
+        assert!(
+            late.stalled() >= REQUESTS * 2 / 3,
+            "{method}, late with a pause: only {} of {REQUESTS} requests over 20 ms",
+            late.stalled()
+        );
+        let early = handover_case(served.addr(), method, "order=early&pause_ms=5");
+        assert!(
+            early.stalled() <= 2,
+            "{method}, early with a pause: {} of {REQUESTS} requests over 20 ms",
+            early.stalled()
+        );
+    }
+    // Spin's race, as the reference measured it: a late hand-over right
+    // after a key-value get, without a pause. Under `spin up` 13–21 of 30
+    // stall in each case; here (SQLite in `block_in_place`, as Spin runs
+    // it) 11–29 of 30 on a busy machine and 0–3 on an idle one: which
+    // thread gets there first is scheduling, no figure to assert. Printed
+    // for the table.
     for method in ["GET", "POST"] {
         for query in ["kv=1&order=late", "kv=1&order=late&length=1"] {
-            let timings = handover_case(served.addr(), method, query);
-            assert!(
-                timings.stalled() >= 5,
-                "{method} ?{query}: only {} of {REQUESTS} requests over 20 ms",
-                timings.stalled()
-            );
+            handover_case(served.addr(), method, query);
         }
     }
 }

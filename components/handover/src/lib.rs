@@ -9,6 +9,9 @@
 //!   and finish the body, as spin-sdk 5.2 does; `order=early`: write and
 //!   finish the body first, then `set`;
 //! - `length=1`: the response carries a `content-length`.
+//! - `pause_ms=N`: wait N ms between the two steps of the hand-over (for a
+//!   late one: after `set`, before the body), so that the host certainly
+//!   sees the response before its body.
 //!
 //! The answer is `200` with the short body `handover\n`, or `400` for a query
 //! it does not understand.
@@ -50,30 +53,25 @@ struct Plan {
     kv: bool,
     order: Order,
     length: bool,
+    pause_ms: u64,
 }
 
 impl wasip2::exports::http::incoming_handler::Guest for Handover {
     fn handle(request: IncomingRequest, out: ResponseOutparam) {
         let plan = request.path_with_query().as_deref().map(parse_plan);
         if !read_body(request) {
-            return respond(
-                out,
-                400,
-                b"cannot read the request body\n",
-                Order::Early,
-                false,
-            );
+            return respond(out, 400, b"cannot read the request body\n", &Plan::ERROR);
         }
         let Some(Ok(plan)) = plan else {
-            return respond(out, 400, b"bad query\n", Order::Early, false);
+            return respond(out, 400, b"bad query\n", &Plan::ERROR);
         };
         if plan.kv {
             if let Err(e) = kv_get() {
                 let message = format!("key-value get failed: {e:?}\n");
-                return respond(out, 500, message.as_bytes(), Order::Early, false);
+                return respond(out, 500, message.as_bytes(), &Plan::ERROR);
             }
         }
-        respond(out, 200, BODY, plan.order, plan.length);
+        respond(out, 200, BODY, &plan);
     }
 }
 
@@ -84,6 +82,7 @@ fn parse_plan(path_with_query: &str) -> Result<Plan, ()> {
         kv: false,
         order: Order::Late,
         length: false,
+        pause_ms: 0,
     };
     let query = path_with_query.split_once('?').map_or("", |(_, q)| q);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -92,6 +91,7 @@ fn parse_plan(path_with_query: &str) -> Result<Plan, ()> {
             ("length", v) => plan.length = flag(v)?,
             ("order", "late") => plan.order = Order::Late,
             ("order", "early") => plan.order = Order::Early,
+            ("pause_ms", v) => plan.pause_ms = v.parse().map_err(drop)?,
             _ => return Err(()),
         }
     }
@@ -132,19 +132,32 @@ fn kv_get() -> Result<(), store::Error> {
     store::open("default")?.get("handover").map(drop)
 }
 
-/// Answers `status` with `body`, handing the response over in `order`.
-fn respond(out: ResponseOutparam, status: u16, body: &[u8], order: Order, length: bool) {
-    let response = OutgoingResponse::new(headers(body.len(), length));
+impl Plan {
+    /// How errors are answered: body first, no pause.
+    const ERROR: Plan = Plan {
+        kv: false,
+        order: Order::Early,
+        length: false,
+        pause_ms: 0,
+    };
+}
+
+/// Answers `status` with `body`, handing the response over as `plan` says.
+fn respond(out: ResponseOutparam, status: u16, body: &[u8], plan: &Plan) {
+    let response = OutgoingResponse::new(headers(body.len(), plan.length));
     // Only an invalid status code fails, and these are all valid.
     let _ = response.set_status_code(status);
     let Ok(outgoing) = response.body() else {
         return;
     };
-    if order == Order::Late {
+    let pause = std::time::Duration::from_millis(plan.pause_ms);
+    if plan.order == Order::Late {
         ResponseOutparam::set(out, Ok(response));
+        std::thread::sleep(pause);
         write_body(outgoing, body);
     } else {
         write_body(outgoing, body);
+        std::thread::sleep(pause);
         ResponseOutparam::set(out, Ok(response));
     }
 }
