@@ -426,7 +426,7 @@ mod tests {
     use super::*;
     use crate::manager::{Found, SessionManager};
     use crate::memory::{MemoryStore, SwapBehaviour};
-    use crate::store::{Snapshot, Swap};
+    use crate::store::Snapshot;
     use rand::rngs::OsRng;
     use rand::TryRngCore;
 
@@ -619,76 +619,29 @@ mod tests {
             .any(|k| k.starts_with("expiry/") && k != CURSOR_KEY));
     }
 
-    /// A store in which another sweeper moves the cursor just before this
-    /// one's claim.
-    struct Racing {
-        inner: MemoryStore,
-        raced: std::cell::Cell<bool>,
-    }
-
-    impl SessionStore for Racing {
-        type Snapshot = <MemoryStore as SessionStore>::Snapshot;
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(key)
-        }
-        fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError> {
-            self.inner.snapshot(key)
-        }
-        fn swap(
-            &self,
-            snapshot: Self::Snapshot,
-            value: &[u8],
-        ) -> Result<Swap<Self::Snapshot>, StoreError> {
-            if !self.raced.replace(true) {
-                let mut other: Cursor = serde_json::from_slice(snapshot.value().unwrap()).unwrap();
-                other.next += SWEEP_BATCH;
-                other.claims.push("another-sweeper".into());
-                self.inner.put(CURSOR_KEY, &other.encode());
-            }
-            self.inner.swap(snapshot, value)
-        }
-        fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-            self.inner.set(key, value)
-        }
-        fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.delete(key)
-        }
-        fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-            self.inner.set_many(entries)
-        }
-        fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
-            self.inner.delete_many(keys)
-        }
-        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-            self.inner.increment(key, delta)
-        }
-    }
-
     #[test]
     fn a_lost_cursor_claim_deletes_nothing() {
-        let store = Racing {
-            inner: MemoryStore::new(),
-            raced: std::cell::Cell::new(true),
-        };
-        let m = SessionManager::new(store, policy());
+        let m = manager(MemoryStore::new());
         m.maintain(&mut rng(), T0).unwrap();
         let s = m.create(&mut rng(), T0).unwrap();
-        m.store().raced.set(false);
-        let report = index_step(m.store(), T0 + 700);
+        // Another sweeper moves the cursor just before this one's claim.
+        m.store().instead_of_next_swap(|store, snapshot, value| {
+            let mut other = Cursor::decode(snapshot.value().unwrap()).unwrap();
+            other.next += SWEEP_BATCH;
+            other.claims.push("another-sweeper".into());
+            store.put(CURSOR_KEY, &other.encode());
+            store.swap_as_configured(snapshot, value)
+        });
+        let report = step(m.store(), &policy(), T0 + 700, 0, &mut ids()).unwrap();
         assert!(report.ran && report.lost_claim);
         assert_eq!(report.expired, 0);
         assert!(
-            m.store().inner.peek(s.key()).is_some(),
+            m.store().peek(s.key()).is_some(),
             "the loser deleted nothing"
         );
         // The winner's position stands.
-        let cursor: Cursor =
-            serde_json::from_slice(&m.store().inner.peek(CURSOR_KEY).unwrap()).unwrap();
+        let cursor = Cursor::decode(&m.store().peek(CURSOR_KEY).unwrap()).unwrap();
         assert_eq!(cursor.next, 1 + SWEEP_BATCH);
-    }
-
-    fn index_step(store: &Racing, now: i64) -> StepReport {
-        step(store, &policy(), now, 0, &mut ids()).unwrap()
     }
 
     #[test]

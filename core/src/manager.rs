@@ -323,6 +323,7 @@ fn write_id<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> String {
 mod tests {
     use super::*;
     use crate::memory::{MemoryStore, SwapBehaviour};
+    use crate::store::Swap;
     use rand::rngs::OsRng;
     use rand::TryRngCore;
 
@@ -462,83 +463,24 @@ mod tests {
         ));
     }
 
-    /// A store on which another request writes the record between this
-    /// request's snapshot and its swap, once.
-    struct Interleaved {
-        inner: MemoryStore,
-        other_write: std::cell::RefCell<Option<OtherWrite>>,
-    }
-
-    /// What another request writes while this one holds its snapshot.
-    type OtherWrite = Box<dyn FnOnce(&MemoryStore)>;
-
-    impl SessionStore for Interleaved {
-        type Snapshot = <MemoryStore as SessionStore>::Snapshot;
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(key)
-        }
-        fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError> {
-            let snapshot = self.inner.snapshot(key)?;
-            if let Some(write) = self.other_write.borrow_mut().take() {
-                write(&self.inner);
-            }
-            Ok(snapshot)
-        }
-        fn swap(
-            &self,
-            snapshot: Self::Snapshot,
-            value: &[u8],
-        ) -> Result<crate::store::Swap<Self::Snapshot>, StoreError> {
-            self.inner.swap(snapshot, value)
-        }
-        fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-            self.inner.set(key, value)
-        }
-        fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.delete(key)
-        }
-        fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-            self.inner.set_many(entries)
-        }
-        fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
-            self.inner.delete_many(keys)
-        }
-        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-            self.inner.increment(key, delta)
-        }
-    }
-
-    fn interleaved(behaviour: SwapBehaviour) -> SessionManager<Interleaved> {
-        SessionManager::new(
-            Interleaved {
-                inner: MemoryStore::with_behaviour(behaviour),
-                other_write: Default::default(),
-            },
-            ExpiryPolicy {
-                idle_timeout_secs: 600,
-                absolute_timeout_secs: 3600,
-            },
-        )
-    }
-
     #[test]
     fn concurrent_updates_are_both_kept_on_every_store() {
         for behaviour in BEHAVIOURS {
-            let m = interleaved(behaviour);
+            let m = manager_on(behaviour);
             let s = m.create(&mut rng(), T0).unwrap();
             let mut first = live(m.lookup(Some(s.id().clone()), T0).unwrap());
             let mut second = live(m.lookup(Some(s.id().clone()), T0).unwrap());
             // `first` writes while `second` holds its snapshot: `second`'s
             // swap conflicts, and its change is re-applied on top.
             let key = s.key().to_owned();
-            *m.store().other_write.borrow_mut() = Some(Box::new(move |inner: &MemoryStore| {
+            m.store().after_next_snapshot(move |inner| {
                 let base = SessionRecord::decode(&inner.peek(&key).unwrap()).unwrap();
                 let mut other = base;
                 other.values.insert("v1".into(), "one".into());
                 other.writes += 1;
                 remember_write(&mut other.recent_writes, "someone-else".into());
                 inner.put(&key, &other.encode());
-            }));
+            });
             m.update(&mut second, &mut rng(), T0 + 2, |r| {
                 r.values.insert("v2".into(), "two".into());
             })
@@ -558,74 +500,23 @@ mod tests {
         }
     }
 
-    /// A Redis-like store whose first swap lands late: the store answers
-    /// (not confirmed) and the read that follows sees the old value; the
-    /// write lands just after, before the next swap (a reply that timed
-    /// out, then a read on another connection that overtook the write).
-    struct LateLanding {
-        inner: MemoryStore,
-        pending: std::cell::RefCell<Option<(String, Vec<u8>)>>,
-        swaps: std::cell::Cell<u32>,
-    }
-
-    impl SessionStore for LateLanding {
-        type Snapshot = <MemoryStore as SessionStore>::Snapshot;
-        fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(key)
-        }
-        fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError> {
-            self.inner.snapshot(key)
-        }
-        fn swap(
-            &self,
-            snapshot: Self::Snapshot,
-            value: &[u8],
-        ) -> Result<crate::store::Swap<Self::Snapshot>, StoreError> {
-            self.swaps.set(self.swaps.get() + 1);
-            if let Some((key, late)) = self.pending.borrow_mut().take() {
-                self.inner.put(&key, &late);
-            }
-            if self.swaps.get() == 1 {
-                let key = self
-                    .inner
-                    .keys()
-                    .into_iter()
-                    .find(|k| k.starts_with(crate::id::RECORD_KEY_PREFIX))
-                    .expect("one session");
-                *self.pending.borrow_mut() = Some((key.clone(), value.to_vec()));
-                return Ok(crate::store::Swap::NotConfirmed(self.inner.snapshot(&key)?));
-            }
-            self.inner.swap(snapshot, value)
-        }
-        fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-            self.inner.set(key, value)
-        }
-        fn delete(&self, key: &str) -> Result<(), StoreError> {
-            self.inner.delete(key)
-        }
-        fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-            self.inner.set_many(entries)
-        }
-        fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
-            self.inner.delete_many(keys)
-        }
-        fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
-            self.inner.increment(key, delta)
-        }
-    }
-
     #[test]
     fn a_write_that_lands_late_is_not_applied_twice() {
-        let m = SessionManager::new(
-            LateLanding {
-                inner: MemoryStore::with_behaviour(SwapBehaviour::SpinRedis),
-                pending: Default::default(),
-                swaps: Default::default(),
-            },
-            ExpiryPolicy::default(),
-        );
+        let m = manager_on(SwapBehaviour::SpinRedis);
         let s = m.create(&mut rng(), T0).unwrap();
         let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
+        // The first swap lands late, as on Redis when its reply timed out:
+        // the store answers "not confirmed" with the old value (a read on
+        // another connection overtook the write), and the write lands just
+        // before the next swap.
+        m.store().instead_of_next_swap(|store, snapshot, value| {
+            let (key, late) = (snapshot.key().to_owned(), value.to_vec());
+            store.instead_of_next_swap(move |store, snapshot, value| {
+                store.put(&key, &late);
+                store.swap_as_configured(snapshot, value)
+            });
+            Ok(Swap::NotConfirmed(store.snapshot(snapshot.key())?))
+        });
         m.update(&mut found, &mut rng(), T0 + 1, |r| {
             r.values.insert("v1".into(), "x".into());
         })
@@ -651,15 +542,15 @@ mod tests {
     #[test]
     fn a_session_deleted_between_snapshot_and_swap_stays_deleted() {
         for behaviour in BEHAVIOURS {
-            let m = interleaved(behaviour);
+            let m = manager_on(behaviour);
             let s = m.create(&mut rng(), T0).unwrap();
             let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
             let key = s.key().to_owned();
-            *m.store().other_write.borrow_mut() =
-                Some(Box::new(move |inner: &MemoryStore| inner.put_absent(&key)));
+            m.store()
+                .after_next_snapshot(move |inner| inner.put_absent(&key));
             let result = m.update(&mut found, &mut rng(), T0, |r| r.submitted_at = Some(T0));
             assert_eq!(result, Err(UpdateError::Gone), "{behaviour:?}");
-            assert!(m.store().inner.peek(s.key()).is_none(), "{behaviour:?}");
+            assert!(m.store().peek(s.key()).is_none(), "{behaviour:?}");
         }
     }
 

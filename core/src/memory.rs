@@ -30,6 +30,24 @@ pub struct MemoryStore {
     reads: Cell<u64>,
     writes: Cell<u64>,
     failing: Cell<bool>,
+    /// Test seams: what another request does at this request's next
+    /// snapshot, and in place of its next swap (each runs once).
+    #[cfg(test)]
+    seams: RefCell<Seams>,
+}
+
+#[cfg(test)]
+type AfterSnapshot = Box<dyn FnOnce(&MemoryStore)>;
+#[cfg(test)]
+type InsteadOfSwap = Box<
+    dyn FnOnce(&MemoryStore, MemorySnapshot, &[u8]) -> Result<Swap<MemorySnapshot>, StoreError>,
+>;
+
+#[cfg(test)]
+#[derive(Default)]
+struct Seams {
+    after_snapshot: Option<AfterSnapshot>,
+    instead_of_swap: Option<InsteadOfSwap>,
 }
 
 /// A [`MemoryStore`] read.
@@ -37,6 +55,13 @@ pub struct MemoryStore {
 pub struct MemorySnapshot {
     key: String,
     value: Option<Vec<u8>>,
+}
+
+impl MemorySnapshot {
+    /// The key read.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 impl Snapshot for MemorySnapshot {
@@ -110,6 +135,25 @@ impl MemoryStore {
     }
 }
 
+#[cfg(test)]
+impl MemoryStore {
+    /// Runs `write` once, right after the next snapshot is read: another
+    /// request writing between this one's read and its swap.
+    pub(crate) fn after_next_snapshot(&self, write: impl FnOnce(&MemoryStore) + 'static) {
+        self.seams.borrow_mut().after_snapshot = Some(Box::new(write));
+    }
+
+    /// Runs `swap` once, in place of the next swap (which it may still do,
+    /// with [`MemoryStore::swap_as_configured`]).
+    pub(crate) fn instead_of_next_swap(
+        &self,
+        swap: impl FnOnce(&MemoryStore, MemorySnapshot, &[u8]) -> Result<Swap<MemorySnapshot>, StoreError>
+            + 'static,
+    ) {
+        self.seams.borrow_mut().instead_of_swap = Some(Box::new(swap));
+    }
+}
+
 impl MemoryStore {
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.check()?;
@@ -121,20 +165,9 @@ impl MemoryStore {
         let value = self.read(&key)?;
         Ok(MemorySnapshot { key, value })
     }
-}
 
-impl SessionStore for MemoryStore {
-    type Snapshot = MemorySnapshot;
-
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(key)
-    }
-
-    fn snapshot(&self, key: &str) -> Result<MemorySnapshot, StoreError> {
-        self.current(key.to_owned())
-    }
-
-    fn swap(
+    /// A swap as [`SwapBehaviour`] says this store swaps.
+    pub(crate) fn swap_as_configured(
         &self,
         snapshot: MemorySnapshot,
         value: &[u8],
@@ -152,6 +185,43 @@ impl SessionStore for MemoryStore {
         // The caller reads the key again to learn what it holds (with
         // Spin, `current` on the handle a failed swap hands back).
         Ok(Swap::NotConfirmed(self.current(snapshot.key)?))
+    }
+}
+
+impl SessionStore for MemoryStore {
+    type Snapshot = MemorySnapshot;
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(key)
+    }
+
+    fn snapshot(&self, key: &str) -> Result<MemorySnapshot, StoreError> {
+        let snapshot = self.current(key.to_owned())?;
+        #[cfg(test)]
+        {
+            // Taken out first: the seam may set the next one.
+            let seam = self.seams.borrow_mut().after_snapshot.take();
+            if let Some(write) = seam {
+                write(self);
+            }
+        }
+        Ok(snapshot)
+    }
+
+    fn swap(
+        &self,
+        snapshot: MemorySnapshot,
+        value: &[u8],
+    ) -> Result<Swap<MemorySnapshot>, StoreError> {
+        #[cfg(test)]
+        {
+            // Taken out first: the seam may set the next one.
+            let seam = self.seams.borrow_mut().instead_of_swap.take();
+            if let Some(swap) = seam {
+                return swap(self, snapshot, value);
+            }
+        }
+        self.swap_as_configured(snapshot, value)
     }
 
     fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
