@@ -261,11 +261,14 @@ pub fn step<S: SessionStore>(
     // Claim before writing anything: of concurrent sweepers, only the one
     // whose swap is stored deletes, so each entry is removed (and counted
     // down) exactly once.
-    let id = new_id();
-    let claimed = cursor.moved(cursor.bucket, claimed_next, id.clone());
-    if let Confirmed::Lost(_) = swap_and_confirm(store, snapshot, &claimed.encode(), |bytes| {
-        Cursor::made_by(bytes, &id)
-    })? {
+    if !claim(
+        store,
+        snapshot,
+        &cursor,
+        cursor.bucket,
+        claimed_next,
+        new_id,
+    )? {
         report.lost_claim = true;
         return Ok(report);
     }
@@ -280,6 +283,25 @@ pub fn step<S: SessionStore>(
         &mut report,
     )?;
     Ok(report)
+}
+
+/// Moves the cursor, read as `snapshot`, to `bucket` / `next` with a fresh
+/// claim id, and tells whether this claim is the one stored (of concurrent
+/// sweepers, only one's is).
+fn claim<S: SessionStore>(
+    store: &S,
+    snapshot: S::Snapshot,
+    cursor: &Cursor,
+    bucket: i64,
+    next: i64,
+    new_id: &mut dyn FnMut() -> String,
+) -> Result<bool, StoreError> {
+    let id = new_id();
+    let moved = cursor.moved(bucket, next, id.clone());
+    let outcome = swap_and_confirm(store, snapshot, &moved.encode(), |bytes| {
+        Cursor::made_by(bytes, &id)
+    })?;
+    Ok(matches!(outcome, Confirmed::Stored))
 }
 
 /// Reads the entries from the cursor on, one `get` each, and returns those
@@ -351,11 +373,7 @@ fn leave_bucket<S: SessionStore>(
             break;
         }
     }
-    let id = new_id();
-    let moved = cursor.moved(next_bucket, 1, id.clone());
-    if let Confirmed::Lost(_) = swap_and_confirm(store, snapshot, &moved.encode(), |bytes| {
-        Cursor::made_by(bytes, &id)
-    })? {
+    if !claim(store, snapshot, &cursor, next_bucket, 1, new_id)? {
         report.lost_claim = true;
         return Ok(report);
     }
