@@ -15,7 +15,9 @@
 //! with the host given a runtime config that puts the default store on it
 //! (Spin's Redis store: a new connection per compare-and-swap, every swap
 //! reported as failed). The floor component (a handler that does nothing)
-//! is then measured the same way. Figures are printed and written as JSON
+//! is served for the whole run and measured the same way right after each
+//! size's GET phase: the GET/floor ratio compares two phases a few seconds
+//! apart, so that other work on a shared machine moves both alike. Figures are printed and written as JSON
 //! to `target/bench/`; the goals are checked on the SQLite figures, the
 //! Redis ones are printed beside them.
 //!
@@ -101,21 +103,35 @@ fn run() -> anyhow::Result<ExitCode> {
             .build()?,
     };
     let manifest = workspace.join("spin.toml");
+    let floor = Floor::start(&rts, &workspace.join("components/floor/spin.toml"))?;
     let mut sizes = Vec::new();
     for &size in &config.sizes {
-        sizes.push(run_size(&rts, &manifest, Backend::Sqlite, size, &config)?);
+        sizes.push(run_size(
+            &rts,
+            &manifest,
+            Backend::Sqlite,
+            size,
+            &floor,
+            &config,
+        )?);
     }
     let mut redis = Vec::new();
     for &size in &config.redis_sizes {
-        redis.push(run_size(&rts, &manifest, Backend::Redis, size, &config)?);
+        redis.push(run_size(
+            &rts,
+            &manifest,
+            Backend::Redis,
+            size,
+            &floor,
+            &config,
+        )?);
     }
-    let floor = run_floor(&rts, &workspace.join("components/floor/spin.toml"), &config)?;
+    rts.host.block_on(floor.host.shutdown());
 
     let report = Report {
         config,
         sizes,
         redis,
-        floor,
         total: started.elapsed(),
         load: [load_at_start, report::load_average()],
     };
@@ -148,13 +164,14 @@ fn check_wasm(workspace: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One store size on one backend: prefill, start the host, the GET and
-/// POST phases, stop.
+/// One store size on one backend: prefill, start the host, the GET phase
+/// and the floor's beside it, the POST phase, stop.
 fn run_size(
     rts: &Runtimes,
     manifest: &Path,
     backend: Backend,
     size: u64,
+    floor: &Floor,
     config: &Config,
 ) -> anyhow::Result<SizeResult> {
     let label = format!("{} {}", backend.name(), size_label(size));
@@ -198,6 +215,7 @@ fn run_size(
     let phases = rts.clients.block_on(async {
         let clients = connect(host.addr(), config, &filled.live).await?;
         let (clients, get) = phase(&label, clients, &host, Mix::Get, config, store_pid).await;
+        let floor = floor.measure(&label, config).await?;
         let (mut clients, post) = phase(&label, clients, &host, Mix::Post, config, store_pid).await;
         // Then one keep-alive client alone, as one browser sees the site:
         // its latency is the request's own, without the others' queueing.
@@ -207,11 +225,11 @@ fn run_size(
         let (alone, get_alone) =
             phase(&alone_label, alone, &host, Mix::Get, config, store_pid).await;
         let (_, post_alone) = phase(&alone_label, alone, &host, Mix::Post, config, store_pid).await;
-        anyhow::Ok((get, post, get_alone, post_alone))
+        anyhow::Ok((get, floor, post, get_alone, post_alone))
     });
     rts.host.block_on(host.shutdown());
     drop(redis);
-    let (get, post, get_alone, post_alone) = phases?;
+    let (get, floor, post, get_alone, post_alone) = phases?;
     Ok(SizeResult {
         backend,
         size,
@@ -224,34 +242,46 @@ fn run_size(
         post,
         get_alone,
         post_alone,
+        floor,
     })
 }
 
-/// The floor component, which does not touch the store: an empty state
-/// directory.
-fn run_floor(rts: &Runtimes, manifest: &Path, config: &Config) -> anyhow::Result<PhaseResult> {
-    let dir = TempDir::new("floor")?;
-    let (host, host_start) = start_host(&rts.host, manifest, dir.path(), None)?;
-    progress(
-        "floor",
-        format!(
-            "host serving on {} (started in {:.1} s)",
-            host.addr(),
-            host_start.as_secs_f64()
-        ),
-    );
-    let floor = rts.clients.block_on(async {
+/// The floor component (a handler that does nothing and does not touch
+/// the store), served for the whole run so that its page views can be
+/// measured right beside each size's.
+struct Floor {
+    host: RunningHost,
+    /// Its state directory, empty, removed at the end.
+    _dir: TempDir,
+}
+
+impl Floor {
+    fn start(rts: &Runtimes, manifest: &Path) -> anyhow::Result<Floor> {
+        let dir = TempDir::new("floor")?;
+        let (host, host_start) = start_host(&rts.host, manifest, dir.path(), None)?;
+        progress(
+            "floor",
+            format!(
+                "host serving on {} (started in {:.1} s)",
+                host.addr(),
+                host_start.as_secs_f64()
+            ),
+        );
+        Ok(Floor { host, _dir: dir })
+    }
+
+    /// One phase of page views, with as many clients as the sessions'.
+    async fn measure(&self, beside: &str, config: &Config) -> anyhow::Result<PhaseResult> {
         // The floor ignores cookies; the sessions only say how many clients.
         let none = vec![LiveSession {
             cookie: String::new(),
             csrf_token: String::new(),
         }];
-        let clients = connect(host.addr(), config, &none).await?;
-        let (_, floor) = phase("floor", clients, &host, Mix::Floor, config, None).await;
-        anyhow::Ok(floor)
-    });
-    rts.host.block_on(host.shutdown());
-    floor
+        let clients = connect(self.host.addr(), config, &none).await?;
+        let label = format!("floor, beside {beside}");
+        let (_, floor) = phase(&label, clients, &self.host, Mix::Floor, config, None).await;
+        Ok(floor)
+    }
 }
 
 /// The runtime config that puts the default store on `server`, written
