@@ -37,8 +37,8 @@ mod http;
 mod load;
 mod prefill;
 mod recorder;
-mod redis_server;
 mod report;
+mod resp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,8 +50,8 @@ use host::{HostOptions, RunningHost};
 
 use load::{Client, Mix, PhaseResult};
 use prefill::{LiveSession, Target};
-use redis_server::RedisServer;
 use report::{size_label, Backend, Config, Report, SizeResult};
+use test_support::redis_server::{self, RedisServer};
 
 /// The cap on sessions for every size: above the largest store, so that
 /// nothing is evicted while measuring (the default cap is 100 000).
@@ -176,11 +176,10 @@ fn run_size(
 ) -> anyhow::Result<SizeResult> {
     let label = format!("{} {}", backend.name(), size_label(size));
     let dir = TempDir::new(&format!("{}-{}", backend.name(), size))?;
-    // Redis keeps nothing on disk here; its directory is the state
-    // directory, removed with it.
+    // Redis keeps nothing on disk here.
     let redis = match backend {
         Backend::Sqlite => None,
-        Backend::Redis => Some(RedisServer::start(dir.path())?),
+        Backend::Redis => Some(start_redis()?),
     };
     let target = match &redis {
         None => Target::Sqlite(dir.path()),
@@ -282,6 +281,17 @@ impl Floor {
         let (_, floor) = phase(&label, clients, &self.host, Mix::Floor, config, None).await;
         Ok(floor)
     }
+}
+
+/// A `redis-server` of our own, or why there is none.
+fn start_redis() -> anyhow::Result<RedisServer> {
+    if !redis_server::is_installed() {
+        bail!(
+            "redis-server is missing: install Debian's package with \
+             `apt-get install redis-server`, or run with `--redis-sizes none`"
+        );
+    }
+    Ok(RedisServer::start(false))
 }
 
 /// The runtime config that puts the default store on `server`, written

@@ -22,7 +22,9 @@ use host::runtime_config::DEFAULT_STORE_FILE;
 use session_core::{ExpiryPolicy, Session, SessionManager};
 
 use crate::recorder::{Contents, Recorder};
-use crate::redis_server::{info_field, RedisServer};
+use test_support::redis_server::RedisServer;
+
+use crate::resp::{self, info_field};
 
 /// The store label the sessions component opens (`key_value_stores`).
 pub const STORE: &str = "default";
@@ -210,7 +212,7 @@ const MSETS_IN_FLIGHT: usize = 16;
 /// Sets `rows` in the (empty) Redis `server`, checks that it holds exactly
 /// them, and returns their number and Redis's `used_memory`.
 fn write_redis(server: &RedisServer, rows: Vec<(String, Vec<u8>)>) -> anyhow::Result<(u64, u64)> {
-    let mut conn = server.connect()?;
+    let mut conn = resp::connect(server)?;
     for window in rows.chunks(MSET_PAIRS * MSETS_IN_FLIGHT) {
         let msets: Vec<_> = window.chunks(MSET_PAIRS).collect();
         for pairs in &msets {
@@ -248,7 +250,7 @@ mod tests {
     //! on a real Redis.
 
     use super::*;
-    use crate::redis_server::Reply;
+    use crate::resp::Reply;
     use session_core::index::{Cursor, CURSOR_KEY, SESSION_COUNT_KEY};
     use session_core::SessionRecord;
     use std::io::{Read as _, Write as _};
@@ -334,7 +336,7 @@ mod tests {
 
     /// Every key of a Redis server and its value, in key order.
     fn redis_rows(server: &RedisServer) -> Vec<(String, Vec<u8>)> {
-        let mut conn = server.connect().unwrap();
+        let mut conn = resp::connect(server).unwrap();
         let Reply::Array(Some(keys)) = conn.command(&[b"KEYS", b"*"]).unwrap() else {
             panic!("KEYS answers an array");
         };
@@ -444,13 +446,12 @@ mod tests {
     #[test]
     fn on_redis_too() {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (real_dir, ours_dir) = (Dir::new("redis-real"), Dir::new("redis-ours"));
-        let real = RedisServer::start(&real_dir.0).unwrap();
+        let real = RedisServer::start(false);
         let state = Dir::new("redis-state");
         let app = start(&rt, &state.0, Some(&real.runtime_config()));
         assert_eq!(request(app.addr(), "GET", "/", None, None).0, 200);
         rt.block_on(app.shutdown());
-        let ours = RedisServer::start(&ours_dir.0).unwrap();
+        let ours = RedisServer::start(false);
         let filled = prefill(Target::Redis(&ours), 1, 1, 1000).unwrap();
         assert_eq!(filled.rows, 5);
         assert_alike(&redis_rows(&real), &redis_rows(&ours), redis_number);

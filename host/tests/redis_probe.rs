@@ -8,9 +8,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis_server::RedisServer;
 use common::{built_probe_manifest, get, kv_cases, send, TempDir};
 use host::{HostOptions, RunningHost};
+use test_support::redis_server::RedisServer;
 
 /// Starts the probe with its default store on `redis`.
 async fn start_probe(state: &TempDir, redis: &RedisServer) -> RunningHost {
@@ -35,7 +35,7 @@ async fn start_probe(state: &TempDir, redis: &RedisServer) -> RunningHost {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_interfaces_work_on_redis() {
-    let redis = RedisServer::start();
+    let redis = RedisServer::start(false);
     let state = TempDir::new("redis-probe");
     let host = start_probe(&state, &redis).await;
     let addr = host.addr();
@@ -59,7 +59,7 @@ async fn both_interfaces_work_on_redis() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_gives_other_errors_promptly_and_the_host_recovers() {
-    let mut redis = RedisServer::start();
+    let redis = RedisServer::start(false);
     let state = TempDir::new("redis-down");
     let host = start_probe(&state, &redis).await;
     let addr = host.addr();
@@ -84,7 +84,7 @@ async fn redis_down_gives_other_errors_promptly_and_the_host_recovers() {
     }
 
     // Back (empty: this server keeps nothing), same host, no restart.
-    redis.spawn();
+    redis.restart();
     assert_eq!(get(addr, "/kv/default/k").await.status, 404);
     assert_eq!(send(addr, "PUT", "/kv/default/k", b"w").await.status, 204);
     assert_eq!(get(addr, "/kv/default/k").await.text(), "w");
@@ -93,12 +93,12 @@ async fn redis_down_gives_other_errors_promptly_and_the_host_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_starts_while_redis_is_down() {
-    let mut redis = RedisServer::not_started();
+    let redis = RedisServer::not_started(false);
     let state = TempDir::new("redis-late");
     let host = start_probe(&state, &redis).await;
     let addr = host.addr();
     assert_eq!(get(addr, "/kv/default/k").await.status, 503);
-    redis.spawn();
+    redis.restart();
     assert_eq!(send(addr, "PUT", "/kv/default/k", b"v").await.status, 204);
     assert_eq!(get(addr, "/kv/default/k").await.text(), "v");
     host.shutdown().await;

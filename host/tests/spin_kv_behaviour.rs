@@ -16,9 +16,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::redis_server::RedisServer;
 use common::{built_probe_manifest, get, send, Reply, TempDir};
 use host::{HostOptions, RequestStats, RunningHost};
+use test_support::redis_server::RedisServer;
 
 /// Spin's limit on one result, 128 MiB.
 const LIMIT: usize = 134_217_728;
@@ -45,7 +45,7 @@ impl Probe {
 
     /// The probe with its default store on a fresh `redis-server`.
     async fn redis() -> Self {
-        Self::start(Backend::Redis(RedisServer::start())).await
+        Self::start(Backend::Redis(RedisServer::start(false))).await
     }
 
     async fn start(backend: Backend) -> Self {

@@ -1,5 +1,7 @@
-//! A real `redis-server` (Debian's package) for one test: on a free
-//! 127.0.0.1 port, in its own temporary directory, stopped when dropped.
+//! A real `redis-server` (Debian's package) for one test or benchmark
+//! phase: on a free 127.0.0.1 port, in its own temporary directory, stopped
+//! when dropped. The one spawner of the workspace: the root tests, the
+//! host's tests (unit and integration) and the benchmark all use it.
 //!
 //! Shared behind an `Arc` (two hosts on one server, a test that stops and
 //! restarts it under load), so its methods take `&self`.
@@ -26,18 +28,34 @@ impl RedisServer {
     /// `appendfsync always`), so a restart, even after a SIGKILL, keeps
     /// everything acknowledged. Without it, nothing goes to disk.
     pub fn start(persistent: bool) -> RedisServer {
+        let server = RedisServer::not_started(persistent);
+        server.spawn(true);
+        server
+    }
+
+    /// A free port and a directory, with no server yet (as when Redis is
+    /// down when a host starts): [`RedisServer::restart`] starts it there.
+    pub fn not_started(persistent: bool) -> RedisServer {
         assert!(
-            Path::new(REDIS_SERVER).exists(),
+            is_installed(),
             "redis-server is missing: apt-get install redis-server (cargo xtask test installs it)"
         );
-        let server = RedisServer {
-            port: Mutex::new(0),
+        RedisServer {
+            port: Mutex::new(free_port()),
             dir: tempfile::tempdir().unwrap(),
             persistent,
             child: Mutex::new(None),
-        };
-        server.spawn(true);
-        server
+        }
+    }
+
+    /// The process id of the running server (for its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .expect("the server is running")
+            .id()
     }
 
     /// Its port.
@@ -79,8 +97,10 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again (after a stop, or stopping it first) on the same port
-    /// and directory: the hosts' URL stays valid.
+    /// Starts it again (after a stop, or stopping it first; or for the first
+    /// time after [`RedisServer::not_started`]) on the same port and
+    /// directory: the hosts' URL stays valid. A server that is not
+    /// persistent comes back empty.
     pub fn restart(&self) {
         self.stop();
         self.spawn(false);
@@ -154,6 +174,11 @@ impl RedisServer {
             );
         }
     }
+}
+
+/// Whether Debian's `redis-server` is installed.
+pub fn is_installed() -> bool {
+    Path::new(REDIS_SERVER).exists()
 }
 
 /// The `process_id` of the server answering on `port`, once it serves.

@@ -505,19 +505,13 @@ impl CasHandle for RedisCas {
     }
 }
 
-/// The `redis-server` the integration tests use too.
-#[cfg(test)]
-#[path = "../../tests/common/redis_server.rs"]
-#[allow(dead_code)] // `port` is for the integration tests
-mod test_server;
-
 #[cfg(test)]
 mod tests {
-    use super::test_server::RedisServer;
     use super::*;
     use crate::kv::contract;
     use std::net::TcpListener;
     use std::time::Instant;
+    use test_support::redis_server::RedisServer;
 
     fn url(server: &RedisServer) -> RedisUrl {
         RedisUrl::parse(&server.url()).unwrap()
@@ -559,25 +553,25 @@ mod tests {
 
     #[tokio::test]
     async fn set_get_delete_exists_keys() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         contract::set_get_delete_exists_keys(&store(&server)).await;
     }
 
     #[tokio::test]
     async fn compare_and_swap_on_an_existing_value() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         contract::compare_and_swap_on_an_existing_value(&store(&server), &RULES).await;
     }
 
     #[tokio::test]
     async fn compare_and_swap_on_an_absent_key_is_watched() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         contract::compare_and_swap_on_an_absent_key(&store(&server), &RULES).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_swaps_on_a_present_key_write_once() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         contract::concurrent_swaps_on_a_present_key_write_once(&stores(&server, 2), &RULES).await;
     }
 
@@ -585,7 +579,7 @@ mod tests {
     async fn increment_is_incrby_on_decimal_text() {
         // Redis keeps counters as decimal text (Spin's SQLite store keeps
         // 8 little-endian bytes; each backend reads back its own).
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         let s = store(&server);
         contract::increment_counts(&s, |n| n.to_string().into_bytes()).await;
         // Not a number, and an overflow: Redis refuses, with its message in
@@ -609,26 +603,26 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_increments_hand_out_distinct_values() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         contract::concurrent_increments_hand_out_distinct_values(&stores(&server, 2)).await;
     }
 
     #[tokio::test]
     async fn set_many_and_delete_many() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         contract::set_many_and_delete_many(&store(&server)).await;
     }
 
     #[tokio::test]
     async fn results_over_the_limit_are_refused() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         let s = RedisStore::with_result_limit(&url(&server), 300).unwrap();
         contract::results_over_the_limit_are_refused(&s, 300, &RULES).await;
     }
 
     #[tokio::test]
     async fn key_listings_over_the_limit_are_refused() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         let s = RedisStore::with_result_limit(&url(&server), contract::KEYS_LIMIT).unwrap();
         contract::key_listings_over_the_limit_are_refused(&s).await;
     }
@@ -637,7 +631,7 @@ mod tests {
 
     #[tokio::test]
     async fn get_many_sends_its_keys_to_keys() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         let s = store(&server);
         s.set("k", b"v0").await.unwrap();
         // Two keys or more: KEYS takes one pattern.
@@ -704,7 +698,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_cas_handle_opens_a_connection() {
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         let s = store(&server);
         s.opened().await.unwrap();
         let mut conn = raw(&server).await;
@@ -734,12 +728,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_open_connects_and_later_opens_only_ping() {
-        let mut server = RedisServer::not_started();
+        let server = RedisServer::not_started(false);
         let s = store(&server);
         // Down at the first open: the open fails, with redis-rs's words.
         let err = s.opened().await.unwrap_err();
         assert!(!err.message().is_empty());
-        server.spawn();
+        server.restart();
         assert_eq!(s.opened().await.unwrap().connections, 1);
         assert_eq!(s.opened().await.unwrap().connections, 0);
         // Down after the first connection: opens succeed (the ping's
@@ -753,7 +747,7 @@ mod tests {
     async fn keys_are_not_prefixed_by_store() {
         // As in Spin: the raw key is the Redis key, so two stores on one
         // server share one key space, and other clients see the same keys.
-        let server = RedisServer::start();
+        let server = RedisServer::start(false);
         let (a, b) = (store(&server), store(&server));
         a.set("session/x", b"v").await.unwrap();
         assert_eq!(
@@ -817,7 +811,7 @@ mod tests {
 
     #[tokio::test]
     async fn redis_down_fails_promptly_and_back_works_again() {
-        let mut server = RedisServer::start();
+        let server = RedisServer::start(false);
         let s = store(&server);
         s.set("kept", b"yes").await.unwrap();
 
@@ -829,7 +823,7 @@ mod tests {
 
         // Back (empty: this server keeps nothing): the same store works
         // again without being reopened, and at once for reads.
-        server.spawn();
+        server.restart();
         assert_eq!(s.get("kept").await.unwrap(), None);
         s.set("kept", b"again").await.unwrap();
         let h = s.new_cas("kept").await.unwrap().value;
@@ -841,11 +835,11 @@ mod tests {
     async fn an_idle_store_recovers_from_a_restart() {
         // Redis restarts while nobody uses the store: the connection the
         // store holds is dead, which the first read must get past by itself.
-        let mut server = RedisServer::start();
+        let server = RedisServer::start(false);
         let s = store(&server);
         s.set("k", b"v").await.unwrap();
         server.stop();
-        server.spawn();
+        server.restart();
         assert_eq!(s.get("k").await.unwrap(), None);
         // Writes are never repeated blindly (one may have run), but the
         // connection is back: they work at once too.

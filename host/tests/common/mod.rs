@@ -1,11 +1,11 @@
 //! Helpers shared by the host's integration tests: a scratch directory, a
-//! tiny HTTP client, the probe fixture's location, a throwaway
-//! `redis-server`, and the key-value cases every store backend must pass.
+//! tiny HTTP client, the probe fixture's location, and the key-value cases
+//! every store backend must pass. (A real `redis-server` comes from the
+//! workspace's `test-support` crate.)
 
 #![allow(dead_code)]
 
 pub mod kv_cases;
-pub mod redis_server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,130 +1,17 @@
-//! A real `redis-server` for the Redis phases, and the few bytes of its
-//! protocol (RESP) the benchmark needs to fill it and to look at it.
-//!
-//! The server runs on a free 127.0.0.1 port in a directory of its own,
-//! with nothing written to disk (`--save "" --appendonly no`), and is
-//! stopped when dropped.
+//! The few bytes of Redis's protocol (RESP) the benchmark needs to fill a
+//! server with sessions and to look at it. The server itself is
+//! `test_support::redis_server::RedisServer`, the workspace's one spawner.
 
 use std::io::{BufReader, BufWriter, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
+use test_support::redis_server::RedisServer;
 
-/// Debian's `redis-server` package puts the server here.
-pub const REDIS_SERVER: &str = "/usr/bin/redis-server";
-
-/// How long a new server may take to answer.
-const START_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// One `redis-server` process of ours.
-pub struct RedisServer {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl RedisServer {
-    /// Starts a server whose working directory is `dir` and waits until it
-    /// answers. The port is picked free first; another process may take it
-    /// before ours binds it, so the server answering must be ours (its
-    /// `process_id`), else another port is tried.
-    pub fn start(dir: &Path) -> anyhow::Result<Self> {
-        if !Path::new(REDIS_SERVER).exists() {
-            bail!(
-                "{REDIS_SERVER} is missing: install Debian's package with \
-                 `apt-get install redis-server`, or run with `--redis-sizes none`"
-            );
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let port = free_port()?;
-            let child = spawn(dir, port)?;
-            let mut server = RedisServer {
-                child,
-                addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            };
-            if server.wait_until_serving(deadline)? {
-                return Ok(server);
-            }
-        }
-    }
-
-    /// Its process id, for its CPU time.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The runtime config that puts the `default` store on this server.
-    pub fn runtime_config(&self) -> String {
-        format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"redis://{}\"\n",
-            self.addr
-        )
-    }
-
-    /// A connection of our own.
-    pub fn connect(&self) -> anyhow::Result<Resp> {
-        Resp::connect(self.addr)
-    }
-
-    /// Whether our process answers on the port (true), or another one does
-    /// or ours exited (false, after stopping ours), before `deadline`.
-    fn wait_until_serving(&mut self, deadline: Instant) -> anyhow::Result<bool> {
-        let pid = self.pid();
-        loop {
-            if Instant::now() >= deadline {
-                bail!("redis-server did not answer within {START_TIMEOUT:?}");
-            }
-            if self.child.try_wait()?.is_some() {
-                // It could not bind the port.
-                return Ok(false);
-            }
-            match server_pid(self.addr) {
-                Some(p) if p == pid => return Ok(true),
-                Some(_) => {
-                    // Another server holds the port; ours will exit.
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return Ok(false);
-                }
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        // Nothing is persisted: killing it loses nothing worth keeping.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn(dir: &Path, port: u16) -> anyhow::Result<Child> {
-    Command::new(REDIS_SERVER)
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .arg("--dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {REDIS_SERVER}"))
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// The `process_id` of the server answering at `addr`, once it serves.
-fn server_pid(addr: SocketAddr) -> Option<u32> {
-    let mut conn = Resp::connect(addr).ok()?;
-    let info = conn.command(&[b"INFO", b"server"]).ok()?.into_text().ok()?;
-    info_field(&info, "process_id")?.parse().ok()
+/// A connection of our own to `server`.
+pub fn connect(server: &RedisServer) -> anyhow::Result<Resp> {
+    Resp::connect(SocketAddr::from(([127, 0, 0, 1], server.port())))
 }
 
 /// A field of an `INFO` answer (`name:value` lines).
