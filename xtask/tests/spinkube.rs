@@ -271,6 +271,21 @@ enum Step {
 
 use Step::{Index, Key};
 
+/// `path` written as the validator writes its errors' paths
+/// (`spec.runtimeConfig.keyValueStores[0].type`), as steps.
+fn steps(path: &'static str) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for part in path.split('.') {
+        let (key, indexes) = part.split_once('[').unwrap_or((part, ""));
+        steps.push(Key(key));
+        for index in indexes.split('[').filter(|i| !i.is_empty()) {
+            let index = index.strip_suffix(']').expect("an index ends with ]");
+            steps.push(Index(index.parse().expect("an index is a number")));
+        }
+    }
+    steps
+}
+
 fn at<'a>(value: &'a mut Value, path: &[Step]) -> &'a mut Value {
     path.iter().fold(value, |v, step| match step {
         Key(key) => v.get_mut(key).unwrap_or_else(|| panic!("no field `{key}`")),
@@ -281,14 +296,24 @@ fn at<'a>(value: &'a mut Value, path: &[Step]) -> &'a mut Value {
     })
 }
 
-/// Sets (or adds) the field at the end of `path`.
-fn set(document: &mut Value, path: &[Step], value: Value) {
-    let (Key(last), parent) = path.split_last().unwrap() else {
-        panic!("set() ends with a key")
+/// The fields of the object holding the last key of `path`, and that key.
+fn parent_fields<'a>(
+    document: &'a mut Value,
+    path: &'static str,
+) -> (&'a mut Vec<(String, Value)>, &'static str) {
+    let steps = steps(path);
+    let (Key(last), parent) = steps.split_last().unwrap() else {
+        panic!("{path} does not end with a key")
     };
     let Value::Object(fields) = at(document, parent) else {
         panic!("not an object")
     };
+    (fields, last)
+}
+
+/// Sets (or adds) the field at the end of `path`.
+fn set(document: &mut Value, path: &'static str, value: Value) {
+    let (fields, last) = parent_fields(document, path);
     match fields.iter_mut().find(|(k, _)| k == last) {
         Some((_, v)) => *v = value,
         None => fields.push((last.to_string(), value)),
@@ -296,13 +321,8 @@ fn set(document: &mut Value, path: &[Step], value: Value) {
 }
 
 /// Removes the field at the end of `path`, which must be there.
-fn remove(document: &mut Value, path: &[Step]) {
-    let (Key(last), parent) = path.split_last().unwrap() else {
-        panic!("remove() ends with a key")
-    };
-    let Value::Object(fields) = at(document, parent) else {
-        panic!("not an object")
-    };
+fn remove(document: &mut Value, path: &'static str) {
+    let (fields, last) = parent_fields(document, path);
     let before = fields.len();
     fields.retain(|(k, _)| k != last);
     assert_eq!(fields.len(), before - 1, "no field `{last}` to remove");
@@ -339,25 +359,15 @@ fn broken_copies_of_the_spinapp_are_rejected() {
     let cases: &[(&str, Break, &str, &str)] = &[
         (
             "unknown field (a typo of replicas)",
-            |d| set(d, &[Key("spec"), Key("replica")], Value::Integer(3)),
+            |d| set(d, "spec.replica", Value::Integer(3)),
             "spec",
             "unknown field `replica`",
         ),
         (
             "unknown field deep in the runtime config",
             |d| {
-                let path = [
-                    Key("spec"),
-                    Key("runtimeConfig"),
-                    Key("keyValueStores"),
-                    Index(0),
-                    Key("options"),
-                    Index(0),
-                    Key("valueFrom"),
-                    Key("secretKeyRef"),
-                    Key("namespace"),
-                ];
-                set(d, &path, string("default"))
+                let path = "spec.runtimeConfig.keyValueStores[0].options[0].valueFrom.secretKeyRef.namespace";
+                set(d, path, string("default"))
             },
             "spec.runtimeConfig.keyValueStores[0].options[0].valueFrom.secretKeyRef",
             "unknown field `namespace`",
@@ -365,29 +375,23 @@ fn broken_copies_of_the_spinapp_are_rejected() {
         (
             "the runtime config in Spin's TOML shape instead of SpinKube's",
             |d| {
-                let path = [
-                    Key("spec"),
-                    Key("runtimeConfig"),
-                    Key("keyValueStores"),
-                    Index(0),
-                    Key("url"),
-                ];
-                set(d, &path, string("redis://redis:6379"))
+                let path = "spec.runtimeConfig.keyValueStores[0].url";
+                set(d, path, string("redis://redis:6379"))
             },
             "spec.runtimeConfig.keyValueStores[0]",
             "unknown field `url`",
         ),
         (
             "wrong type: replicas as a string",
-            |d| set(d, &[Key("spec"), Key("replicas")], string("3")),
+            |d| set(d, "spec.replicas", string("3")),
             "spec.replicas",
             "expected integer, found string",
         ),
         (
             "wrong type: a variable's value unquoted",
             |d| {
-                let path = [Key("spec"), Key("variables"), Index(1), Key("value")];
-                set(d, &path, Value::Integer(100000))
+                let path = "spec.variables[1].value";
+                set(d, path, Value::Integer(100000))
             },
             "spec.variables[1].value",
             "expected string, found integer 100000 (quote it)",
@@ -395,10 +399,10 @@ fn broken_copies_of_the_spinapp_are_rejected() {
         (
             "wrong type: the store list as a map",
             |d| {
-                let path = [Key("spec"), Key("runtimeConfig"), Key("keyValueStores")];
+                let path = "spec.runtimeConfig.keyValueStores";
                 set(
                     d,
-                    &path,
+                    path,
                     Value::Object(vec![("default".into(), string("redis"))]),
                 )
             },
@@ -407,36 +411,30 @@ fn broken_copies_of_the_spinapp_are_rejected() {
         ),
         (
             "replicas beyond int32",
-            |d| set(d, &[Key("spec"), Key("replicas")], Value::Integer(1 << 33)),
+            |d| set(d, "spec.replicas", Value::Integer(1 << 33)),
             "spec.replicas",
             "does not fit in int32",
         ),
         (
             "a memory limit that is not a quantity",
             |d| {
-                let path = [Key("spec"), Key("resources"), Key("limits"), Key("memory")];
-                set(d, &path, string("256MB"))
+                let path = "spec.resources.limits.memory";
+                set(d, path, string("256MB"))
             },
             "spec.resources.limits.memory",
             "does not match the pattern",
         ),
         (
             "missing required field: spec.image",
-            |d| remove(d, &[Key("spec"), Key("image")]),
+            |d| remove(d, "spec.image"),
             "spec",
             "missing required field `image`",
         ),
         (
             "missing required field: the store's type",
             |d| {
-                let path = [
-                    Key("spec"),
-                    Key("runtimeConfig"),
-                    Key("keyValueStores"),
-                    Index(0),
-                    Key("type"),
-                ];
-                remove(d, &path)
+                let path = "spec.runtimeConfig.keyValueStores[0].type";
+                remove(d, path)
             },
             "spec.runtimeConfig.keyValueStores[0]",
             "missing required field `type`",
@@ -444,55 +442,40 @@ fn broken_copies_of_the_spinapp_are_rejected() {
         (
             "missing required field: the Secret's key",
             |d| {
-                let path = [
-                    Key("spec"),
-                    Key("runtimeConfig"),
-                    Key("keyValueStores"),
-                    Index(0),
-                    Key("options"),
-                    Index(0),
-                    Key("valueFrom"),
-                    Key("secretKeyRef"),
-                    Key("key"),
-                ];
-                remove(d, &path)
+                let path =
+                    "spec.runtimeConfig.keyValueStores[0].options[0].valueFrom.secretKeyRef.key";
+                remove(d, path)
             },
             "spec.runtimeConfig.keyValueStores[0].options[0].valueFrom.secretKeyRef",
             "missing required field `key`",
         ),
         (
             "an empty list left as null",
-            |d| set(d, &[Key("spec"), Key("variables")], Value::Null),
+            |d| set(d, "spec.variables", Value::Null),
             "spec.variables",
             "null is not allowed",
         ),
         (
             "the operator's old API group",
-            |d| {
-                set(
-                    d,
-                    &[Key("apiVersion")],
-                    string("core.spinoperator.dev/v1alpha1"),
-                )
-            },
+            |d| set(d, "apiVersion", string("core.spinoperator.dev/v1alpha1")),
             "apiVersion",
             "expected one of core.spinkube.dev/v1alpha1",
         ),
         (
             "wrong kind",
-            |d| set(d, &[Key("kind")], string("SpinAppExecutor")),
+            |d| set(d, "kind", string("SpinAppExecutor")),
             "kind",
             "expected \"SpinApp\"",
         ),
         (
             "no name",
-            |d| remove(d, &[Key("metadata"), Key("name")]),
+            |d| remove(d, "metadata.name"),
             "metadata",
             "missing required field `name`",
         ),
         (
             "a name Kubernetes refuses",
-            |d| set(d, &[Key("metadata"), Key("name")], string("Spin_Sessions")),
+            |d| set(d, "metadata.name", string("Spin_Sessions")),
             "metadata.name",
             "not a lowercase RFC 1123 subdomain",
         ),
