@@ -104,12 +104,8 @@ fn wasi_error(err: wasi_store::Error) -> Response {
 /// Makes a CAS handle, waits, then swaps without ever calling `current`
 /// (on both of Spin's stores that writes unconditionally).
 fn cas(key: &str, delay_ms: i64, value: &[u8]) -> Response {
-    let bucket = match wasi_store::open("default") {
-        Ok(b) => b,
-        Err(e) => return wasi_error(e),
-    };
-    let handle = match atomics::Cas::new(&bucket, key) {
-        Ok(h) => h,
+    let (_bucket, handle) = match cas_handle(key) {
+        Ok(opened) => opened,
         Err(e) => return wasi_error(e),
     };
     sleep_ms(delay_ms);
@@ -118,6 +114,15 @@ fn cas(key: &str, delay_ms: i64, value: &[u8]) -> Response {
         Err(atomics::CasError::CasFailed(_)) => text(409, "lost"),
         Err(atomics::CasError::StoreError(e)) => wasi_error(e),
     }
+}
+
+/// Opens `default` and makes a compare-and-swap handle for `key`; the
+/// bucket is returned too, kept open as long as the handle (the
+/// reference's call sequence).
+fn cas_handle(key: &str) -> Result<(wasi_store::Bucket, atomics::Cas), wasi_store::Error> {
+    let bucket = wasi_store::open("default")?;
+    let handle = atomics::Cas::new(&bucket, key)?;
+    Ok((bucket, handle))
 }
 
 fn incr(key: &str, delta: i64) -> Response {
@@ -160,12 +165,8 @@ fn sleep_ms(ms: i64) {
 /// `current=<value|absent> swap=<ok|cas-failed>`; a store error is 503.
 fn cas_race(key: &str, req: &Request) -> Response {
     sleep_ms(query_number(req, "wait_ms"));
-    let bucket = match wasi_store::open("default") {
-        Ok(b) => b,
-        Err(e) => return wasi_error(e),
-    };
-    let handle = match atomics::Cas::new(&bucket, key) {
-        Ok(h) => h,
+    let (_bucket, handle) = match cas_handle(key) {
+        Ok(opened) => opened,
         Err(e) => return wasi_error(e),
     };
     let current = match handle.current() {
