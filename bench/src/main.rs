@@ -104,28 +104,14 @@ fn run() -> anyhow::Result<ExitCode> {
     };
     let manifest = workspace.join("spin.toml");
     let floor = Floor::start(&rts, &workspace.join("components/floor/spin.toml"))?;
-    let mut sizes = Vec::new();
-    for &size in &config.sizes {
-        sizes.push(run_size(
-            &rts,
-            &manifest,
-            Backend::Sqlite,
-            size,
-            &floor,
-            &config,
-        )?);
-    }
-    let mut redis = Vec::new();
-    for &size in &config.redis_sizes {
-        redis.push(run_size(
-            &rts,
-            &manifest,
-            Backend::Redis,
-            size,
-            &floor,
-            &config,
-        )?);
-    }
+    let run = |backend, sizes: &[u64]| -> anyhow::Result<Vec<SizeResult>> {
+        sizes
+            .iter()
+            .map(|&size| run_size(&rts, &manifest, backend, size, &floor, &config))
+            .collect()
+    };
+    let sizes = run(Backend::Sqlite, &config.sizes)?;
+    let redis = run(Backend::Redis, &config.redis_sizes)?;
     rts.host.block_on(floor.host.shutdown());
 
     let report = Report {
