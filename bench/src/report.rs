@@ -604,6 +604,66 @@ pub fn write_json(target: &Path, json: &Value, unix_time: u64) -> anyhow::Result
 mod tests {
     use super::*;
 
+    use crate::load::{Mix, PhaseResult};
+
+    fn phase(mix: Mix, requests_per_sec: f64) -> PhaseResult {
+        PhaseResult {
+            mix,
+            requests: 1,
+            errors: 0,
+            split_requests: 0,
+            error_examples: Vec::new(),
+            elapsed: Duration::from_secs(1),
+            requests_per_sec,
+            p50_ms: 1.0,
+            p99_ms: 1.0,
+            mean_ms: 1.0,
+            host_requests: 1,
+            host_other_requests: 0,
+            kv_reads_mean: 1.0,
+            kv_writes_mean: 0.0,
+            kv_connections_mean: 0.0,
+            kv_reads_max: 1,
+            kv_writes_max: 0,
+            kv_connections_max: 0,
+            requests_off_usual: 0,
+            host_mean_ms: 1.0,
+            host_cpu_us_per_request: None,
+            host_cpu_cores: None,
+            store_cpu_us_per_request: None,
+            client_cpu_cores: None,
+        }
+    }
+
+    fn size(size: u64, get: f64, floor: f64) -> SizeResult {
+        SizeResult {
+            backend: Backend::Sqlite,
+            size,
+            rows: size,
+            prefill: Duration::ZERO,
+            prefill_generate: Duration::ZERO,
+            store_bytes: 0,
+            host_start: Duration::ZERO,
+            get: phase(Mix::Get, get),
+            post: phase(Mix::Post, 1.0),
+            get_alone: phase(Mix::Get, 1.0),
+            post_alone: phase(Mix::Post, 1.0),
+            floor: phase(Mix::Floor, floor),
+        }
+    }
+
+    #[test]
+    fn each_size_is_compared_with_the_floor_measured_beside_it() {
+        // The machine slowed between the two sizes: each GET phase against
+        // its own floor passes, against the other's it would not.
+        let sizes = [size(1_000, 600.0, 1_000.0), size(1_000_000, 300.0, 450.0)];
+        let goal = floor_check(&sizes);
+        assert_eq!(goal.pass, Some(true), "{}", goal.detail);
+        assert_eq!(goal.detail, "1k 0.600, 1M 0.667");
+        let slow = [size(1_000, 600.0, 1_000.0), size(1_000_000, 300.0, 600.0)];
+        assert_eq!(floor_check(&slow).pass, Some(false));
+    }
+
     #[test]
     fn size_labels() {
         assert_eq!(size_label(1_000), "1k");
