@@ -1,310 +1,207 @@
 //! The HTTP layer: routes a request to the session flow and answers it.
 //!
-//! Plain data in, plain data out, generic over the session store, so that
-//! the whole behaviour is unit-tested natively with an in-memory store and
-//! the component entry point only converts to and from Spin's types.
+//! `http` types in and out, generic over the session store, so that the
+//! whole behaviour is unit-tested natively with the in-memory store; the
+//! component's entry point (`lib.rs`) only hands it Spin's.
 
-use rand::CryptoRng;
+use http::{header, Method, StatusCode};
 use serde_json::json;
-use session_core::cookie::find_session_id;
-use session_core::time::rfc3339;
-use session_core::{CookieSettings, Found, Session, SessionManager, SessionStore, UpdateError};
+use spin_sessions::time::rfc3339;
+use spin_sessions::{Error, RequestBody, SessionStore, Sessions};
 
-use crate::config::{ConfigError, Settings};
-use crate::form;
-use crate::pages::{self, Page};
+use crate::form::{FormError, FormType};
+use crate::pages::{self, Page, PageData};
 
 /// The largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
-/// A request, reduced to what the flow looks at.
-pub struct Request {
-    /// The method, upper case as sent.
-    pub method: String,
-    /// The path, without the query.
-    pub path: String,
-    /// All headers; names lower case.
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// The body, read up to [`MAX_BODY_BYTES`].
-    pub body: Body,
-}
+/// A request as the entry point reads it.
+pub type Request = http::Request<RequestBody>;
 
-/// A request body as the entry point read it.
-pub enum Body {
-    /// The whole body.
-    Complete(Vec<u8>),
-    /// Longer than [`MAX_BODY_BYTES`]; not kept.
-    TooLarge,
-    /// The body broke off before the length it announced.
-    Incomplete,
-}
+/// A response.
+pub type Response = http::Response<Vec<u8>>;
 
-/// A response to send.
-#[derive(Debug)]
-pub struct Response {
-    /// The status code.
-    pub status: u16,
-    /// Headers, in order.
-    pub headers: Vec<(String, String)>,
-    /// The body.
-    pub body: Vec<u8>,
-}
+/// What the page forms may post.
+const FIELDS: [&str; 2] = ["v1", "v2"];
 
-impl Request {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-    }
+const FORM_EXPIRED: &str = "This form is out of date or your session has ended; nothing was saved. Reload the page and try again.";
 
-    fn cookie_headers(&self) -> impl Iterator<Item = &str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == "cookie")
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
-    }
-
-    /// Spin tells the component the URL the client used in `spin-full-url`.
-    fn is_https(&self) -> bool {
-        let Some(full_url) = self.header("spin-full-url") else {
-            return false;
-        };
-        match url::Url::parse(full_url) {
-            Ok(url) => url.scheme() == "https",
-            // The ASCII-only IDNA back end (see Cargo.toml) refuses a
-            // non-ASCII host; the request still came over the scheme the
-            // URL starts with, and a Secure cookie must not be lost for it.
-            Err(_) => full_url
-                .trim_start()
-                .get(..6)
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https:")),
+/// Answers one request with the sessions of the component's store.
+pub fn handle<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Response {
+    let response = route(req, sessions).unwrap_or_else(|err| {
+        if err.status().is_server_error() {
+            eprintln!("sessions: {err}");
         }
-    }
-}
-
-impl Response {
-    fn text(status: u16, message: &str) -> Self {
-        Response {
-            status,
-            headers: vec![
-                ("content-type".into(), "text/plain; charset=utf-8".into()),
-                ("cache-control".into(), "no-store".into()),
-            ],
-            body: format!("{message}\n").into_bytes(),
-        }
-    }
-
-    fn json(status: u16, value: serde_json::Value) -> Self {
-        Response {
-            status,
-            headers: vec![
-                ("content-type".into(), "application/json".into()),
-                ("cache-control".into(), "no-store".into()),
-            ],
-            body: value.to_string().into_bytes(),
-        }
-    }
-
-    fn html(document: String) -> Self {
-        Response {
-            status: 200,
-            headers: vec![
-                ("content-type".into(), "text/html; charset=utf-8".into()),
-                ("cache-control".into(), "no-store".into()),
-                ("x-content-type-options".into(), "nosniff".into()),
-                ("referrer-policy".into(), "same-origin".into()),
-                (
-                    "content-security-policy".into(),
-                    "default-src 'none'; form-action 'self'; frame-ancestors 'none'".into(),
-                ),
-            ],
-            body: document.into_bytes(),
-        }
-    }
-
-    fn see_other(location: &str) -> Self {
-        Response {
-            status: 303,
-            headers: vec![
-                ("location".into(), location.into()),
-                ("cache-control".into(), "no-store".into()),
-            ],
-            body: Vec::new(),
-        }
-    }
-
-    fn method_not_allowed(allow: &str) -> Self {
-        let mut response = Response::text(405, "Method not allowed");
-        response.headers.push(("allow".into(), allow.into()));
-        response
-    }
-
-    fn with_header(mut self, name: &str, value: String) -> Self {
-        self.headers.push((name.into(), value));
-        self
-    }
-
-    /// The store failed: the request may be retried.
-    fn unavailable() -> Self {
-        Response::text(
-            503,
-            "The session store is unavailable; please try again shortly.",
-        )
-    }
-}
-
-/// Everything one request is served with.
-pub struct Context<'a, S, R: ?Sized> {
-    /// The sessions, over the component's store.
-    pub sessions: &'a SessionManager<S>,
-    /// The settings, or why they are invalid.
-    pub settings: Result<Settings, ConfigError>,
-    /// The wall-clock time of the request, in Unix seconds.
-    pub now: i64,
-    /// A cryptographic RNG for new identifiers and tokens.
-    pub rng: &'a mut R,
-}
-
-/// Answers one request.
-pub fn handle<S: SessionStore, R: CryptoRng + ?Sized>(
-    req: &Request,
-    cx: &mut Context<'_, S, R>,
-) -> Response {
-    let settings = match &cx.settings {
-        Ok(settings) => *settings,
-        Err(err) => return Response::text(500, &format!("Configuration error: {err}")),
-    };
-    let cookies = CookieSettings {
-        secure: settings.secure_cookie(req.is_https()),
-        max_age_secs: settings.cookie_max_age_secs,
-    };
-    let method = req.method.as_str();
-    let response = match (req.path.as_str(), method) {
-        ("/api/session", "GET" | "HEAD") => session_json(req, cx),
-        ("/api/session", _) => Response::method_not_allowed("GET, HEAD"),
-        ("/logout", "POST") => logout(req, cx, &cookies),
-        ("/logout", _) => Response::method_not_allowed("POST"),
-        (path, _) => match (Page::at(path), method) {
-            (Some(page), "GET" | "HEAD") => show_page(page, req, cx, &cookies),
-            (Some(page), "POST") => post_form(page, req, cx, &cookies),
-            (Some(_), _) => Response::method_not_allowed("GET, HEAD, POST"),
-            (None, _) => Response::text(404, "Not found"),
-        },
-    };
-    if method == "HEAD" {
-        Response {
-            body: Vec::new(),
-            ..response
-        }
+        err.into_response()
+    });
+    if req.method() == Method::HEAD {
+        let (parts, _) = response.into_parts();
+        Response::from_parts(parts, Vec::new())
     } else {
         response
     }
 }
 
-/// The request's live session, if it has one (one read). Never creates one.
-fn live_session<S: SessionStore, R: ?Sized>(
-    req: &Request,
-    cx: &Context<'_, S, R>,
-) -> Result<Option<Session>, Response> {
-    match cx
-        .sessions
-        .lookup(find_session_id(req.cookie_headers()), cx.now)
-    {
-        Ok(Found::Live(session)) => Ok(Some(session)),
-        Ok(Found::Undecodable(err)) => {
-            eprintln!("sessions: replacing a session whose record does not decode: {err}");
-            Ok(None)
-        }
-        Ok(Found::NoCookie | Found::Unknown | Found::Expired) => Ok(None),
-        Err(err) => {
-            eprintln!("sessions: {err}");
-            Err(Response::unavailable())
-        }
+/// The answer when the sessions cannot even be set up: an invalid setting
+/// (500, naming the variable and the value) or an unreachable store (503).
+pub fn setup_failed(err: &Error) -> Response {
+    eprintln!("sessions: {err}");
+    match err {
+        Error::Config(err) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("Configuration error: {err}"),
+        ),
+        other => other.into_response(),
     }
 }
 
-fn show_page<S: SessionStore, R: CryptoRng + ?Sized>(
+fn route<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Result<Response, Error> {
+    let method = req.method();
+    let get = method == Method::GET || method == Method::HEAD;
+    Ok(match req.uri().path() {
+        "/api/session" if get => session_json(req, sessions)?,
+        "/api/session" => method_not_allowed("GET, HEAD"),
+        "/logout" if method == Method::POST => logout(req, sessions)?,
+        "/logout" => method_not_allowed("POST"),
+        path => match Page::at(path) {
+            Some(page) if get => show_page(page, req, sessions)?,
+            Some(page) if method == Method::POST => post_form(page, req, sessions)?,
+            Some(_) => method_not_allowed("GET, HEAD, POST"),
+            None => text(StatusCode::NOT_FOUND, "Not found"),
+        },
+    })
+}
+
+/// A page, prefilled from the session. A visitor with nothing stored gets
+/// the page and a cookie for its form's token, and nothing is stored.
+fn show_page<S: SessionStore>(
     page: Page,
     req: &Request,
-    cx: &mut Context<'_, S, R>,
-    cookies: &CookieSettings,
-) -> Response {
-    let existing = match live_session(req, cx) {
-        Ok(found) => found,
-        Err(response) => return response,
+    sessions: &Sessions<S>,
+) -> Result<Response, Error> {
+    let mut session = sessions.load(req)?;
+    let data = PageData {
+        v1: session.get("v1")?.unwrap_or_default(),
+        v2: session.get("v2")?.unwrap_or_default(),
+        submitted_at: session.get("submitted_at")?,
+        csrf_token: session.csrf_token()?,
     };
-    let (session, set_cookie) = match existing {
-        Some(mut session) => match cx.sessions.touch_if_due(&mut session, cx.rng, cx.now) {
-            Ok(touched) => {
-                // A persistent cookie is refreshed whenever the session's
-                // last-seen time is, so both age together.
-                let refresh = touched && cookies.max_age_secs.is_some();
-                (session, refresh)
-            }
-            // Another request of the session is writing it: that write
-            // records the visit as well.
-            Err(UpdateError::Contended) => (session, false),
-            Err(UpdateError::Gone) => match create(cx) {
-                Ok(session) => (session, true),
-                Err(response) => return response,
-            },
-            Err(UpdateError::Store(err)) => {
-                eprintln!("sessions: {err}");
-                return Response::unavailable();
-            }
-        },
-        None => match create(cx) {
-            Ok(session) => (session, true),
-            Err(response) => return response,
-        },
-    };
-    let response = Response::html(pages::render(page, session.record()));
-    if set_cookie {
-        response.with_header("set-cookie", cookies.set_cookie(session.id()))
-    } else {
-        response
-    }
+    let mut response = html(pages::render(page, &data));
+    session.save(&mut response)?;
+    Ok(response)
 }
 
-fn create<S: SessionStore, R: CryptoRng + ?Sized>(
-    cx: &mut Context<'_, S, R>,
-) -> Result<Session, Response> {
-    cx.sessions.create(cx.rng, cx.now).map_err(|err| {
-        eprintln!("sessions: {err}");
-        Response::unavailable()
-    })
-}
-
-/// The checks every form post passes before anything is looked up: the
-/// content type, the size, and the encoding of the fields.
-fn read_form(req: &Request) -> Result<Vec<(String, String)>, Response> {
-    let content_type = req.header("content-type").unwrap_or("");
-    let media_type = content_type.split(';').next().unwrap_or("").trim();
-    if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(Response::text(
-            415,
-            "Forms must be sent as application/x-www-form-urlencoded",
+/// Stores the posted fields and answers 303 to the same page. Every check
+/// comes before anything is written: the body (413, 415, 400, 422), then
+/// the session's token (403).
+fn post_form<S: SessionStore>(
+    page: Page,
+    req: &Request,
+    sessions: &Sessions<S>,
+) -> Result<Response, Error> {
+    let fields = match read_form(req) {
+        Ok(fields) => fields,
+        Err((status, message)) => return Ok(text(status, &message)),
+    };
+    let done = field(&fields, "DONE");
+    if done.is_some_and(|d| d != "yes") {
+        return Ok(text(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Field DONE may only be \"yes\"",
         ));
     }
-    let body = match &req.body {
-        Body::Complete(body) => body,
-        Body::TooLarge => {
-            return Err(Response::text(
-                413,
-                &format!("The form is larger than {MAX_BODY_BYTES} bytes"),
-            ))
+    let mut session = sessions.load(req)?;
+    if !session.verify_csrf(field(&fields, "csrf_token")) {
+        return Ok(text(StatusCode::FORBIDDEN, FORM_EXPIRED));
+    }
+    for name in FIELDS {
+        if let Some(value) = field(&fields, name) {
+            session.insert(name, value)?;
         }
-        Body::Incomplete => return Err(Response::text(400, "The form body is incomplete")),
+    }
+    if done.is_some() {
+        session.insert("submitted_at", session.now())?;
+    }
+    let mut response = see_other(page.path());
+    match session.save(&mut response) {
+        Err(Error::Ended) => Ok(text(StatusCode::FORBIDDEN, FORM_EXPIRED)),
+        saved => saved.map(|()| response),
+    }
+}
+
+/// Deletes the session (with its form token) and expires the cookie.
+fn logout<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Result<Response, Error> {
+    let fields = match read_form(req) {
+        Ok(fields) => fields,
+        Err((status, message)) => return Ok(text(status, &message)),
     };
-    form::decode(body).map_err(|err| {
-        let status = if err == form::FormError::BadPercentEncoding {
-            400
-        } else {
-            422
-        };
-        Response::text(status, &capitalised(&err.to_string()))
-    })
+    let mut session = sessions.load(req)?;
+    if session.is_stored() && !session.verify_csrf(field(&fields, "csrf_token")) {
+        return Ok(text(StatusCode::FORBIDDEN, FORM_EXPIRED));
+    }
+    session.destroy();
+    let mut response = see_other("/");
+    session.save(&mut response)?;
+    Ok(response)
+}
+
+/// The session as JSON; 404 without one. Never creates one.
+fn session_json<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Result<Response, Error> {
+    let session = sessions.load(req)?;
+    let (Some(created_at), Some(last_seen_at), Some(expires_at)) = (
+        session.created_at(),
+        session.last_seen_at(),
+        session.expires_at(),
+    ) else {
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "no session" }),
+        ));
+    };
+    let body = json!({
+        "v1": session.get::<String>("v1")?,
+        "v2": session.get::<String>("v2")?,
+        "submitted_at": session.get::<i64>("submitted_at")?.map(rfc3339),
+        "created_at": rfc3339(created_at),
+        "last_seen_at": rfc3339(last_seen_at),
+        "expires_at": rfc3339(expires_at),
+    });
+    let mut response = json_response(StatusCode::OK, body);
+    session.save(&mut response)?;
+    Ok(response)
+}
+
+/// Why a form was refused: the status and a short message.
+type Refusal = (StatusCode, String);
+
+/// The checks every form post passes before the session is looked up: the
+/// content type, the size, and the encoding of the fields.
+fn read_form(req: &Request) -> Result<Vec<(String, String)>, Refusal> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let Some(form_type) = FormType::of(content_type) else {
+        return Err((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Forms must be sent as application/x-www-form-urlencoded or multipart/form-data".into(),
+        ));
+    };
+    let body = req
+        .body()
+        .as_ref()
+        .map_err(|err| (err.status(), capitalised(&err.to_string())))?;
+    form_type.decode(body).map_err(|err| form_error(&err))
+}
+
+fn form_error(err: &FormError) -> Refusal {
+    let status = if err.is_syntax() {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (status, capitalised(&err.to_string()))
 }
 
 fn capitalised(message: &str) -> String {
@@ -322,202 +219,200 @@ fn field<'f>(fields: &'f [(String, String)], name: &str) -> Option<&'f str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Compares without stopping at the first difference, so that the time
-/// taken says nothing about how much of a guessed token was right.
-fn tokens_match(expected: &str, given: Option<&str>) -> bool {
-    let Some(given) = given else { return false };
-    expected.len() == given.len()
-        && expected
-            .bytes()
-            .zip(given.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+fn response(status: StatusCode, headers: &[(header::HeaderName, &str)], body: Vec<u8>) -> Response {
+    let mut builder = http::Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(name, *value);
+    }
+    builder.body(body).expect("constant headers are valid")
 }
 
-const FORM_EXPIRED: &str =
-    "This form is out of date or your session has ended; nothing was saved. Reload the page and try again.";
-
-fn post_form<S: SessionStore, R: CryptoRng + ?Sized>(
-    page: Page,
-    req: &Request,
-    cx: &mut Context<'_, S, R>,
-    cookies: &CookieSettings,
-) -> Response {
-    let fields = match read_form(req) {
-        Ok(fields) => fields,
-        Err(response) => return response,
-    };
-    let done = field(&fields, "DONE");
-    if done.is_some_and(|d| d != "yes") {
-        return Response::text(422, "Field DONE may only be \"yes\"");
-    }
-    let mut session = match live_session(req, cx) {
-        Ok(Some(session)) => session,
-        Ok(None) => return Response::text(403, FORM_EXPIRED),
-        Err(response) => return response,
-    };
-    if !tokens_match(&session.record().csrf_token, field(&fields, "csrf_token")) {
-        return Response::text(403, FORM_EXPIRED);
-    }
-    let now = cx.now;
-    let result = cx.sessions.update(&mut session, cx.rng, now, |record| {
-        for name in ["v1", "v2"] {
-            if let Some(value) = field(&fields, name) {
-                record.values.insert(name.to_owned(), value.to_owned());
-            }
-        }
-        if done.is_some() {
-            record.submitted_at = Some(now);
-        }
-    });
-    match result {
-        Ok(()) => {
-            let response = Response::see_other(page.path());
-            if cookies.max_age_secs.is_some() {
-                response.with_header("set-cookie", cookies.set_cookie(session.id()))
-            } else {
-                response
-            }
-        }
-        Err(UpdateError::Gone) => Response::text(403, FORM_EXPIRED),
-        Err(err) => {
-            eprintln!("sessions: {err}");
-            Response::unavailable()
-        }
-    }
-}
-
-fn logout<S: SessionStore, R: ?Sized>(
-    req: &Request,
-    cx: &mut Context<'_, S, R>,
-    cookies: &CookieSettings,
-) -> Response {
-    let fields = match read_form(req) {
-        Ok(fields) => fields,
-        Err(response) => return response,
-    };
-    match live_session(req, cx) {
-        Ok(Some(session)) => {
-            if !tokens_match(&session.record().csrf_token, field(&fields, "csrf_token")) {
-                return Response::text(403, FORM_EXPIRED);
-            }
-            if let Err(err) = cx.sessions.delete(session) {
-                eprintln!("sessions: {err}");
-                return Response::unavailable();
-            }
-        }
-        Ok(None) => {}
-        Err(response) => return response,
-    }
-    Response::see_other("/").with_header("set-cookie", cookies.expire_cookie())
-}
-
-fn session_json<S: SessionStore, R: CryptoRng + ?Sized>(
-    req: &Request,
-    cx: &mut Context<'_, S, R>,
-) -> Response {
-    let mut session = match live_session(req, cx) {
-        Ok(Some(session)) => session,
-        Ok(None) => return Response::json(404, json!({ "error": "no session" })),
-        Err(response) => return response,
-    };
-    match cx.sessions.touch_if_due(&mut session, cx.rng, cx.now) {
-        Ok(_) | Err(UpdateError::Contended) => {}
-        Err(UpdateError::Gone) => return Response::json(404, json!({ "error": "no session" })),
-        Err(UpdateError::Store(err)) => {
-            eprintln!("sessions: {err}");
-            return Response::unavailable();
-        }
-    }
-    let record = session.record();
-    Response::json(
-        200,
-        json!({
-            "v1": record.value("v1"),
-            "v2": record.value("v2"),
-            "submitted_at": record.submitted_at.map(rfc3339),
-            "created_at": rfc3339(record.created_at),
-            "last_seen_at": rfc3339(record.last_seen_at),
-            "expires_at": rfc3339(cx.sessions.policy().expires_at(record)),
-        }),
+fn text(status: StatusCode, message: &str) -> Response {
+    response(
+        status,
+        &[
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        format!("{message}\n").into_bytes(),
     )
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
+    response(
+        status,
+        &[
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        value.to_string().into_bytes(),
+    )
+}
+
+fn html(document: String) -> Response {
+    response(
+        StatusCode::OK,
+        &[
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "same-origin"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                pages::CONTENT_SECURITY_POLICY,
+            ),
+        ],
+        document.into_bytes(),
+    )
+}
+
+fn see_other(location: &str) -> Response {
+    response(
+        StatusCode::SEE_OTHER,
+        &[
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Vec::new(),
+    )
+}
+
+fn method_not_allowed(allow: &str) -> Response {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed");
+    response.headers_mut().insert(
+        header::ALLOW,
+        header::HeaderValue::from_str(allow).expect("a constant list of methods"),
+    );
+    response
 }
 
 #[cfg(test)]
 mod tests {
     //! The HTTP layer against the in-memory store; the end-to-end tests in
-    //! `tests/` cover the same flow through the real host.
+    //! `tests/` cover the same flow through the real host, on both stores.
 
     use super::*;
-    use crate::config::CookieSecure;
-    use rand::rngs::OsRng;
-    use rand::TryRngCore;
-    use session_core::MemoryStore;
+    use spin_sessions::{Config, MemoryStore, Secure};
 
-    const NOW: i64 = 1_760_000_000;
-
-    fn get(path: &str, headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            path: path.into(),
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-            body: Body::Complete(Vec::new()),
-        }
+    fn sessions(store: &MemoryStore, secure: Secure) -> Sessions<&MemoryStore> {
+        let mut config = Config::default();
+        config.cookie.secure = secure;
+        Sessions::new(store, config).unwrap()
     }
 
-    fn serve(req: &Request, secure: CookieSecure) -> Response {
-        let sessions = SessionManager::new(MemoryStore::new(), Default::default());
-        let settings = Settings {
-            expiry: Default::default(),
-            cookie_secure: secure,
-            cookie_max_age_secs: None,
-            max_sessions: 10,
-        };
-        let mut rng = OsRng.unwrap_err();
-        let mut cx = Context {
-            sessions: &sessions,
-            settings: Ok(settings),
-            now: NOW,
-            rng: &mut rng,
-        };
-        handle(req, &mut cx)
+    fn get(path: &str, headers: &[(&str, &str)]) -> Request {
+        request("GET", path, headers, Ok(Vec::new()))
+    }
+
+    fn request(method: &str, path: &str, headers: &[(&str, &str)], body: RequestBody) -> Request {
+        let mut builder = http::Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(body).unwrap()
     }
 
     fn set_cookie(response: &Response) -> &str {
         response
-            .headers
-            .iter()
-            .find(|(n, _)| n == "set-cookie")
-            .map(|(_, v)| v.as_str())
+            .headers()
+            .get(header::SET_COOKIE)
             .expect("a cookie is issued")
+            .to_str()
+            .unwrap()
+    }
+
+    fn body(response: &Response) -> String {
+        String::from_utf8(response.body().clone()).unwrap()
+    }
+
+    fn token_of(page: &Response) -> String {
+        let text = body(page);
+        let marker = r#"name="csrf_token" value=""#;
+        let start = text.find(marker).unwrap() + marker.len();
+        text[start..].split('"').next().unwrap().to_owned()
     }
 
     #[test]
     fn auto_secure_follows_spin_full_url() {
+        let store = MemoryStore::new();
+        let serve = |req: &Request, secure| handle(req, &sessions(&store, secure));
         let https = get("/", &[("spin-full-url", "https://example.com/")]);
-        assert!(set_cookie(&serve(&https, CookieSecure::Auto)).ends_with("; Secure"));
+        assert!(set_cookie(&serve(&https, Secure::Auto)).ends_with("; Secure"));
         let http = get("/", &[("spin-full-url", "http://127.0.0.1:3000/")]);
-        assert!(!set_cookie(&serve(&http, CookieSecure::Auto)).contains("Secure"));
-        assert!(!set_cookie(&serve(&https, CookieSecure::Never)).contains("Secure"));
-        let bogus = get("/", &[("spin-full-url", "not a url")]);
-        assert!(!set_cookie(&serve(&bogus, CookieSecure::Auto)).contains("Secure"));
-        // A host the URL parser refuses (non-ASCII, see Cargo.toml).
+        assert!(!set_cookie(&serve(&http, Secure::Auto)).contains("Secure"));
+        assert!(!set_cookie(&serve(&https, Secure::Never)).contains("Secure"));
         let unicode = get("/", &[("spin-full-url", "https://bücher.example/")]);
-        assert!(url::Url::parse("https://bücher.example/").is_err());
-        assert!(set_cookie(&serve(&unicode, CookieSecure::Auto)).ends_with("; Secure"));
-        let unicode_http = get("/", &[("spin-full-url", "http://bücher.example/")]);
-        assert!(!set_cookie(&serve(&unicode_http, CookieSecure::Auto)).contains("Secure"));
+        assert!(set_cookie(&serve(&unicode, Secure::Auto)).ends_with("; Secure"));
     }
 
     #[test]
-    fn tokens_compare_exactly() {
-        assert!(tokens_match("abc", Some("abc")));
-        assert!(!tokens_match("abc", Some("abd")));
-        assert!(!tokens_match("abc", Some("ab")));
-        assert!(!tokens_match("abc", None));
-        assert!(!tokens_match("", Some("x")));
+    fn an_anonymous_page_stores_nothing_and_the_first_post_creates() {
+        let store = MemoryStore::new();
+        let sessions = sessions(&store, Secure::Auto);
+        let page = handle(&get("/", &[]), &sessions);
+        assert_eq!(page.status(), StatusCode::OK);
+        let pending = set_cookie(&page).split(';').next().unwrap().to_owned();
+        // Only the store's signing key, made by the first page it ever served.
+        assert_eq!(store.keys().len(), 1, "{:?}", store.keys());
+        let token = token_of(&page);
+        let post = request(
+            "POST",
+            "/2",
+            &[
+                ("cookie", &pending),
+                ("content-type", "application/x-www-form-urlencoded"),
+            ],
+            Ok(format!("csrf_token={token}&v1=Ada").into_bytes()),
+        );
+        let created = handle(&post, &sessions);
+        assert_eq!(created.status(), StatusCode::SEE_OTHER);
+        let stored = set_cookie(&created).split(';').next().unwrap().to_owned();
+        assert_ne!(stored, pending, "the pending identifier is never adopted");
+        let page = handle(&get("/2", &[("cookie", &stored)]), &sessions);
+        assert!(body(&page).contains("Hello, <span id=\"name\">Ada</span>"));
+        assert!(page.headers().get(header::SET_COOKIE).is_none());
+        assert_eq!(token_of(&page), token, "the form token carries over");
+    }
+
+    #[test]
+    fn multipart_posts_are_taken() {
+        let store = MemoryStore::new();
+        let sessions = sessions(&store, Secure::Auto);
+        let page = handle(&get("/", &[]), &sessions);
+        let pending = set_cookie(&page).split(';').next().unwrap().to_owned();
+        let token = token_of(&page);
+        let form = format!(
+            "--b\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n\
+             --b\r\nContent-Disposition: form-data; name=\"v1\"\r\n\r\nGrace\r\n--b--\r\n"
+        );
+        let post = request(
+            "POST",
+            "/2",
+            &[
+                ("cookie", &pending),
+                ("content-type", "multipart/form-data; boundary=b"),
+            ],
+            Ok(form.into_bytes()),
+        );
+        let created = handle(&post, &sessions);
+        assert_eq!(created.status(), StatusCode::SEE_OTHER);
+        let stored = set_cookie(&created).split(';').next().unwrap().to_owned();
+        let page = handle(&get("/", &[("cookie", &stored)]), &sessions);
+        assert!(body(&page).contains(r#"name="v1" value="Grace""#));
+    }
+
+    #[test]
+    fn an_invalid_setting_names_the_variable() {
+        let err = Error::Config(
+            Config::from_lookup(|name| (name == "max_sessions").then(|| "lots".to_owned()))
+                .unwrap_err(),
+        );
+        let response = setup_failed(&err);
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let text = body(&response);
+        assert!(
+            text.contains("max_sessions") && text.contains("lots"),
+            "{text}"
+        );
     }
 }

@@ -1,8 +1,7 @@
 //! The HTML pages of the tutorial's flow. Every value that came from a
 //! client passes through [`escape`] on its way into a page.
 
-use session_core::time::rfc3339;
-use session_core::SessionRecord;
+use spin_sessions::time::rfc3339;
 
 /// The form pages, in the order a visitor goes through them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,15 +17,17 @@ pub enum Page {
 }
 
 impl Page {
+    /// Every page, in order.
+    pub const ALL: [Page; 4] = [
+        Page::Welcome,
+        Page::TellMeMore,
+        Page::ReadyToSubmit,
+        Page::ThankYou,
+    ];
+
     /// The page served at `path`, if any.
     pub fn at(path: &str) -> Option<Page> {
-        match path {
-            "/" => Some(Page::Welcome),
-            "/2" => Some(Page::TellMeMore),
-            "/S" => Some(Page::ReadyToSubmit),
-            "/F" => Some(Page::ThankYou),
-            _ => None,
-        }
+        Page::ALL.into_iter().find(|page| page.path() == path)
     }
 
     /// Where the page is served.
@@ -50,6 +51,29 @@ impl Page {
     }
 }
 
+/// What a page shows of the session.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageData {
+    /// The name (`v1`), as stored.
+    pub v1: String,
+    /// The job (`v2`), as stored.
+    pub v2: String,
+    /// When the answers were submitted (Unix seconds).
+    pub submitted_at: Option<i64>,
+    /// The token the page's forms carry.
+    pub csrf_token: String,
+}
+
+/// The pages' style sheet, inline (one request per page).
+pub const STYLE: &str = include_str!("style.css");
+
+/// The `Content-Security-Policy` of every page: nothing may load or run but
+/// the inline style sheet above, allowed by its hash (no `unsafe-inline`).
+/// A unit test checks the hash against [`STYLE`].
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; \
+     style-src 'sha256-QsjW9zQ+rjw34Z9hVb6q6xM/FdirsK5/Iu16jKODiy0='; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 /// Replaces the characters that could end a text node or an attribute.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -66,13 +90,40 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// The whole HTML document of `page` for a session holding `record`.
-pub fn render(page: Page, record: &SessionRecord) -> String {
-    let v1 = escape(record.value("v1").unwrap_or(""));
-    let v2 = escape(record.value("v2").unwrap_or(""));
-    let token = escape(&record.csrf_token);
-    let csrf = format!(r#"<input type="hidden" name="csrf_token" value="{token}">"#);
-    let body = match page {
+/// The whole HTML document of `page` for a session holding `data`.
+pub fn render(page: Page, data: &PageData) -> String {
+    let csrf = format!(
+        r#"<input type="hidden" name="csrf_token" value="{}">"#,
+        escape(&data.csrf_token)
+    );
+    let body = page_body(page, data, &csrf);
+    let title = page.title();
+    let steps = steps(page);
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{STYLE}</style></head>
+<body>
+<main>
+{steps}
+<h1>{title}</h1>
+{body}
+</main>
+<footer><span>Your answers are kept in a session for an hour.</span>
+<form action="/logout" method="post">{csrf}<button type="submit">Start over</button></form></footer>
+</body>
+</html>
+"#
+    )
+}
+
+/// The part of the page that differs from page to page.
+fn page_body(page: Page, data: &PageData, csrf: &str) -> String {
+    let v1 = escape(&data.v1);
+    let v2 = escape(&data.v2);
+    match page {
         Page::Welcome => format!(
             r#"<form action="/2" method="post">{csrf}
 <label for="v1">What is your name?</label>
@@ -97,7 +148,7 @@ pub fn render(page: Page, record: &SessionRecord) -> String {
 </form>
 <p><a href="/2">previous</a></p>"#
         ),
-        Page::ThankYou => match record.submitted_at {
+        Page::ThankYou => match data.submitted_at {
             Some(at) => format!(
                 r#"<p>Thank you.</p><p id="submitted">Your answers were submitted at <time>{}</time>.</p>"#,
                 rfc3339(at)
@@ -106,21 +157,25 @@ pub fn render(page: Page, record: &SessionRecord) -> String {
                 r#"<p>Nothing has been submitted yet: <a href="/">start here</a>.</p>"#.to_owned()
             }
         },
-    };
-    let title = page.title();
-    format!(
-        r#"<!DOCTYPE html>
-<html lang="en">
-<head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body>
-<h1>{title}</h1>
-{body}
-<form action="/logout" method="post">{csrf}<button type="submit">Start over</button></form>
-</body>
-</html>
-"#
-    )
+    }
+}
+
+/// The progress bar: one step per page, those before `page` done.
+fn steps(page: Page) -> String {
+    let mut html = String::from(r#"<ol class="steps">"#);
+    let mut done = true;
+    for step in Page::ALL {
+        if step == page {
+            done = false;
+            html.push_str(&format!(r#"<li aria-current="step">{}</li>"#, step.title()));
+        } else if done {
+            html.push_str(&format!(r#"<li class="done">{}</li>"#, step.title()));
+        } else {
+            html.push_str(&format!("<li>{}</li>", step.title()));
+        }
+    }
+    html.push_str("</ol>");
+    html
 }
 
 #[cfg(test)]
@@ -137,42 +192,60 @@ mod tests {
 
     #[test]
     fn stored_values_appear_only_escaped() {
-        let mut record = SessionRecord::new(0, "tok".into());
-        record
-            .values
-            .insert("v1".into(), "<script>alert(1)</script>".into());
-        record
-            .values
-            .insert("v2".into(), "\"><img src=x onerror=alert(2)>".into());
+        let data = PageData {
+            v1: "<script>alert(1)</script>".into(),
+            v2: "\"><img src=x onerror=alert(2)>".into(),
+            csrf_token: "tok".into(),
+            ..PageData::default()
+        };
         for page in [Page::Welcome, Page::TellMeMore, Page::ReadyToSubmit] {
-            let html = render(page, &record);
+            let html = render(page, &data);
             assert!(!html.contains("<script>alert"), "{page:?}");
             assert!(!html.contains("<img"), "{page:?}");
         }
-        assert!(render(Page::TellMeMore, &record).contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(render(Page::TellMeMore, &data).contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     }
 
     #[test]
     fn forms_are_prefilled_and_carry_the_token() {
-        let mut record = SessionRecord::new(0, "tok123".into());
-        record.values.insert("v1".into(), "Ada".into());
-        record.values.insert("v2".into(), "Engineer".into());
-        let welcome = render(Page::Welcome, &record);
+        let data = PageData {
+            v1: "Ada".into(),
+            v2: "Engineer".into(),
+            csrf_token: "tok123".into(),
+            submitted_at: None,
+        };
+        let welcome = render(Page::Welcome, &data);
         assert!(welcome.contains(r#"name="v1" value="Ada""#));
         assert!(welcome.contains(r#"name="csrf_token" value="tok123""#));
-        assert!(render(Page::TellMeMore, &record).contains(r#"name="v2" value="Engineer""#));
-        let submit = render(Page::ReadyToSubmit, &record);
+        assert!(render(Page::TellMeMore, &data).contains(r#"name="v2" value="Engineer""#));
+        let submit = render(Page::ReadyToSubmit, &data);
         assert!(submit.contains(r#"name="DONE" value="yes""#) && submit.contains("Engineer"));
     }
 
     #[test]
+    fn the_policy_allows_exactly_the_inline_style() {
+        let hash = test_support::csp::sha256_source(STYLE);
+        assert!(
+            CONTENT_SECURITY_POLICY.contains(&format!("style-src '{hash}'")),
+            "update CONTENT_SECURITY_POLICY to {hash}"
+        );
+        assert!(!CONTENT_SECURITY_POLICY.contains("unsafe-inline"));
+        // The page carries the sheet exactly as hashed.
+        let html = render(Page::Welcome, &PageData::default());
+        assert!(html.contains(&format!("<style>{STYLE}</style>")));
+    }
+
+    #[test]
+    fn the_steps_show_where_the_visitor_is() {
+        let html = steps(Page::ReadyToSubmit);
+        assert_eq!(html.matches(r#"class="done""#).count(), 2);
+        assert!(html.contains(r#"<li aria-current="step">Ready to submit?</li>"#));
+        assert!(html.contains("<li>Thank you</li>"));
+    }
+
+    #[test]
     fn routes_round_trip() {
-        for page in [
-            Page::Welcome,
-            Page::TellMeMore,
-            Page::ReadyToSubmit,
-            Page::ThankYou,
-        ] {
+        for page in Page::ALL {
             assert_eq!(Page::at(page.path()), Some(page));
         }
         assert_eq!(Page::at("/s"), None);

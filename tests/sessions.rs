@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    backend_tests, cookie, expect_ops, ops, session_json, start_session, Backend, Response,
+    backend_tests, cookie, expect_ops, first_visit, ops, session_json, start_session, Backend,
+    Response,
 };
 
 backend_tests! {
@@ -60,6 +61,15 @@ backend_tests! {
     requests_of_a_live_session_cost_few_operations =>
         requests_of_a_live_session_cost_few_operations_on_sqlite,
         requests_of_a_live_session_cost_few_operations_on_redis;
+    a_cookieless_flood_leaves_the_store_unchanged =>
+        a_cookieless_flood_leaves_the_store_unchanged_on_sqlite,
+        a_cookieless_flood_leaves_the_store_unchanged_on_redis;
+    the_first_post_creates_the_session_in_one_round_trip =>
+        the_first_post_creates_the_session_in_one_round_trip_on_sqlite,
+        the_first_post_creates_the_session_in_one_round_trip_on_redis;
+    multipart_forms_work_like_urlencoded_ones =>
+        multipart_forms_work_like_urlencoded_ones_on_sqlite,
+        multipart_forms_work_like_urlencoded_ones_on_redis;
 }
 
 fn assert_is_new_id(response: &Response, old: &str) -> String {
@@ -166,14 +176,27 @@ fn cookie_attributes_follow_the_variables(backend: Backend) {
         ("cookie_max_age_secs", "600"),
         ("idle_timeout_secs", "120"),
     ]);
+    // The pending identifier of a first visit lasts the browser session:
+    // nothing is stored for it to outlive.
     let page = app.get("/", None);
-    let id = page.session_cookie().unwrap();
+    let pending = page.session_cookie().unwrap();
     assert_eq!(
         page.header("set-cookie").unwrap(),
-        format!("session={id}; Path=/; HttpOnly; SameSite=Lax; Max-Age=600; Secure")
+        format!("session={pending}; Path=/; HttpOnly; SameSite=Lax; Secure")
     );
-    // A persistent cookie is refreshed when the session's last-seen time is
-    // (touch granularity: 120 / 60 = 2 s), and not on every request.
+    // A stored session's cookie is persistent.
+    let posted = app.post_form(
+        "/2",
+        Some(&cookie(&pending)),
+        &format!("csrf_token={}&v1=Ada", page.csrf_token()),
+    );
+    let id = posted.session_cookie().unwrap();
+    assert_eq!(
+        posted.header("set-cookie").unwrap(),
+        format!("session={id}; Path=/; Max-Age=600; HttpOnly; SameSite=Lax; Secure")
+    );
+    // It is refreshed when the session's last-seen time is (touch
+    // granularity: 120 / 60 = 2 s), and not on every request.
     assert!(app
         .get("/", Some(&cookie(&id)))
         .header("set-cookie")
@@ -203,19 +226,40 @@ fn cookie_attributes_follow_the_variables(backend: Backend) {
 
 fn unknown_forged_and_malformed_cookies_are_replaced(backend: Backend) {
     let app = backend.start(&[]);
-    let forged = "F".repeat(64);
-    let page = app.get("/", Some(&cookie(&forged)));
-    assert_eq!(page.status, 200);
-    let issued = assert_is_new_id(&page, &forged);
+    let (stored, _) = start_session(&app);
+    let keys_before = app.records().len();
+    // Forged values of both shapes: a stored session's (lower case first)
+    // and a pending one's (upper case first, but not signed by this store).
+    let forged_stored = "f".repeat(64);
+    let forged_pending = "F".repeat(63) + "x";
+    let mut issued = Vec::new();
+    for forged in [&forged_stored, &forged_pending] {
+        let page = app.get("/", Some(&cookie(forged)));
+        assert_eq!(page.status, 200);
+        issued.push(assert_is_new_id(&page, forged));
+    }
     for bad in ["session=short", "session=", "garbage;;=;", "session=%00%01"] {
         let page = app.get("/", Some(bad));
         assert_eq!(page.status, 200, "{bad:?}");
-        assert_is_new_id(&page, &issued);
+        issued.push(assert_is_new_id(&page, &stored));
     }
-    // The forged identifier never got a record: 5 sessions, none of them its.
-    let (status, _) = session_json(&app, &forged);
-    assert_eq!(status, 404);
-    assert_eq!(app.session_records().len(), 5);
+    // Each got a fresh pending identifier, and nothing was stored for any.
+    issued.sort();
+    issued.dedup();
+    assert_eq!(issued.len(), 6);
+    assert_eq!(session_json(&app, &forged_stored).0, 404);
+    assert_eq!(app.session_records().len(), 1, "only the started session");
+    assert_eq!(app.records().len(), keys_before);
+    // A forged pending identifier cannot post either, even with a token
+    // made for it by someone without the store's key.
+    let refused = app.post_form(
+        "/2",
+        Some(&cookie(&forged_pending)),
+        &format!("csrf_token={}&v1=Mallory", "A".repeat(32)),
+    );
+    assert_eq!(refused.status, 403);
+    assert!(refused.header("set-cookie").is_none());
+    assert_eq!(app.records().len(), keys_before);
 }
 
 fn idle_sessions_expire_and_are_replaced(backend: Backend) {
@@ -230,13 +274,13 @@ fn idle_sessions_expire_and_are_replaced(backend: Backend) {
     app.advance_clock(100);
     assert_eq!(session_json(&app, &id).0, 200);
     app.advance_clock(121);
+    // The expired session is deleted on sight, and the visitor starts
+    // afresh with a pending identifier; nothing new is stored.
     let page = app.get("/", Some(&cookie(&id)));
-    let fresh = assert_is_new_id(&page, &id);
+    assert_is_new_id(&page, &id);
     assert_eq!(session_json(&app, &id).0, 404);
-    assert_eq!(session_json(&app, &fresh).0, 200);
-    assert_eq!(
-        app.session_records().len(),
-        1,
+    assert!(
+        app.session_records().is_empty(),
         "the expired record was deleted"
     );
 }
@@ -322,8 +366,28 @@ fn bad_input_gets_a_clear_status_and_changes_nothing(backend: Backend) {
                 "POST",
                 "/2",
                 Some(&c),
+                Some("text/plain"),
+                format!("csrf_token={token}&v1=x").as_bytes(),
+            ),
+        ),
+        (
+            400,
+            app.request(
+                "POST",
+                "/2",
+                Some(&c),
                 Some("multipart/form-data; boundary=x"),
-                b"--x--",
+                b"--x\r\nContent-Disposition: form-data; name=v1\r\n\r\nno closing boundary",
+            ),
+        ),
+        (
+            422,
+            app.request(
+                "POST",
+                "/2",
+                Some(&c),
+                Some("multipart/form-data; boundary=x"),
+                b"--x\r\nContent-Disposition: form-data; name=v1; filename=a.txt\r\n\r\nx\r\n--x--",
             ),
         ),
         (
@@ -546,4 +610,132 @@ fn requests_of_a_live_session_cost_few_operations(backend: Backend) {
     assert_eq!(stats.len(), 2);
     expect_ops(&stats[0], ops::LIVE_GET, "GET of a live session");
     expect_ops(&stats[1], ops::live_post(backend), "POST to a live session");
+}
+
+/// 2 000 page views without a cookie (a crawler, a health check, a flood)
+/// store nothing, write nothing, and leave an established session as it
+/// was.
+fn a_cookieless_flood_leaves_the_store_unchanged(backend: Backend) {
+    let app = backend.start(&[("max_sessions", "1000")]);
+    let (id, token) = start_session(&app);
+    assert_eq!(
+        app.post_form(
+            "/2",
+            Some(&cookie(&id)),
+            &format!("csrf_token={token}&v1=Ada")
+        )
+        .status,
+        303
+    );
+    let before = app.records();
+    app.take_stats();
+    let mut pending = std::collections::HashSet::new();
+    for _ in 0..2000 {
+        let page = app.get("/", None);
+        assert_eq!(page.status, 200);
+        pending.insert(page.session_cookie().expect("a pending cookie"));
+    }
+    assert_eq!(pending.len(), 2000, "every visitor gets its own identifier");
+    assert_eq!(app.records(), before, "the store is unchanged");
+    for stats in app.take_stats_of(2000) {
+        expect_ops(&stats, ops::ANONYMOUS_GET, "a cookie-less page view");
+    }
+    let (status, json) = session_json(&app, &id);
+    assert_eq!((status, json["v1"].as_str()), (200, Some("Ada")));
+}
+
+fn the_first_post_creates_the_session_in_one_round_trip(backend: Backend) {
+    let app = backend.start(&[]);
+    // The store's very first session also writes the sweep cursor.
+    start_session(&app);
+    let (pending, token) = first_visit(&app);
+    // A second tab, opened before the first post, carries the same token.
+    let (second_tab_pending, _) = (pending.clone(), token.clone());
+    app.take_stats();
+    let posted = app.post_form(
+        "/2",
+        Some(&cookie(&pending)),
+        &format!("csrf_token={token}&v1=Grace"),
+    );
+    assert_eq!(
+        (posted.status, posted.header("location")),
+        (303, Some("/2"))
+    );
+    let id = posted.session_cookie().expect("the session's cookie");
+    assert_ne!(id, pending);
+    expect_ops(
+        &app.take_stats_of(1)[0],
+        ops::first_post(backend),
+        "the first post",
+    );
+    assert_eq!(session_json(&app, &id).1["v1"], "Grace");
+    assert_eq!(session_json(&app, &pending).0, 404);
+    // The pending identifier's token is now the session's: the other
+    // tab's form, posted with the new cookie, works too.
+    let other_tab = app.post_form(
+        "/S",
+        Some(&cookie(&id)),
+        &format!("csrf_token={token}&v2=Admiral"),
+    );
+    assert_eq!(other_tab.status, 303);
+    assert_eq!(session_json(&app, &id).1["v2"], "Admiral");
+    // Posting again with the stale pending cookie creates a second
+    // session (the browser would have replaced it): never the same one.
+    let again = app.post_form(
+        "/2",
+        Some(&cookie(&second_tab_pending)),
+        &format!("csrf_token={token}&v1=Grace"),
+    );
+    assert_eq!(again.status, 303);
+    assert_ne!(again.session_cookie().unwrap(), id);
+    assert_eq!(app.session_records().len(), 3);
+}
+
+fn multipart_forms_work_like_urlencoded_ones(backend: Backend) {
+    let app = backend.start(&[]);
+    let (pending, token) = first_visit(&app);
+    let form = |fields: &[(&str, &str)]| {
+        let mut body = String::new();
+        for (name, value) in fields {
+            body.push_str(&format!(
+                "--B0undary\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            ));
+        }
+        body.push_str("--B0undary--\r\n");
+        body.into_bytes()
+    };
+    let content_type = Some("multipart/form-data; boundary=B0undary");
+    let posted = app.request(
+        "POST",
+        "/2",
+        Some(&cookie(&pending)),
+        content_type,
+        &form(&[("csrf_token", &token), ("v1", "Ada <3")]),
+    );
+    assert_eq!(posted.status, 303, "{}", posted.text());
+    let id = posted.session_cookie().unwrap();
+    let done = app.request(
+        "POST",
+        "/F",
+        Some(&cookie(&id)),
+        content_type,
+        &form(&[("csrf_token", &token), ("v2", "Poet"), ("DONE", "yes")]),
+    );
+    assert_eq!(done.status, 303);
+    let (_, json) = session_json(&app, &id);
+    assert_eq!(
+        (json["v1"].as_str(), json["v2"].as_str()),
+        (Some("Ada <3"), Some("Poet"))
+    );
+    assert!(json["submitted_at"].is_string());
+    // Without the token, nothing is saved.
+    let refused = app.request(
+        "POST",
+        "/2",
+        Some(&cookie(&id)),
+        content_type,
+        &form(&[("v1", "Mallory")]),
+    );
+    assert_eq!(refused.status, 403);
+    assert_eq!(session_json(&app, &id).1["v1"], "Ada <3");
 }

@@ -138,7 +138,7 @@ fn run() -> anyhow::Result<ExitCode> {
 
 /// Stops early, with the remedy, when a component was not built.
 fn check_wasm(workspace: &Path) -> anyhow::Result<()> {
-    for wasm in ["spin_sessions.wasm", "floor.wasm"] {
+    for wasm in ["sessions_tutorial.wasm", "floor.wasm"] {
         let path = workspace.join("target/wasm32-wasip2/release").join(wasm);
         if !path.exists() {
             bail!(

@@ -2,12 +2,13 @@
 //! have left them, without going through HTTP.
 //!
 //! Creating a million sessions over HTTP would take far longer than the
-//! benchmark itself. Instead, session-core's own `SessionManager::create`
-//! (the code the component runs for a new visitor) runs here, on an
-//! in-memory store ([`Recorder`]): the records (with their `recent_writes`),
-//! their expiry index entries and slot counters, the session count and the
-//! sweep cursor (with its `claims`) are what the component writes, byte
-//! for byte, because they are written by the same code. What it holds is
+//! benchmark itself. Instead, the `spin-sessions` library creates them here
+//! through its public API, as the tutorial does for a visitor's first form
+//! post (load, a first value, save), on an in-memory store ([`Recorder`]):
+//! the records (with their `recent_writes`), their expiry index entries and
+//! slot counters, the session count, the sweep cursor (with its `claims`)
+//! and the signing key are what the component writes, byte for byte,
+//! because they are written by the same code. What it holds is
 //! then copied into the real store: SQLite in one transaction, in Spin's
 //! table, or Redis with pipelined `MSET`s; each counter in the encoding of
 //! that backend's `increment` (8 little-endian bytes in SQLite, decimal text
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use host::kv::sqlite::{DbLocation, SqliteDb};
 use host::runtime_config::DEFAULT_STORE_FILE;
-use session_core::{ExpiryPolicy, Session, SessionManager};
+use spin_sessions::{Config, Sessions};
 
 use crate::recorder::{Contents, Recorder};
 use test_support::redis_server::RedisServer;
@@ -131,28 +132,47 @@ fn generate(
     // million), so that none is due for a touch (60 s) while measured.
     let mut clients = Vec::with_capacity(live_count as usize);
     create(&recorder, live_count, unix_now(), max_sessions, |s| {
-        clients.push(LiveSession {
-            cookie: s.id().as_str().to_owned(),
-            csrf_token: s.record().csrf_token.clone(),
-        })
+        clients.push(s)
     })?;
     Ok((recorder.into_contents(), clients))
 }
 
-/// `count` sessions created at `now` by session-core, each handed to
+/// `count` sessions created at `now` through the library, each handed to
 /// `each`, with the policy and cap the host runs the component with.
 fn create(
     recorder: &Recorder,
     count: u64,
     now: i64,
     max_sessions: u64,
-    mut each: impl FnMut(Session),
+    mut each: impl FnMut(LiveSession),
 ) -> anyhow::Result<()> {
-    let manager =
-        SessionManager::new(recorder, ExpiryPolicy::default()).with_max_sessions(max_sessions);
-    let mut rng = rand::rng();
+    let config = Config {
+        max_sessions,
+        ..Config::default()
+    };
+    let sessions = Sessions::new(recorder, config)?;
+    let visit = http::Request::get("/").body(())?;
     for _ in 0..count {
-        each(manager.create(&mut rng, now)?);
+        // A visitor's first form post: a pending identifier's token on the
+        // page, then the first value creates the session.
+        let mut session = sessions.load_at(&visit, now)?;
+        let csrf_token = session.csrf_token()?;
+        session.insert("v1", "")?;
+        let mut response = http::Response::new(());
+        session.save(&mut response)?;
+        let set_cookie = response
+            .headers()
+            .get(http::header::SET_COOKIE)
+            .context("a created session hands over its cookie")?
+            .to_str()?;
+        let cookie = set_cookie
+            .strip_prefix("session=")
+            .and_then(|rest| rest.split(';').next())
+            .context("the session cookie")?;
+        each(LiveSession {
+            cookie: cookie.to_owned(),
+            csrf_token,
+        });
     }
     Ok(())
 }
@@ -321,6 +341,33 @@ mod tests {
         (status, head)
     }
 
+    /// A visitor's first page and first form post, over HTTP: what makes
+    /// the component store a session.
+    fn create_over_http(addr: std::net::SocketAddr) {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(
+                format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        let pending = page
+            .split("set-cookie: session=")
+            .nth(1)
+            .and_then(|rest| rest.split(';').next())
+            .expect("a pending cookie");
+        let token = page
+            .split(r#"name="csrf_token" value=""#)
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a form token");
+        let form = format!("csrf_token={token}&v1=");
+        let (status, head) = request(addr, "POST", "/2", Some(pending), Some(&form));
+        assert_eq!(status, 303);
+        assert!(head.contains("set-cookie: session="), "{head}");
+    }
+
     fn sqlite_rows(dir: &Path) -> Vec<(String, Vec<u8>)> {
         let db = rusqlite::Connection::open(db_path(dir)).unwrap();
         let mut query = db
@@ -400,18 +447,8 @@ mod tests {
                         SessionRecord::decode(b).unwrap(),
                     );
                     assert_eq!(
-                        (
-                            a.writes,
-                            a.submitted_at,
-                            a.values.len(),
-                            a.recent_writes.len()
-                        ),
-                        (
-                            b.writes,
-                            b.submitted_at,
-                            b.values.len(),
-                            b.recent_writes.len()
-                        )
+                        (a.writes, &a.data, a.recent_writes.len()),
+                        (b.writes, &b.data, b.recent_writes.len())
                     );
                     assert_eq!(a.csrf_token.len(), b.csrf_token.len());
                 }
@@ -421,6 +458,7 @@ mod tests {
                     assert_eq!((a.next, a.claims.len()), (b.next, b.claims.len()));
                 }
                 "expiry/<n>/count" | "sessions/count" => assert_eq!(counter(a), counter(b)),
+                "sessions/signing-key" => assert_eq!(a.len(), b.len()),
                 // The entry holds its record's key.
                 _ => assert!(String::from_utf8(b.clone())
                     .unwrap()
@@ -434,9 +472,7 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let real = Dir::new("real");
         let app = start(&rt, &real.0, None);
-        let (status, head) = request(app.addr(), "GET", "/", None, None);
-        assert_eq!(status, 200);
-        assert!(head.contains("set-cookie: session="));
+        create_over_http(app.addr());
         rt.block_on(app.shutdown());
         let ours = Dir::new("ours");
         prefill(Target::Sqlite(&ours.0), 1, 1, 1000).unwrap();
@@ -449,11 +485,11 @@ mod tests {
         let real = RedisServer::start(false);
         let state = Dir::new("redis-state");
         let app = start(&rt, &state.0, Some(&real.runtime_config()));
-        assert_eq!(request(app.addr(), "GET", "/", None, None).0, 200);
+        create_over_http(app.addr());
         rt.block_on(app.shutdown());
         let ours = RedisServer::start(false);
         let filled = prefill(Target::Redis(&ours), 1, 1, 1000).unwrap();
-        assert_eq!(filled.rows, 5);
+        assert_eq!(filled.rows, 6);
         assert_alike(&redis_rows(&real), &redis_rows(&ours), redis_number);
     }
 
@@ -462,7 +498,7 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = Dir::new("sweep");
         let filled = prefill(Target::Sqlite(&dir.0), 40, 2, 1000).unwrap();
-        assert_eq!(filled.rows, 2 * 40 + 3);
+        assert_eq!(filled.rows, 2 * 40 + 4);
         let app = start(&rt, &dir.0, None);
         let live = &filled.live[0];
 
@@ -489,9 +525,7 @@ mod tests {
         app.advance_clock(Duration::from_secs(2 * 86_400));
         let visitors = 30;
         for _ in 0..visitors {
-            let (status, head) = request(app.addr(), "GET", "/", None, None);
-            assert_eq!(status, 200);
-            assert!(head.contains("set-cookie"));
+            create_over_http(app.addr());
         }
         rt.block_on(app.shutdown());
         let rows = sqlite_rows(&dir.0);

@@ -1,5 +1,5 @@
 //! A [`SessionStore`] in memory that session-core's own code fills: the
-//! prefill creates its sessions through [`session_core::SessionManager`]
+//! prefill creates its sessions through the `spin-sessions` library
 //! on it, so the keys, the record JSON and the index layout are exactly
 //! what the component writes, and only then copies what it holds into
 //! SQLite or Redis.

@@ -26,14 +26,17 @@ impl Default for ExpiryPolicy {
 }
 
 impl ExpiryPolicy {
-    /// The first second at which the session no longer counts as live.
+    /// The first second at which the session no longer counts as live. A
+    /// remembered session ([`SessionRecord::remember_secs`]) has that
+    /// lifetime as its idle timeout, and at least as much as its absolute
+    /// one.
     pub fn expires_at(&self, record: &SessionRecord) -> i64 {
-        let idle_end = record
-            .last_seen_at
-            .saturating_add(secs(self.idle_timeout_secs));
-        let absolute_end = record
-            .created_at
-            .saturating_add(secs(self.absolute_timeout_secs));
+        let (idle, absolute) = match record.remember_secs {
+            Some(remember) => (remember, remember.max(self.absolute_timeout_secs)),
+            None => (self.idle_timeout_secs, self.absolute_timeout_secs),
+        };
+        let idle_end = record.last_seen_at.saturating_add(secs(idle));
+        let absolute_end = record.created_at.saturating_add(secs(absolute));
         idle_end.min(absolute_end)
     }
 
@@ -42,9 +45,10 @@ impl ExpiryPolicy {
         now.saturating_add(secs(self.idle_timeout_secs.min(self.absolute_timeout_secs)))
     }
 
-    /// True once `now` has reached [`ExpiryPolicy::expires_at`].
+    /// True once `now` has reached [`ExpiryPolicy::expires_at`], or when
+    /// the record has [`ended`](SessionRecord::ended).
     pub fn is_expired(&self, record: &SessionRecord, now: i64) -> bool {
-        now >= self.expires_at(record)
+        record.ended || now >= self.expires_at(record)
     }
 
     /// How far `last_seen_at` may lag behind a request before the request
@@ -98,6 +102,22 @@ mod tests {
         assert_eq!(policy.expires_at(&r), T0 + 100);
         assert!(!policy.is_expired(&r, T0 + 99));
         assert!(policy.is_expired(&r, T0 + 100));
+    }
+
+    #[test]
+    fn a_remembered_session_lives_its_own_lifetime() {
+        let policy = ExpiryPolicy {
+            idle_timeout_secs: 60,
+            absolute_timeout_secs: 100,
+        };
+        let mut r = record(T0, T0 + 90);
+        r.remember_secs = Some(1000);
+        // Idle for up to 1000 s, and past the 100 s absolute timeout.
+        assert_eq!(policy.expires_at(&r), T0 + 1000);
+        r.last_seen_at = T0 + 50;
+        r.remember_secs = Some(30);
+        // A short lifetime shortens the idle timeout, not the absolute one.
+        assert_eq!(policy.expires_at(&r), T0 + 80);
     }
 
     #[test]

@@ -4,10 +4,15 @@
 //! the network, the clock or a store directly:
 //!
 //! - [`id`]: the session identifier a cookie carries (64 characters of
-//!   `[A-Za-z0-9]` from a caller-supplied cryptographic RNG) and the
-//!   record key derived from it with SHA-256;
-//! - [`cookie`]: reading the `Cookie` header and writing `Set-Cookie`;
-//! - [`record`]: what is stored per session, and its versioned encoding;
+//!   `[A-Za-z0-9]` from a caller-supplied cryptographic RNG), the record
+//!   key derived from it with SHA-256, and the signed identifiers of
+//!   visitors who have nothing stored yet;
+//! - [`changes`]: what a request changed, kept to be applied again to a
+//!   fresher record when a concurrent save won;
+//! - [`cookie`]: the cookie's settings, reading the `Cookie` header and
+//!   writing `Set-Cookie`;
+//! - [`record`]: what is stored per session (JSON values by key, one-shot
+//!   flash values, a "remember me" lifetime), and its versioned encoding;
 //! - [`expiry`]: idle and absolute timeouts, and when a read should touch;
 //! - [`index`]: the expiry index in the store, swept a bounded step per
 //!   request, and the cap on the number of sessions;
@@ -15,24 +20,30 @@
 //!   (Spin's key-value store in the component, [`MemoryStore`] in tests);
 //! - [`manager`]: [`SessionManager`], which finds, creates, updates and
 //!   deletes sessions through a store with compare-and-swap;
+//! - [`prefix`]: [`Prefixed`], a store whose keys share one prefix, so
+//!   that several applications can share a store;
 //! - [`time`]: RFC 3339 formatting of Unix times.
 //!
 //! Times are whole seconds since the Unix epoch, passed in by the caller.
 
+pub mod changes;
 pub mod cookie;
 pub mod expiry;
 pub mod id;
 pub mod index;
 pub mod manager;
 pub mod memory;
+pub mod prefix;
 pub mod record;
 pub mod store;
 pub mod time;
 
-pub use cookie::{CookieSettings, COOKIE_NAME};
+pub use changes::{Change, Changes};
+pub use cookie::{CookieConfig, CookieConfigError, SameSite, Secure, COOKIE_NAME};
 pub use expiry::ExpiryPolicy;
-pub use id::SessionId;
+pub use id::{CookieId, PendingId, SessionId, SigningKey};
 pub use manager::{Found, Session, SessionManager, UpdateError};
 pub use memory::MemoryStore;
+pub use prefix::Prefixed;
 pub use record::{DecodeError, SessionRecord, RECORD_FORMAT};
 pub use store::{SessionStore, Snapshot, StoreError, Swap};

@@ -1,9 +1,9 @@
 //! Finding, creating, updating and deleting sessions through a store.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 
 use crate::expiry::ExpiryPolicy;
-use crate::id::{random_token, SessionId};
+use crate::id::{random_token, SessionId, SigningKey, SIGNING_KEY_KEY};
 use crate::index::{self, StepReport};
 use crate::record::{DecodeError, SessionRecord};
 use crate::store::{
@@ -33,6 +33,8 @@ pub struct SessionManager<S> {
     /// The index cursor's bucket as [`SessionManager::maintain`] last read
     /// it.
     cursor_bucket: Cell<Option<i64>>,
+    /// The store's signing key, once read.
+    signing_key: OnceCell<SigningKey>,
 }
 
 /// A live session, as read for the current request.
@@ -109,6 +111,7 @@ impl<S: SessionStore> SessionManager<S> {
             policy,
             max_sessions: DEFAULT_MAX_SESSIONS,
             cursor_bucket: Cell::new(None),
+            signing_key: OnceCell::new(),
         }
     }
 
@@ -167,21 +170,74 @@ impl<S: SessionStore> SessionManager<S> {
         Ok(Found::Live(Session { id, key, record }))
     }
 
-    /// Creates and stores a new session with a fresh identifier and CSRF
-    /// token, and its index entry: its share of the sweeping
-    /// ([`SessionManager::maintain`]), then three writes (the session
-    /// count, a slot, and one batch with the entry and the record; the
-    /// identifier is new, so no one else can be writing its key). When the
-    /// count passes the cap, the sessions that expire soonest are evicted.
+    /// The store's [`SigningKey`]: one read, the first time a manager
+    /// needs it. A store without one gets one (one write, then a read
+    /// back: when two instances make one at once, both use whichever was
+    /// stored last).
+    pub fn signing_key<R: rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+    ) -> Result<&SigningKey, StoreError> {
+        if let Some(key) = self.signing_key.get() {
+            return Ok(key);
+        }
+        let stored = self.store.get(SIGNING_KEY_KEY)?;
+        let key = match stored.as_deref().and_then(SigningKey::decode) {
+            Some(key) => key,
+            None => {
+                self.store
+                    .set(SIGNING_KEY_KEY, &SigningKey::generate(rng).encode())?;
+                let stored = self.store.get(SIGNING_KEY_KEY)?;
+                stored
+                    .as_deref()
+                    .and_then(SigningKey::decode)
+                    .ok_or_else(|| StoreError("the signing key did not read back".into()))?
+            }
+        };
+        Ok(self.signing_key.get_or_init(|| key))
+    }
+
+    /// The store's [`SigningKey`] if it has one (one read, the first time):
+    /// what checks a pending identifier a client sends. Never writes: a
+    /// store without a key has issued no pending identifier.
+    pub fn stored_signing_key(&self) -> Result<Option<&SigningKey>, StoreError> {
+        if let Some(key) = self.signing_key.get() {
+            return Ok(Some(key));
+        }
+        let stored = self.store.get(SIGNING_KEY_KEY)?;
+        Ok(stored
+            .as_deref()
+            .and_then(SigningKey::decode)
+            .map(|key| self.signing_key.get_or_init(|| key)))
+    }
+
+    /// Creates and stores a new, empty session ([`SessionManager::create_with`]).
     pub fn create<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         now: i64,
     ) -> Result<Session, StoreError> {
+        self.create_with(rng, now, |_| {})
+    }
+
+    /// Creates and stores a new session with a fresh identifier and CSRF
+    /// token, holding what `fill` puts in its record, and its index entry:
+    /// its share of the sweeping ([`SessionManager::maintain`]), then three
+    /// writes (the session count, a slot, and one batch with the entry and
+    /// the record; the identifier is new, so no one else can be writing its
+    /// key). When the count passes the cap, the sessions that expire
+    /// soonest are evicted.
+    pub fn create_with<R: rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        now: i64,
+        fill: impl FnOnce(&mut SessionRecord),
+    ) -> Result<Session, StoreError> {
         self.maintain(rng, now)?;
         let id = SessionId::generate(rng);
         let key = id.record_key();
-        let record = SessionRecord::new(now, random_token(rng, CSRF_TOKEN_LEN));
+        let mut record = SessionRecord::new(now, random_token(rng, CSRF_TOKEN_LEN));
+        fill(&mut record);
         // Counted first: if a later write fails, the count is one too high
         // (the cap errs on the safe side), never too low.
         let count = self.store.increment(index::SESSION_COUNT_KEY, 1)?;
@@ -308,6 +364,39 @@ impl<S: SessionStore> SessionManager<S> {
         Ok(record)
     }
 
+    /// Gives the session a new identifier, keeping its data: applies
+    /// `change` and marks the old record [ended](SessionRecord::ended) in
+    /// one compare-and-swap update (so no concurrent update of the old
+    /// identifier is lost: it lands before, and is carried over, or finds
+    /// the session gone), then creates the new record
+    /// ([`SessionManager::create_with`]) with the data, the creation time
+    /// and the lifetime of the old one, and `csrf_token` (a fresh one: the
+    /// token changes with the identifier). The old identifier is dead from
+    /// the first step on.
+    pub fn cycle<R: rand::CryptoRng + ?Sized>(
+        &self,
+        session: &mut Session,
+        rng: &mut R,
+        now: i64,
+        csrf_token: String,
+        change: impl Fn(&mut SessionRecord),
+    ) -> Result<(), UpdateError> {
+        self.update(session, rng, now, |record| {
+            change(record);
+            record.ended = true;
+        })?;
+        let old = &session.record;
+        let fresh = self.create_with(rng, now, |record| {
+            record.created_at = old.created_at;
+            record.remember_secs = old.remember_secs;
+            record.data = old.data.clone();
+            record.flash = old.flash.clone();
+            record.csrf_token = csrf_token;
+        })?;
+        *session = fresh;
+        Ok(())
+    }
+
     /// Deletes the session's record (one write).
     pub fn delete(&self, session: Session) -> Result<(), StoreError> {
         self.store.delete(&session.key)
@@ -398,12 +487,12 @@ mod tests {
             let mut found = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
             let before = ops(&m);
             m.update(&mut found, &mut rng(), T0 + 2, |r| {
-                r.values.insert("v1".into(), "x".into());
+                r.data.insert("v1".into(), "x".into());
             })
             .unwrap();
             assert_eq!(ops(&m), (before.0 + reads, before.1 + 1), "{behaviour:?}");
             let stored = live(m.lookup(Some(s.id().clone()), T0 + 3).unwrap());
-            assert_eq!(stored.record().value("v1"), Some("x"), "{behaviour:?}");
+            assert_eq!(stored.record().text("v1"), Some("x"), "{behaviour:?}");
             assert_eq!(stored.record().writes, 1, "{behaviour:?}");
         }
     }
@@ -476,23 +565,23 @@ mod tests {
             m.store().after_next_snapshot(move |inner| {
                 let base = SessionRecord::decode(&inner.peek(&key).unwrap()).unwrap();
                 let mut other = base;
-                other.values.insert("v1".into(), "one".into());
+                other.data.insert("v1".into(), "one".into());
                 other.writes += 1;
                 remember_write(&mut other.recent_writes, "someone-else".into());
                 inner.put(&key, &other.encode());
             });
             m.update(&mut second, &mut rng(), T0 + 2, |r| {
-                r.values.insert("v2".into(), "two".into());
+                r.data.insert("v2".into(), "two".into());
             })
             .unwrap();
             let stored = live(m.lookup(Some(s.id().clone()), T0 + 3).unwrap());
-            assert_eq!(stored.record().value("v1"), Some("one"), "{behaviour:?}");
-            assert_eq!(stored.record().value("v2"), Some("two"), "{behaviour:?}");
+            assert_eq!(stored.record().text("v1"), Some("one"), "{behaviour:?}");
+            assert_eq!(stored.record().text("v2"), Some("two"), "{behaviour:?}");
             assert_eq!(stored.record().writes, 2, "{behaviour:?}");
             assert_eq!(stored.record().last_seen_at, T0 + 2, "{behaviour:?}");
             // And a plain second update counts once more, not twice.
             m.update(&mut first, &mut rng(), T0 + 4, |r| {
-                r.submitted_at = Some(T0)
+                r.remember_secs = Some(60)
             })
             .unwrap();
             let stored = live(m.lookup(Some(s.id().clone()), T0 + 5).unwrap());
@@ -518,11 +607,11 @@ mod tests {
             Ok(Swap::NotConfirmed(store.snapshot(snapshot.key())?))
         });
         m.update(&mut found, &mut rng(), T0 + 1, |r| {
-            r.values.insert("v1".into(), "x".into());
+            r.data.insert("v1".into(), "x".into());
         })
         .unwrap();
         let stored = live(m.lookup(Some(s.id().clone()), T0 + 2).unwrap());
-        assert_eq!(stored.record().value("v1"), Some("x"));
+        assert_eq!(stored.record().text("v1"), Some("x"));
         assert_eq!(stored.record().writes, 1, "one update, one write");
     }
 
@@ -533,7 +622,7 @@ mod tests {
             let s = m.create(&mut rng(), T0).unwrap();
             let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
             m.store().delete(s.key()).unwrap();
-            let result = m.update(&mut found, &mut rng(), T0, |r| r.submitted_at = Some(T0));
+            let result = m.update(&mut found, &mut rng(), T0, |r| r.remember_secs = Some(60));
             assert_eq!(result, Err(UpdateError::Gone), "{behaviour:?}");
             assert!(m.store().peek(s.key()).is_none(), "{behaviour:?}");
         }
@@ -548,10 +637,80 @@ mod tests {
             let key = s.key().to_owned();
             m.store()
                 .after_next_snapshot(move |inner| inner.put_absent(&key));
-            let result = m.update(&mut found, &mut rng(), T0, |r| r.submitted_at = Some(T0));
+            let result = m.update(&mut found, &mut rng(), T0, |r| r.remember_secs = Some(60));
             assert_eq!(result, Err(UpdateError::Gone), "{behaviour:?}");
             assert!(m.store().peek(s.key()).is_none(), "{behaviour:?}");
         }
+    }
+
+    #[test]
+    fn the_signing_key_is_made_once_and_then_read() {
+        let m = manager();
+        let key = m.signing_key(&mut rng()).unwrap().clone();
+        assert_eq!(m.store().writes(), 1);
+        // Another instance reads it: one read, no write, the same key.
+        let other = SessionManager::new(m.store(), ExpiryPolicy::default());
+        let (reads, writes) = ops(&m);
+        assert_eq!(other.signing_key(&mut rng()).unwrap(), &key);
+        assert_eq!(other.signing_key(&mut rng()).unwrap(), &key, "cached");
+        assert_eq!(ops(&m), (reads + 1, writes));
+        // A damaged key is replaced.
+        m.store().put(SIGNING_KEY_KEY, b"garbage");
+        let third = SessionManager::new(m.store(), ExpiryPolicy::default());
+        let replaced = third.signing_key(&mut rng()).unwrap();
+        assert_ne!(replaced, &key);
+    }
+
+    #[test]
+    fn cycle_moves_the_data_to_a_new_identifier_and_ends_the_old() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour);
+            let s = m
+                .create_with(&mut rng(), T0, |r| {
+                    r.data.insert("name".into(), "Ada".into());
+                })
+                .unwrap();
+            let old_id = s.id().clone();
+            let mut session = live(m.lookup(Some(old_id.clone()), T0 + 1).unwrap());
+            m.cycle(&mut session, &mut rng(), T0 + 2, "new-token".into(), |r| {
+                r.data.insert("role".into(), "admin".into());
+            })
+            .unwrap();
+            assert_ne!(session.id(), &old_id);
+            assert_eq!(session.record().csrf_token, "new-token");
+            let new = live(m.lookup(Some(session.id().clone()), T0 + 3).unwrap());
+            assert_eq!(new.record().text("name"), Some("Ada"), "{behaviour:?}");
+            assert_eq!(new.record().text("role"), Some("admin"), "{behaviour:?}");
+            assert_eq!(new.record().created_at, T0, "{behaviour:?}");
+            // The old identifier is dead, and an update through it is refused.
+            let mut stale = Session {
+                id: old_id.clone(),
+                key: old_id.record_key(),
+                record: s.record().clone(),
+            };
+            assert_eq!(
+                m.update(&mut stale, &mut rng(), T0 + 3, |_| {}),
+                Err(UpdateError::Gone),
+                "{behaviour:?}"
+            );
+            assert!(matches!(
+                m.lookup(Some(old_id), T0 + 4).unwrap(),
+                Found::Expired
+            ));
+        }
+    }
+
+    #[test]
+    fn create_with_stores_what_fill_puts_in() {
+        let m = manager();
+        let s = m
+            .create_with(&mut rng(), T0, |r| {
+                r.data.insert("name".into(), "Ada".into());
+            })
+            .unwrap();
+        let found = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
+        assert_eq!(found.record().text("name"), Some("Ada"));
+        assert_eq!(found.record().writes, 0);
     }
 
     #[test]

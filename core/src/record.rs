@@ -3,14 +3,17 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-/// The current record format. A record of any other format is not read
+/// The current record format. Format 1 records (the tutorial's first
+/// release: string values and `submitted_at`) are read and rewritten as
+/// format 2 on their next write. A record of any other format is not read
 /// (it may come from a newer release); the session is then treated as
 /// unknown and replaced, never half-understood.
-pub const RECORD_FORMAT: u32 = 1;
+pub const RECORD_FORMAT: u32 = 2;
 
 /// One session's state, stored under the session's record key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
     /// Encoding version, [`RECORD_FORMAT`] when written by this code.
     pub format: u32,
@@ -23,17 +26,32 @@ pub struct SessionRecord {
     /// When a request of the session was last recorded (Unix seconds); kept
     /// to the touch granularity of [`crate::ExpiryPolicy`].
     pub last_seen_at: i64,
-    /// When the session's answers were submitted, if they were.
-    pub submitted_at: Option<i64>,
-    /// The token every form of this session must carry (CSRF protection).
+    /// The token every state-changing request of this session must carry
+    /// (CSRF protection).
     pub csrf_token: String,
-    /// The session's stored form values, by field name.
-    pub values: BTreeMap<String, String>,
+    /// A "remember me" lifetime: when set, the session lives this many
+    /// seconds past its last request instead of the policy's timeouts, and
+    /// its cookie is persistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remember_secs: Option<u64>,
+    /// The application's values, by key.
+    #[serde(default)]
+    pub data: BTreeMap<String, Value>,
+    /// One-shot values: set by one request, taken by a later one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub flash: BTreeMap<String, Value>,
     /// The random ids of the last few writes, newest last: how a writer
     /// tells that its compare-and-swap took effect when the store does not
     /// say so ([`crate::store::swap_and_confirm`]).
     #[serde(default)]
     pub recent_writes: Vec<String>,
+    /// The session has ended: its identifier was replaced
+    /// ([`crate::SessionManager::cycle`]). An ended record counts as
+    /// expired; it stays only until a lookup or the sweep deletes it, and a
+    /// concurrent update of it finds the session gone instead of writing to
+    /// an identifier that is no longer in use.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ended: bool,
 }
 
 /// Why stored bytes are not a record this code can use.
@@ -63,6 +81,46 @@ struct FormatOnly {
     format: u32,
 }
 
+/// A format 1 record, as the first release wrote it.
+#[derive(Deserialize)]
+struct RecordV1 {
+    writes: u64,
+    created_at: i64,
+    last_seen_at: i64,
+    submitted_at: Option<i64>,
+    csrf_token: String,
+    values: BTreeMap<String, String>,
+    #[serde(default)]
+    recent_writes: Vec<String>,
+}
+
+impl From<RecordV1> for SessionRecord {
+    /// Format 1's fields become data: the string values under their names,
+    /// `submitted_at` as a number, as the tutorial now stores them.
+    fn from(old: RecordV1) -> Self {
+        let mut data: BTreeMap<String, Value> = old
+            .values
+            .into_iter()
+            .map(|(name, value)| (name, Value::String(value)))
+            .collect();
+        if let Some(at) = old.submitted_at {
+            data.insert("submitted_at".into(), Value::from(at));
+        }
+        SessionRecord {
+            format: RECORD_FORMAT,
+            writes: old.writes,
+            created_at: old.created_at,
+            last_seen_at: old.last_seen_at,
+            csrf_token: old.csrf_token,
+            remember_secs: None,
+            data,
+            flash: BTreeMap::new(),
+            recent_writes: old.recent_writes,
+            ended: false,
+        }
+    }
+}
+
 impl SessionRecord {
     /// A fresh record created at `now`.
     pub fn new(now: i64, csrf_token: String) -> Self {
@@ -71,10 +129,12 @@ impl SessionRecord {
             writes: 0,
             created_at: now,
             last_seen_at: now,
-            submitted_at: None,
             csrf_token,
-            values: BTreeMap::new(),
+            remember_secs: None,
+            data: BTreeMap::new(),
+            flash: BTreeMap::new(),
             recent_writes: Vec::new(),
+            ended: false,
         }
     }
 
@@ -83,14 +143,17 @@ impl SessionRecord {
         serde_json::to_vec(self).expect("a record always serialises")
     }
 
-    /// Reads a stored record.
+    /// Reads a stored record, of this format or of format 1.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let header: FormatOnly =
-            serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
-        if header.format != RECORD_FORMAT {
-            return Err(DecodeError::UnknownFormat(header.format));
+        let malformed = |e: serde_json::Error| DecodeError::Malformed(e.to_string());
+        let header: FormatOnly = serde_json::from_slice(bytes).map_err(malformed)?;
+        match header.format {
+            RECORD_FORMAT => serde_json::from_slice(bytes).map_err(malformed),
+            1 => serde_json::from_slice::<RecordV1>(bytes)
+                .map(SessionRecord::from)
+                .map_err(malformed),
+            other => Err(DecodeError::UnknownFormat(other)),
         }
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
     }
 
     /// True when the write with id `write_id` is this record or one of the
@@ -99,9 +162,9 @@ impl SessionRecord {
         self.recent_writes.iter().any(|id| id == write_id)
     }
 
-    /// A stored value, if the session has one.
-    pub fn value(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str)
+    /// A stored value that is a string, if the session has one.
+    pub fn text(&self, key: &str) -> Option<&str> {
+        self.data.get(key).and_then(Value::as_str)
     }
 }
 
@@ -112,11 +175,12 @@ mod tests {
     fn sample() -> SessionRecord {
         let mut record = SessionRecord::new(1_700_000_000, "t".repeat(32));
         record.writes = 7;
-        record.submitted_at = Some(1_700_000_100);
+        record.remember_secs = Some(86_400);
         record
-            .values
+            .data
             .insert("v1".into(), "Ada <Lovelace> & \"co\" é".into());
-        record.values.insert("v2".into(), String::new());
+        record.data.insert("visits".into(), Value::from(3));
+        record.flash.insert("notice".into(), "hello".into());
         record
     }
 
@@ -124,17 +188,37 @@ mod tests {
     fn round_trip() {
         let record = sample();
         assert_eq!(SessionRecord::decode(&record.encode()).unwrap(), record);
+        assert_eq!(record.text("v1"), Some("Ada <Lovelace> & \"co\" é"));
+        assert_eq!(record.text("visits"), None, "a number is not text");
+    }
+
+    #[test]
+    fn format_1_records_are_read_as_data() {
+        let v1 = br#"{"format":1,"writes":4,"created_at":10,"last_seen_at":20,
+            "submitted_at":15,"csrf_token":"tok","values":{"v1":"Ada","v2":""},
+            "recent_writes":["abc"]}"#;
+        let record = SessionRecord::decode(v1).unwrap();
+        assert_eq!(record.format, RECORD_FORMAT);
+        assert_eq!(
+            (record.writes, record.created_at, record.last_seen_at),
+            (4, 10, 20)
+        );
+        assert_eq!(record.csrf_token, "tok");
+        assert_eq!(record.text("v1"), Some("Ada"));
+        assert_eq!(record.text("v2"), Some(""));
+        assert_eq!(record.data.get("submitted_at"), Some(&Value::from(15)));
+        assert!(record.includes_write("abc"));
     }
 
     #[test]
     fn unknown_format_is_reported_as_such() {
         let mut record = sample();
-        record.format = 2;
+        record.format = 3;
         assert_eq!(
             SessionRecord::decode(&record.encode()),
-            Err(DecodeError::UnknownFormat(2))
+            Err(DecodeError::UnknownFormat(3))
         );
-        // Even when the rest would not parse as format 1.
+        // Even when the rest would not parse as a known format.
         assert_eq!(
             SessionRecord::decode(br#"{"format":9,"something":"else"}"#),
             Err(DecodeError::UnknownFormat(9))
@@ -149,6 +233,8 @@ mod tests {
             b"null",
             b"{}",
             b"{\"format\":1}",
+            b"{\"format\":2}",
+            b"{\"format\":2,\"data\":[]}",
             b"[1,2]",
         ] {
             assert!(

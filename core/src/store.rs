@@ -132,3 +132,45 @@ pub fn remember_write(recent: &mut Vec<String>, id: String) {
     let excess = recent.len().saturating_sub(RECENT_WRITES);
     recent.drain(..excess);
 }
+
+/// A shared reference to a store is a store: a [`crate::SessionManager`]
+/// can borrow one the application keeps.
+impl<S: SessionStore + ?Sized> SessionStore for &S {
+    type Snapshot = S::Snapshot;
+
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(key)
+    }
+
+    fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError> {
+        (**self).snapshot(key)
+    }
+
+    fn swap(
+        &self,
+        snapshot: Self::Snapshot,
+        value: &[u8],
+    ) -> Result<Swap<Self::Snapshot>, StoreError> {
+        (**self).swap(snapshot, value)
+    }
+
+    fn set(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        (**self).set(key, value)
+    }
+
+    fn delete(&self, key: &str) -> Result<(), StoreError> {
+        (**self).delete(key)
+    }
+
+    fn set_many(&self, entries: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        (**self).set_many(entries)
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
+        (**self).delete_many(keys)
+    }
+
+    fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
+        (**self).increment(key, delta)
+    }
+}

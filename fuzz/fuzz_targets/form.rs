@@ -1,4 +1,4 @@
-//! `spin_sessions::form::decode` (strict `application/x-www-form-urlencoded`)
+//! `sessions_tutorial::form::decode` (strict `application/x-www-form-urlencoded`)
 //! over arbitrary bytes. Properties:
 //! - it never panics;
 //! - what it accepts obeys its rules: every value at most
@@ -10,7 +10,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use spin_sessions::form::{decode, MAX_FIELD_BYTES};
+use sessions_tutorial::form::{decode, MAX_FIELD_BYTES};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(pairs) = decode(data) else {

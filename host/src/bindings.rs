@@ -1,8 +1,8 @@
 //! Host bindings for the Spin interfaces, generated from the project's WIT
-//! (`wit/world.wit`, world `spin-host-imports`).
+//! (`sessions/wit/world.wit`, world `spin-host-imports`).
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../sessions/wit",
     world: "spin-sessions:platform/spin-host-imports",
     // Every import may do I/O (SQLite on the blocking pool), and a host bug
     // may need to trap rather than hand the guest a made-up error.

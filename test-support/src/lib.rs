@@ -1,11 +1,13 @@
 //! What the workspace's tests share.
 //!
 //! - [`redis_server`]: a real `redis-server` for one test, on a free
-//!   loopback port, stopped when dropped.
+//!   loopback port, stopped when dropped;
+//! - [`csp`]: the Content-Security-Policy hash of an inline style.
 //!
 //! The crate's dependency list matters as much as its code: it carries the
 //! features the tests need, so that every `--workspace` build (the host
 //! that `cargo xtask up` runs, the benchmark, the tests) resolves the same
 //! feature set and compiles wasmtime once.
 
+pub mod csp;
 pub mod redis_server;

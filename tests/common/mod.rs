@@ -67,16 +67,27 @@ pub const fn same_str(a: &str, b: &str) -> bool {
     true
 }
 
-/// The sessions app's manifest.
+/// The tutorial app's manifest.
 pub fn manifest() -> PathBuf {
+    built_manifest("spin.toml", "sessions_tutorial.wasm")
+}
+
+/// The sign-in example's manifest (`examples/signin`).
+pub fn signin_manifest() -> PathBuf {
+    built_manifest("examples/signin/spin.toml", "signin.wasm")
+}
+
+/// The manifest at `manifest` (relative to the workspace root), whose
+/// component `wasm` must have been built.
+fn built_manifest(manifest: &str, wasm: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let wasm = root.join("target/wasm32-wasip2/release/spin_sessions.wasm");
+    let wasm = root.join("target/wasm32-wasip2/release").join(wasm);
     assert!(
         wasm.exists(),
         "{} is missing: run `cargo xtask build` (or `cargo xtask test`) first",
         wasm.display()
     );
-    root.join("spin.toml")
+    root.join(manifest)
 }
 
 /// The sessions app served by the host.
@@ -108,12 +119,17 @@ impl App {
     /// a second instance on a shared Redis), with a runtime-config file
     /// when the store is Redis, as `spin up --runtime-config-file` would.
     pub fn start_on(storage: Storage, variables: &[(&str, &str)]) -> App {
+        App::start_manifest(manifest(), storage, variables)
+    }
+
+    /// Serves the app of `manifest` on `storage`, as [`App::start_on`].
+    pub fn start_manifest(manifest: PathBuf, storage: Storage, variables: &[(&str, &str)]) -> App {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .unwrap();
-        let mut options = HostOptions::new(manifest());
+        let mut options = HostOptions::new(manifest);
         options.state_dir = Some(storage.state.path().to_path_buf());
         options.quiet = true;
         options.runtime_config_file = storage.runtime_config_file();
@@ -230,18 +246,48 @@ impl App {
     }
 }
 
-/// Starts a session with `GET /` and returns its cookie value and form token.
+/// Starts a stored session as a browser does: `GET /` hands out a pending
+/// identifier and the form's token (nothing is stored), and the first form
+/// post creates the session (with `v1` empty) under a fresh identifier.
+/// Returns the stored session's cookie value and its form token.
 pub fn start_session(app: &App) -> (String, String) {
     start_session_at(app.addr)
 }
 
 /// [`start_session`] on any host listening at `addr`.
 pub fn start_session_at(addr: SocketAddr) -> (String, String) {
-    let raw = request_bytes(addr, "GET", "/", None, None, b"");
-    let page = send(addr, &raw);
+    let (pending, token) = first_visit_at(addr);
+    let body = format!("csrf_token={token}&v1=");
+    let raw = request_bytes(
+        addr,
+        "POST",
+        "/2",
+        Some(&cookie(&pending)),
+        Some("application/x-www-form-urlencoded"),
+        body.as_bytes(),
+    );
+    let posted = send(addr, &raw);
+    assert_eq!(posted.status, 303, "{}", posted.text());
+    let id = posted
+        .session_cookie()
+        .expect("the first post creates the session and hands over its cookie");
+    assert_ne!(id, pending, "the pending identifier is never adopted");
+    (id, token)
+}
+
+/// A first visit: `GET /` without a cookie. Returns the pending identifier
+/// the cookie hands over and the page's form token; nothing is stored.
+pub fn first_visit(app: &App) -> (String, String) {
+    first_visit_at(app.addr)
+}
+
+/// [`first_visit`] on any host listening at `addr`.
+pub fn first_visit_at(addr: SocketAddr) -> (String, String) {
+    let page = send(addr, &request_bytes(addr, "GET", "/", None, None, b""));
     assert_eq!(page.status, 200, "{}", page.text());
     (
-        page.session_cookie().expect("a new session gets a cookie"),
+        page.session_cookie()
+            .expect("a first visit gets a (pending) cookie"),
         page.csrf_token(),
     )
 }

@@ -26,6 +26,26 @@ pub const LIVE_GET: Ops = Ops {
     connections: 0,
 };
 
+/// A page view without a cookie: one read (the store's signing key, for the
+/// form token of a pending identifier), no write.
+pub const ANONYMOUS_GET: Ops = Ops {
+    reads: 1,
+    writes: 0,
+    connections: 0,
+};
+
+/// The first form post of a visitor with a pending identifier: the signing
+/// key and the sweep cursor are read; the session count, an index slot and
+/// one batch (the index entry and the record) are written. No
+/// compare-and-swap, so no connection on Redis either.
+pub fn first_post(_backend: Backend) -> Ops {
+    Ops {
+        reads: 2,
+        writes: 3,
+        connections: 0,
+    }
+}
+
 /// A form POST to a live session, no race: the record, the
 /// compare-and-swap base, one swap; on Redis, whose swap always reports
 /// `cas-failed`, the read that confirms it, and a connection for each of

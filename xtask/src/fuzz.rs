@@ -27,7 +27,7 @@ use crate::toolchain::{host_cargo, project_root};
 /// The targets of `fuzz/Cargo.toml`, with what each one fuzzes.
 pub const TARGETS: &[(&str, &str)] = &[
     ("cookie", "session_core::cookie::find_session_id"),
-    ("form", "spin_sessions::form::decode"),
+    ("form", "sessions_tutorial::form::decode"),
     ("record", "session_core::SessionRecord::decode"),
     ("index", "session_core::index and ExpiryPolicy arithmetic"),
 ];

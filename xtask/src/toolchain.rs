@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 
 /// The wasm32-wasip2 packages of the workspace, built together so that std
 /// and shared dependencies compile once.
-const COMPONENT_PACKAGES: &[&str] = &["spin-sessions", "probe", "floor", "handover"];
+const COMPONENT_PACKAGES: &[&str] = &["sessions-tutorial", "signin", "probe", "floor", "handover"];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 

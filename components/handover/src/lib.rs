@@ -25,7 +25,7 @@ use wasip2::io::streams::StreamError;
 
 mod wasi_kv {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../sessions/wit",
         world: "spin-sessions:platform/keyvalue-imports",
         generate_all,
     });

@@ -10,7 +10,7 @@ use spin_sdk::variables;
 
 mod wasi_kv {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "../../sessions/wit",
         world: "spin-sessions:platform/keyvalue-imports",
         generate_all,
     });

@@ -4,7 +4,7 @@
 
 use session_core::{SessionStore, Snapshot, StoreError, Swap};
 
-use crate::bindings::wasi::keyvalue::{atomics, batch, store};
+use super::bindings::wasi::keyvalue::{atomics, batch, store};
 
 /// One opened bucket of Spin's key-value store.
 pub struct SpinStore {

@@ -1,0 +1,122 @@
+//! What can go wrong with a session, and the HTTP answer each deserves.
+
+use http::StatusCode;
+use session_core::{StoreError, UpdateError};
+
+use crate::config::ConfigError;
+
+/// Why a session could not be loaded or saved.
+///
+/// Every variant maps to the answer a client should get
+/// ([`Error::status`], [`Error::into_response`]): a store failure is a 503
+/// that may be retried, a value of the wrong type is the application's bug
+/// (500), and so on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The key-value store failed.
+    Store(StoreError),
+    /// Too many requests of the session saved at once; nothing was saved.
+    Contended,
+    /// The session ended (signed out, expired, or its identifier replaced)
+    /// while this request was saving it; nothing was saved.
+    Ended,
+    /// A stored value is not of the type asked for, or a value could not
+    /// be serialised.
+    Value {
+        /// The value's key.
+        key: String,
+        /// What serde said.
+        source: serde_json::Error,
+    },
+    /// The configuration is invalid.
+    Config(ConfigError),
+}
+
+impl Error {
+    /// The status a response to the failed request should have.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::Store(_) | Error::Contended => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Ended => StatusCode::CONFLICT,
+            Error::Value { .. } | Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// How long a client should wait before trying again, when it should.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Error::Store(_) | Error::Contended => Some(1),
+            _ => None,
+        }
+    }
+
+    /// A short plain-text response for the client: the status, a message
+    /// that reveals nothing of the store, and `Retry-After` where it
+    /// applies. The full error is for the log ([`std::fmt::Display`]).
+    pub fn into_response<B: From<String>>(&self) -> http::Response<B> {
+        let message = match self {
+            Error::Store(_) => "The session store is unavailable; please try again shortly.",
+            Error::Contended => "Too many requests of this session at once; please try again.",
+            Error::Ended => {
+                "This session ended while the request was being saved; nothing was saved."
+            }
+            Error::Value { .. } | Error::Config(_) => "The server could not use this session.",
+        };
+        let mut builder = http::Response::builder()
+            .status(self.status())
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(http::header::CACHE_CONTROL, "no-store");
+        if let Some(secs) = self.retry_after_secs() {
+            builder = builder.header(http::header::RETRY_AFTER, secs);
+        }
+        builder
+            .body(B::from(format!("{message}\n")))
+            .expect("constant headers are valid")
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Store(err) => err.fmt(f),
+            Error::Contended => f.write_str("too many concurrent saves of the session"),
+            Error::Ended => f.write_str("the session ended while it was being saved"),
+            Error::Value { key, source } => write!(f, "session value {key:?}: {source}"),
+            Error::Config(err) => err.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Store(err) => Some(err),
+            Error::Value { source, .. } => Some(source),
+            Error::Config(err) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        Error::Store(err)
+    }
+}
+
+impl From<UpdateError> for Error {
+    fn from(err: UpdateError) -> Self {
+        match err {
+            UpdateError::Store(err) => Error::Store(err),
+            UpdateError::Gone => Error::Ended,
+            UpdateError::Contended => Error::Contended,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(err: ConfigError) -> Self {
+        Error::Config(err)
+    }
+}

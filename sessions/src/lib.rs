@@ -1,0 +1,167 @@
+//! HTTP sessions for [Spin](https://spinframework.dev) WebAssembly
+//! components, kept in Spin's key-value store.
+//!
+//! ```
+//! use spin_sessions::{Config, MemoryStore, Sessions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // In a Spin component: `spin_sessions::spin::sessions()?`, which opens
+//! // the `default` store and reads the settings from Spin variables.
+//! let sessions = Sessions::new(MemoryStore::new(), Config::default())?;
+//!
+//! let request = http::Request::get("/").body(())?;
+//! let mut session = sessions.load(&request)?;
+//! let visits: u64 = session.get("visits")?.unwrap_or(0);
+//! session.insert("visits", visits + 1)?;
+//!
+//! let mut response = http::Response::new(format!("visit number {}", visits + 1));
+//! session.save(&mut response)?;
+//! assert!(response.headers().contains_key("set-cookie"));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What it guarantees, on Spin's stores as they really are (SQLite and
+//! Redis, defects included):
+//!
+//! - **No lost updates.** A save is a compare-and-swap that re-applies the
+//!   request's own changes when another request saved first: changes to
+//!   different keys are all kept; for the same key the last save wins.
+//! - **Nothing stored for anonymous visitors.** A session is created by its
+//!   first change. A visitor with nothing stored can still get a CSRF token
+//!   for a form ([`Session::csrf_token`]), signed for a *pending* identifier
+//!   that only this application can issue.
+//! - **Expiry without background tasks.** Idle and absolute timeouts are
+//!   checked from timestamps on every load; sessions whose clients never
+//!   return are swept a bounded step at a time by the requests that create
+//!   sessions, through an expiry index in the store.
+//! - **A cap** on the number of stored sessions (`max_sessions`).
+//! - **Constant work per request**, whatever the number of sessions: a
+//!   load is one read, a save one write plus what the store needs to make
+//!   it safe.
+//!
+//! The pieces: [`Sessions`] (the store and the [`Config`]), [`Session`] (a
+//! request's session), [`Error`], and for components the [`spin`] module
+//! (wasm only): Spin's store, settings from Spin variables, and the
+//! `wasi:http` entry point.
+
+#![deny(missing_docs)]
+
+mod body;
+mod config;
+mod error;
+mod request;
+mod session;
+#[cfg(target_arch = "wasm32")]
+pub mod spin;
+
+pub use body::{BodyError, RequestBody};
+pub use config::{Config, ConfigError, VARIABLES};
+pub use error::Error;
+pub use session::Session;
+pub use session_core::time;
+pub use session_core::{
+    CookieConfig, ExpiryPolicy, MemoryStore, SameSite, Secure, SessionStore, StoreError,
+};
+
+use session_core::{CookieId, Found, Prefixed, SessionManager};
+
+/// Sessions in a store, with their configuration: made once per request
+/// (a Spin component gets a fresh instance per request anyway), used to
+/// [`load`](Sessions::load) the request's [`Session`].
+pub struct Sessions<S: SessionStore> {
+    manager: SessionManager<Prefixed<S>>,
+    config: Config,
+}
+
+impl<S: SessionStore> Sessions<S> {
+    /// Sessions in `store`, configured by `config` (checked: cookie
+    /// settings that browsers would refuse are an error).
+    pub fn new(store: S, config: Config) -> Result<Self, Error> {
+        config.validate()?;
+        let manager = SessionManager::new(
+            Prefixed::new(store, config.key_prefix.clone()),
+            config.expiry,
+        )
+        .with_max_sessions(config.max_sessions);
+        Ok(Sessions { manager, config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store the sessions are in (without the key prefix).
+    pub fn store(&self) -> &S {
+        self.manager.store().inner()
+    }
+
+    /// The session of `request`, found by its cookie: one read when the
+    /// cookie names a stored session, none when there is no cookie. An
+    /// expired or unreadable record is deleted on the way (one write), and
+    /// the visitor starts afresh with nothing stored.
+    pub fn load<B>(&self, request: &http::Request<B>) -> Result<Session<'_, S>, Error> {
+        self.load_at(request, unix_now())
+    }
+
+    /// [`Sessions::load`] at the time `now` (Unix seconds) instead of the
+    /// clock's: for tests, and for callers with a clock of their own.
+    pub fn load_at<B>(
+        &self,
+        request: &http::Request<B>,
+        now: i64,
+    ) -> Result<Session<'_, S>, Error> {
+        let name = &self.config.cookie.name;
+        let headers = request.headers();
+        let had_cookie = request::has_cookie(headers, name);
+        let https = request::is_https(request);
+        let (stored, pending) = match request::session_cookie(headers, name) {
+            None => (None, None),
+            Some(CookieId::Stored(id)) => (self.live(id, now)?, None),
+            Some(CookieId::Pending(text)) => (None, self.pending(&text)?),
+        };
+        Ok(Session::new(self, now, https, had_cookie, stored, pending))
+    }
+
+    /// The live session of `id`, if there is one.
+    fn live(
+        &self,
+        id: session_core::SessionId,
+        now: i64,
+    ) -> Result<Option<session_core::Session>, Error> {
+        Ok(match self.manager.lookup(Some(id), now)? {
+            Found::Live(session) => Some(session),
+            Found::Undecodable(err) => {
+                eprintln!("spin-sessions: replacing a session whose record does not decode: {err}");
+                None
+            }
+            Found::NoCookie | Found::Unknown | Found::Expired => None,
+        })
+    }
+
+    /// The pending identifier `text`, with the key that signed it, if this
+    /// store's key did (one read). Anything else is no identifier at all:
+    /// an identifier this application never issued is never adopted.
+    fn pending(
+        &self,
+        text: &str,
+    ) -> Result<Option<(session_core::PendingId, session_core::SigningKey)>, Error> {
+        let Some(key) = self.manager.stored_signing_key()? else {
+            return Ok(None);
+        };
+        Ok(key.verify(text).map(|id| (id, key.clone())))
+    }
+
+    pub(crate) fn manager(&self) -> &SessionManager<Prefixed<S>> {
+        &self.manager
+    }
+}
+
+/// The wall clock in Unix seconds (Spin's `wasi:clocks/wall-clock`).
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

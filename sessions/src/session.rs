@@ -1,0 +1,394 @@
+//! [`Session`]: one request's view of its session, and the save that
+//! writes what the request changed.
+
+use std::time::Duration;
+
+use rand::rngs::OsRng;
+use rand::TryRngCore;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use session_core::id::{constant_time_eq, random_token};
+use session_core::manager::CSRF_TOKEN_LEN;
+use session_core::{
+    Change, Changes, PendingId, SessionRecord, SessionStore, SigningKey, UpdateError,
+};
+
+use crate::{Error, Sessions};
+
+/// A request's session, loaded by [`Sessions::load`].
+///
+/// Reads and changes happen in memory; [`Session::save`] writes what
+/// changed, once, and sets or clears the cookie on the response. A session
+/// that was never stored and holds nothing stays that way: an anonymous
+/// visitor costs no write and no stored record.
+///
+/// Concurrent saves of one session merge: each save re-applies its own
+/// changes to what the store holds, so changes to different keys are all
+/// kept, and for the same key the last save wins.
+pub struct Session<'s, S: SessionStore> {
+    sessions: &'s Sessions<S>,
+    now: i64,
+    /// The client came over https: `Secure` for `Secure::Auto`.
+    https: bool,
+    /// The request carried a cookie of the session's name.
+    had_cookie: bool,
+    /// The stored session the cookie leads to, if it is live.
+    stored: Option<session_core::Session>,
+    /// The pending identifier of a visitor with nothing stored: the one
+    /// the cookie carried (checked), or one issued by this request.
+    pending: Option<PendingId>,
+    /// The store's signing key, once this request has read it.
+    signing_key: Option<SigningKey>,
+    /// `pending` was issued by this request: the response must carry it.
+    pending_is_new: bool,
+    /// What the session holds as this request sees it, changes included.
+    view: SessionRecord,
+    /// This request's changes, to be applied again on a lost race.
+    changes: Changes,
+    /// The identifier is to be replaced at save.
+    cycle: bool,
+    /// The session is to be deleted at save.
+    destroy: bool,
+}
+
+impl<'s, S: SessionStore> Session<'s, S> {
+    pub(crate) fn new(
+        sessions: &'s Sessions<S>,
+        now: i64,
+        https: bool,
+        had_cookie: bool,
+        stored: Option<session_core::Session>,
+        pending: Option<(PendingId, SigningKey)>,
+    ) -> Self {
+        let view = match &stored {
+            Some(session) => session.record().clone(),
+            None => SessionRecord::new(now, String::new()),
+        };
+        let (pending, signing_key) = match pending {
+            Some((id, key)) => (Some(id), Some(key)),
+            None => (None, None),
+        };
+        let mut session = Session {
+            sessions,
+            now,
+            https,
+            had_cookie,
+            stored,
+            pending,
+            signing_key,
+            pending_is_new: false,
+            view,
+            changes: Changes::new(),
+            cycle: false,
+            destroy: false,
+        };
+        if let (Some(id), Some(key)) = (&session.pending, &session.signing_key) {
+            session.view.csrf_token = key.csrf_token(id);
+        }
+        session
+    }
+
+    /// The value stored under `key`, as a `T`; `None` when there is none.
+    /// A value that is not a `T` is an error ([`Error::Value`]).
+    pub fn get<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
+        self.view
+            .data
+            .get(key)
+            .map(|value| T::deserialize(value).map_err(|source| value_error(key, source)))
+            .transpose()
+    }
+
+    /// Stores `value` under `key` (written at [`Session::save`]). The
+    /// first value stored for a visitor creates their session.
+    pub fn insert<T: Serialize>(&mut self, key: &str, value: T) -> Result<(), Error> {
+        let value = serde_json::to_value(value).map_err(|source| value_error(key, source))?;
+        self.change(Change::Insert(key.to_owned(), value));
+        Ok(())
+    }
+
+    /// Removes the value under `key` and returns it, as a `T`.
+    pub fn remove<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, Error> {
+        let value = self.get(key)?;
+        if self.view.data.contains_key(key) {
+            self.change(Change::Remove(key.to_owned()));
+        }
+        Ok(value)
+    }
+
+    /// Removes every value, flash values included. The session itself
+    /// stays, with its identifier and CSRF token.
+    pub fn clear(&mut self) {
+        if !self.view.data.is_empty() || !self.view.flash.is_empty() {
+            self.change(Change::Clear);
+        }
+    }
+
+    /// Leaves a one-shot value for a later request: the first
+    /// [`Session::take_flash`] of `key` gets it and removes it ("Signed in
+    /// as Ada", shown once after a redirect).
+    pub fn flash<T: Serialize>(&mut self, key: &str, value: T) -> Result<(), Error> {
+        let value = serde_json::to_value(value).map_err(|source| value_error(key, source))?;
+        self.change(Change::Flash(key.to_owned(), value));
+        Ok(())
+    }
+
+    /// Takes the one-shot value under `key`, if an earlier request left
+    /// one; the save then removes it from the store.
+    pub fn take_flash<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, Error> {
+        let Some(value) = self.view.flash.get(key).cloned() else {
+            return Ok(None);
+        };
+        self.change(Change::TakeFlash(key.to_owned()));
+        T::deserialize(value)
+            .map(Some)
+            .map_err(|source| value_error(key, source))
+    }
+
+    /// The token that this session's forms must carry
+    /// ([`Session::verify_csrf`]). A visitor with nothing stored gets one
+    /// too, signed for a *pending* identifier that the response hands over
+    /// in the cookie; nothing is stored for it. Costs one read the first
+    /// time a request asks for a visitor with nothing stored (the store's
+    /// signing key; the very first such request in a store also writes
+    /// that key).
+    pub fn csrf_token(&mut self) -> Result<String, Error> {
+        if self.stored.is_none() && self.pending.is_none() && self.view.csrf_token.is_empty() {
+            self.issue_pending()?;
+        }
+        Ok(self.view.csrf_token.clone())
+    }
+
+    /// True when `token` is this session's CSRF token (compared in
+    /// constant time). A visitor with neither a session nor a pending
+    /// identifier has no token, so nothing verifies.
+    pub fn verify_csrf(&self, token: Option<&str>) -> bool {
+        let expected = &self.view.csrf_token;
+        match token {
+            Some(token) if !expected.is_empty() => {
+                constant_time_eq(expected.as_bytes(), token.as_bytes())
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives the session a new identifier at save, keeping its data: call
+    /// it when the visitor signs in or gains rights, so that an identifier
+    /// planted or seen before can do nothing. The old identifier is dead
+    /// from the save on, and the CSRF token changes with it (a page
+    /// rendered after this call already carries the new one).
+    pub fn cycle_id(&mut self) {
+        self.cycle = true;
+        self.view.csrf_token = random_token(&mut rng(), CSRF_TOKEN_LEN);
+    }
+
+    /// Deletes the session at save and tells the browser to drop the
+    /// cookie. Values read afterwards are gone.
+    pub fn destroy(&mut self) {
+        self.destroy = true;
+        self.view.data.clear();
+        self.view.flash.clear();
+    }
+
+    /// Makes the session persistent ("remember me"): it then lives
+    /// `lifetime` past its last request, whatever the idle and absolute
+    /// timeouts, and its cookie outlives the browser session. `None` goes
+    /// back to the configured timeouts and cookie.
+    pub fn remember(&mut self, lifetime: Option<Duration>) {
+        let secs = lifetime.map(|d| d.as_secs().max(1));
+        if secs != self.view.remember_secs {
+            self.change(Change::Remember(secs));
+        }
+    }
+
+    /// True when the session is in the store (it was before this request,
+    /// and has not been destroyed by it).
+    pub fn is_stored(&self) -> bool {
+        self.stored.is_some() && !self.destroy
+    }
+
+    /// When the session was created (Unix seconds), if it is stored.
+    pub fn created_at(&self) -> Option<i64> {
+        self.stored.as_ref().map(|_| self.view.created_at)
+    }
+
+    /// When a request of the session was last recorded (Unix seconds), if
+    /// it is stored. Kept to the touch granularity, a sixtieth of the idle
+    /// timeout.
+    pub fn last_seen_at(&self) -> Option<i64> {
+        self.stored.as_ref().map(|_| self.view.last_seen_at)
+    }
+
+    /// When the session ends if no other request comes (Unix seconds), if
+    /// it is stored.
+    pub fn expires_at(&self) -> Option<i64> {
+        let policy = &self.sessions.config().expiry;
+        self.stored.as_ref().map(|_| policy.expires_at(&self.view))
+    }
+
+    /// The time this request is served at (Unix seconds).
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    /// Writes what the request changed and sets the cookie on `response`:
+    ///
+    /// - nothing changed: no write (but the periodic touch that keeps a
+    ///   busy session alive, once per touch granularity);
+    /// - a visitor's first change: creates the session under a fresh
+    ///   identifier (never the one the cookie carried) and sets the cookie;
+    /// - changes to a stored session: one compare-and-swap update, merged
+    ///   with concurrent saves;
+    /// - [`Session::cycle_id`], [`Session::destroy`]: as they say.
+    ///
+    /// On an error nothing of this request is stored, and the response
+    /// should be replaced by [`Error::into_response`].
+    pub fn save<B>(self, response: &mut http::Response<B>) -> Result<(), Error> {
+        let cookie = self.write()?;
+        if let Some(value) = cookie {
+            let value = http::HeaderValue::try_from(value)
+                .expect("cookie names, attributes and identifiers are visible ASCII");
+            response
+                .headers_mut()
+                .append(http::header::SET_COOKIE, value);
+        }
+        Ok(())
+    }
+
+    /// The store's part of [`Session::save`]: returns the `Set-Cookie`
+    /// value the response needs, if any.
+    fn write(mut self) -> Result<Option<String>, Error> {
+        if self.destroy {
+            return self.write_destroy();
+        }
+        match self.stored.take() {
+            Some(stored) => self.write_stored(stored),
+            None if !self.changes.is_empty() => self.write_new(),
+            None if self.pending_is_new => {
+                let pending = self.pending.as_ref().expect("issued");
+                Ok(Some(self.set_cookie(pending.as_str(), None)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn write_destroy(mut self) -> Result<Option<String>, Error> {
+        if let Some(stored) = self.stored.take() {
+            self.sessions.manager().delete(stored)?;
+        }
+        let cookie = self.sessions.config().cookie.clone();
+        Ok(self
+            .had_cookie
+            .then(|| cookie.expire_cookie(cookie.is_secure(self.https))))
+    }
+
+    fn write_stored(self, mut stored: session_core::Session) -> Result<Option<String>, Error> {
+        let manager = self.sessions.manager();
+        let changes = &self.changes;
+        if self.cycle {
+            let token = self.view.csrf_token.clone();
+            manager.cycle(&mut stored, &mut rng(), self.now, token, |record| {
+                changes.apply_to(record)
+            })?;
+            return Ok(Some(self.cookie_for(&stored)));
+        }
+        let wrote = if changes.is_empty() {
+            match manager.touch_if_due(&mut stored, &mut rng(), self.now) {
+                Ok(wrote) => wrote,
+                // Another request is writing the session, and records the
+                // visit too; or it has just ended, and there is nothing to
+                // keep alive.
+                Err(UpdateError::Contended | UpdateError::Gone) => false,
+                Err(err) => return Err(err.into()),
+            }
+        } else {
+            manager.update(&mut stored, &mut rng(), self.now, |record| {
+                changes.apply_to(record)
+            })?;
+            true
+        };
+        // A persistent cookie is refreshed whenever the session's last-seen
+        // time is, so that both age together.
+        let persistent = self.max_age(stored.record()).is_some();
+        Ok((wrote && persistent).then(|| self.cookie_for(&stored)))
+    }
+
+    fn write_new(self) -> Result<Option<String>, Error> {
+        let token = if self.view.csrf_token.is_empty() {
+            random_token(&mut rng(), CSRF_TOKEN_LEN)
+        } else {
+            // The token the visitor's pages already carry (signed for the
+            // pending identifier), so forms open in other tabs still work.
+            self.view.csrf_token.clone()
+        };
+        let changes = &self.changes;
+        let created = self
+            .sessions
+            .manager()
+            .create_with(&mut rng(), self.now, |record| {
+                changes.apply_to(record);
+                record.csrf_token = token;
+            })?;
+        Ok(Some(self.cookie_for(&created)))
+    }
+
+    /// The `Set-Cookie` value that hands `stored`'s identifier over.
+    fn cookie_for(&self, stored: &session_core::Session) -> String {
+        self.set_cookie(stored.id().as_str(), self.max_age(stored.record()))
+    }
+
+    fn set_cookie(&self, value: &str, max_age_secs: Option<u64>) -> String {
+        let cookie = &self.sessions.config().cookie;
+        cookie.set_cookie(value, max_age_secs, cookie.is_secure(self.https))
+    }
+
+    /// The cookie's `Max-Age`: a remembered session's lifetime, or the
+    /// configured one.
+    fn max_age(&self, record: &SessionRecord) -> Option<u64> {
+        record
+            .remember_secs
+            .or(self.sessions.config().cookie.max_age_secs)
+    }
+
+    fn change(&mut self, change: Change) {
+        self.changes.push(change, &mut self.view);
+    }
+
+    /// Hands a visitor with nothing stored a pending identifier, and its
+    /// token.
+    fn issue_pending(&mut self) -> Result<(), Error> {
+        let key = match self.signing_key.take() {
+            Some(key) => key,
+            None => self.sessions.manager().signing_key(&mut rng())?.clone(),
+        };
+        let pending = key.issue(&mut rng());
+        self.view.csrf_token = key.csrf_token(&pending);
+        self.pending = Some(pending);
+        self.pending_is_new = true;
+        self.signing_key = Some(key);
+        Ok(())
+    }
+}
+
+impl<S: SessionStore> std::fmt::Debug for Session<'_, S> {
+    /// Shows the state and the keys, never the identifier or the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("stored", &self.stored.is_some())
+            .field("pending", &self.pending.is_some())
+            .field("keys", &self.view.data.keys().collect::<Vec<_>>())
+            .field("changed", &!self.changes.is_empty())
+            .finish()
+    }
+}
+
+fn value_error(key: &str, source: serde_json::Error) -> Error {
+    Error::Value {
+        key: key.to_owned(),
+        source,
+    }
+}
+
+/// The operating system's CSPRNG (WASI `random` under Spin).
+pub(crate) fn rng() -> rand::rand_core::UnwrapErr<OsRng> {
+    OsRng.unwrap_err()
+}
