@@ -204,12 +204,14 @@ fn form_error(err: &FormError) -> Refusal {
     (status, capitalised(&err.to_string()))
 }
 
+/// The message with its first letter in upper case. The messages are this
+/// crate's own, in ASCII: no Unicode case tables in the component.
 fn capitalised(message: &str) -> String {
-    let mut chars = message.chars();
-    chars
-        .next()
-        .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default()
+    let mut text = message.to_owned();
+    if let Some(first) = text.get_mut(..1) {
+        first.make_ascii_uppercase();
+    }
+    text
 }
 
 fn field<'f>(fields: &'f [(String, String)], name: &str) -> Option<&'f str> {

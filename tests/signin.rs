@@ -144,7 +144,9 @@ fn signing_out_destroys_the_session(backend: Backend) {
         .get("/", Some(&cookie(&id)))
         .text()
         .contains("<h1>Sign in</h1>"));
-    let key = session_core::SessionId::parse(&id).unwrap().record_key();
+    let key = spin_sessions_core::SessionId::parse(&id)
+        .unwrap()
+        .record_key();
     assert!(
         app.records()
             .iter()

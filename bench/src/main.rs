@@ -3,7 +3,7 @@
 //! against the floor component.
 //!
 //! For each store size the store is prefilled with that many sessions
-//! (and their expiry index) by session-core's own creation code
+//! (and their expiry index) by spin-sessions-core's own creation code
 //! ([`prefill`]), the host is started on it in-process, and keep-alive
 //! clients drive two phases: page views (`GET /2`) and form posts
 //! (`POST /2`), each on the clients' own live sessions; then one of those

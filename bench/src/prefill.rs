@@ -271,8 +271,8 @@ mod tests {
 
     use super::*;
     use crate::resp::Reply;
-    use session_core::index::{Cursor, CURSOR_KEY, SESSION_COUNT_KEY};
-    use session_core::SessionRecord;
+    use spin_sessions_core::index::{Cursor, CURSOR_KEY, SESSION_COUNT_KEY};
+    use spin_sessions_core::SessionRecord;
     use std::io::{Read as _, Write as _};
     use std::net::{SocketAddr, TcpStream};
 

@@ -1,4 +1,4 @@
-//! A [`SessionStore`] in memory that session-core's own code fills: the
+//! A [`SessionStore`] in memory that spin-sessions-core's own code fills: the
 //! prefill creates its sessions through the `spin-sessions` library
 //! on it, so the keys, the record JSON and the index layout are exactly
 //! what the component writes, and only then copies what it holds into
@@ -6,13 +6,13 @@
 //!
 //! Counters are kept apart, as numbers: each backend stores them in its
 //! own encoding (SQLite 8 little-endian bytes, Redis decimal text), and
-//! session-core reads a counter only through `increment`, never `get`.
+//! spin-sessions-core reads a counter only through `increment`, never `get`.
 //! Thread-safe, so several threads can create sessions at once.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use session_core::store::{SessionStore, Snapshot, StoreError, Swap};
+use spin_sessions_core::store::{SessionStore, Snapshot, StoreError, Swap};
 
 /// What the store holds: plain values and counters.
 #[derive(Default)]

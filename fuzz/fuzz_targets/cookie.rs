@@ -1,4 +1,4 @@
-//! `session_core::cookie::find_session_id` over arbitrary `Cookie` headers.
+//! `spin_sessions_core::cookie::find_session_id` over arbitrary `Cookie` headers.
 //!
 //! The input is text, one header per line (lossily UTF-8: headers reach the
 //! parser as `&str`). Properties:
@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use session_core::cookie::{find_session_id, COOKIE_NAME};
+use spin_sessions_core::cookie::{find_session_id, COOKIE_NAME};
 
 /// A well-formed identifier, as `SessionId::generate` would draw.
 const GOOD_ID: &str = "Z9y8X7w6V5u4T3s2R1q0PpOoNnMmLlKkJjIiHhGgFfEeDdCcBbAa0123456789zz";

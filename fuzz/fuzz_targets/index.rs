@@ -1,4 +1,4 @@
-//! The expiry index's arithmetic (`session_core::index`) and
+//! The expiry index's arithmetic (`spin_sessions_core::index`) and
 //! `ExpiryPolicy`'s over arbitrary times and timeouts, the whole i64 / u64
 //! range included (a corrupted record can hold any timestamp, a setting any
 //! timeout). Built with overflow checks, so an overflow is a crash.
@@ -18,10 +18,10 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use session_core::index::{
+use spin_sessions_core::index::{
     bucket_end, bucket_of, entry_key, slot_counter_key, Cursor, BUCKET_SECS,
 };
-use session_core::{ExpiryPolicy, SessionRecord};
+use spin_sessions_core::{ExpiryPolicy, SessionRecord};
 
 #[derive(Debug, Arbitrary)]
 struct Input {

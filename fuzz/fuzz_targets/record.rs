@@ -1,4 +1,4 @@
-//! `session_core::SessionRecord::decode` over arbitrary bytes (what a
+//! `spin_sessions_core::SessionRecord::decode` over arbitrary bytes (what a
 //! corrupted or foreign store could hold). Properties:
 //! - it never panics;
 //! - a decoded record has format 1 (`RECORD_FORMAT`);
@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use session_core::{DecodeError, SessionRecord, RECORD_FORMAT};
+use spin_sessions_core::{DecodeError, SessionRecord, RECORD_FORMAT};
 
 fuzz_target!(|data: &[u8]| {
     match SessionRecord::decode(data) {

@@ -1,8 +1,8 @@
 //! What a [`crate::Sessions`] is configured with, and reading it from
 //! Spin variables (or any other lookup).
 
-use session_core::manager::DEFAULT_MAX_SESSIONS;
-use session_core::{CookieConfig, ExpiryPolicy, SameSite, Secure};
+use spin_sessions_core::manager::DEFAULT_MAX_SESSIONS;
+use spin_sessions_core::{CookieConfig, ExpiryPolicy, SameSite, Secure};
 
 /// Everything sessions can be configured with. `Config::default()` is a
 /// sound start: one hour idle, one day at most, 100 000 sessions, a

@@ -1,7 +1,7 @@
 //! What can go wrong with a session, and the HTTP answer each deserves.
 
 use http::StatusCode;
-use session_core::{StoreError, UpdateError};
+use spin_sessions_core::{StoreError, UpdateError};
 
 use crate::config::ConfigError;
 

@@ -47,6 +47,11 @@
 
 #![deny(missing_docs)]
 
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod body;
 mod config;
 mod error;
@@ -59,12 +64,12 @@ pub use body::{BodyError, RequestBody};
 pub use config::{Config, ConfigError, VARIABLES};
 pub use error::Error;
 pub use session::Session;
-pub use session_core::time;
-pub use session_core::{
+pub use spin_sessions_core::time;
+pub use spin_sessions_core::{
     CookieConfig, ExpiryPolicy, MemoryStore, SameSite, Secure, SessionStore, StoreError,
 };
 
-use session_core::{CookieId, Found, Prefixed, SessionManager};
+use spin_sessions_core::{CookieId, Found, Prefixed, SessionManager};
 
 /// Sessions in a store, with their configuration: made once per request
 /// (a Spin component gets a fresh instance per request anyway), used to
@@ -127,9 +132,9 @@ impl<S: SessionStore> Sessions<S> {
     /// The live session of `id`, if there is one.
     fn live(
         &self,
-        id: session_core::SessionId,
+        id: spin_sessions_core::SessionId,
         now: i64,
-    ) -> Result<Option<session_core::Session>, Error> {
+    ) -> Result<Option<spin_sessions_core::Session>, Error> {
         Ok(match self.manager.lookup(Some(id), now)? {
             Found::Live(session) => Some(session),
             Found::Undecodable(err) => {
@@ -146,7 +151,13 @@ impl<S: SessionStore> Sessions<S> {
     fn pending(
         &self,
         text: &str,
-    ) -> Result<Option<(session_core::PendingId, session_core::SigningKey)>, Error> {
+    ) -> Result<
+        Option<(
+            spin_sessions_core::PendingId,
+            spin_sessions_core::SigningKey,
+        )>,
+        Error,
+    > {
         let Some(key) = self.manager.stored_signing_key()? else {
             return Ok(None);
         };

@@ -2,8 +2,8 @@
 //! request came over https.
 
 use http::HeaderMap;
-use session_core::cookie::find_cookie;
-use session_core::CookieId;
+use spin_sessions_core::cookie::find_cookie;
+use spin_sessions_core::CookieId;
 
 /// The session identifier the request's `Cookie` headers carry under
 /// `name`, if one has the shape of an identifier this library issues.

@@ -7,9 +7,9 @@ use rand::rngs::OsRng;
 use rand::TryRngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use session_core::id::{constant_time_eq, random_token};
-use session_core::manager::CSRF_TOKEN_LEN;
-use session_core::{
+use spin_sessions_core::id::{constant_time_eq, random_token};
+use spin_sessions_core::manager::CSRF_TOKEN_LEN;
+use spin_sessions_core::{
     Change, Changes, PendingId, SessionRecord, SessionStore, SigningKey, UpdateError,
 };
 
@@ -33,7 +33,7 @@ pub struct Session<'s, S: SessionStore> {
     /// The request carried a cookie of the session's name.
     had_cookie: bool,
     /// The stored session the cookie leads to, if it is live.
-    stored: Option<session_core::Session>,
+    stored: Option<spin_sessions_core::Session>,
     /// The pending identifier of a visitor with nothing stored: the one
     /// the cookie carried (checked), or one issued by this request.
     pending: Option<PendingId>,
@@ -57,7 +57,7 @@ impl<'s, S: SessionStore> Session<'s, S> {
         now: i64,
         https: bool,
         had_cookie: bool,
-        stored: Option<session_core::Session>,
+        stored: Option<spin_sessions_core::Session>,
         pending: Option<(PendingId, SigningKey)>,
     ) -> Self {
         let view = match &stored {
@@ -281,7 +281,10 @@ impl<'s, S: SessionStore> Session<'s, S> {
             .then(|| cookie.expire_cookie(cookie.is_secure(self.https))))
     }
 
-    fn write_stored(self, mut stored: session_core::Session) -> Result<Option<String>, Error> {
+    fn write_stored(
+        self,
+        mut stored: spin_sessions_core::Session,
+    ) -> Result<Option<String>, Error> {
         let manager = self.sessions.manager();
         let changes = &self.changes;
         if self.cycle {
@@ -332,7 +335,7 @@ impl<'s, S: SessionStore> Session<'s, S> {
     }
 
     /// The `Set-Cookie` value that hands `stored`'s identifier over.
-    fn cookie_for(&self, stored: &session_core::Session) -> String {
+    fn cookie_for(&self, stored: &spin_sessions_core::Session) -> String {
         self.set_cookie(stored.id().as_str(), self.max_age(stored.record()))
     }
 

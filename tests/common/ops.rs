@@ -78,7 +78,7 @@ pub const ANY_MAX: Ops = Ops {
 /// that create no session (the first creation in a store writes it).
 pub const CURSOR_KEY: &str = "expiry/cursor";
 
-/// Entries one sweep step examines (`session_core::index::SWEEP_BATCH`).
+/// Entries one sweep step examines (`spin_sessions_core::index::SWEEP_BATCH`).
 pub const SWEEP_BATCH: usize = 8;
 
 /// Most keys a store holds besides its live sessions' records and their

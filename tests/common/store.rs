@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use session_core::SessionId;
+use spin_sessions_core::SessionId;
 
 use super::redis_server::RedisServer;
 

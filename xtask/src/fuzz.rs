@@ -26,10 +26,13 @@ use crate::toolchain::{host_cargo, project_root};
 
 /// The targets of `fuzz/Cargo.toml`, with what each one fuzzes.
 pub const TARGETS: &[(&str, &str)] = &[
-    ("cookie", "session_core::cookie::find_session_id"),
+    ("cookie", "spin_sessions_core::cookie::find_session_id"),
     ("form", "sessions_tutorial::form::decode"),
-    ("record", "session_core::SessionRecord::decode"),
-    ("index", "session_core::index and ExpiryPolicy arithmetic"),
+    ("record", "spin_sessions_core::SessionRecord::decode"),
+    (
+        "index",
+        "spin_sessions_core::index and ExpiryPolicy arithmetic",
+    ),
 ];
 
 /// Seconds per target of `cargo xtask fuzz` without `-- SECONDS`.

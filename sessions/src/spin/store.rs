@@ -2,7 +2,7 @@
 //! (store, atomics, and the batch writes; never the batch read, which
 //! Spin's Redis store breaks).
 
-use session_core::{SessionStore, Snapshot, StoreError, Swap};
+use spin_sessions_core::{SessionStore, Snapshot, StoreError, Swap};
 
 use super::bindings::wasi::keyvalue::{atomics, batch, store};
 
