@@ -7,7 +7,7 @@
 use http::{header, Method, StatusCode};
 use serde_json::json;
 use spin_sessions::time::rfc3339;
-use spin_sessions::{Error, RequestBody, SessionStore, Sessions};
+use spin_sessions::{Error, RequestBody, Session, SessionStore, Sessions};
 
 use crate::form::{FormError, FormType};
 use crate::pages::{self, Page, PageData};
@@ -111,8 +111,8 @@ fn post_form<S: SessionStore>(
         ));
     }
     let mut session = sessions.load(req)?;
-    if !session.verify_csrf(field(&fields, "csrf_token")) {
-        return Ok(text(StatusCode::FORBIDDEN, FORM_EXPIRED));
+    if let Some(refused) = refuse_unverified(&session, field(&fields, "csrf_token")) {
+        return Ok(refused);
     }
     for name in FIELDS {
         if let Some(value) = field(&fields, name) {
@@ -129,6 +129,28 @@ fn post_form<S: SessionStore>(
     }
 }
 
+/// The 403 for a form post from another origin (whatever its token) or
+/// without the session's token; `None` when the post may proceed.
+fn refuse_unverified<S: SessionStore>(
+    session: &Session<'_, S>,
+    token: Option<&str>,
+) -> Option<Response> {
+    if session.verify_csrf(token) {
+        return None;
+    }
+    let message = if session.is_cross_origin() {
+        "Form posts from other sites are not accepted; nothing was saved."
+    } else {
+        FORM_EXPIRED
+    };
+    let mut response = text(StatusCode::FORBIDDEN, message);
+    response.headers_mut().insert(
+        header::VARY,
+        header::HeaderValue::from_static(spin_sessions::CROSS_ORIGIN_VARY),
+    );
+    Some(response)
+}
+
 /// Deletes the session (with its form token) and expires the cookie.
 fn logout<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Result<Response, Error> {
     let fields = match read_form(req) {
@@ -136,8 +158,10 @@ fn logout<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Result<Resp
         Err((status, message)) => return Ok(text(status, &message)),
     };
     let mut session = sessions.load(req)?;
-    if session.is_stored() && !session.verify_csrf(field(&fields, "csrf_token")) {
-        return Ok(text(StatusCode::FORBIDDEN, FORM_EXPIRED));
+    if session.is_cross_origin() || session.is_stored() {
+        if let Some(refused) = refuse_unverified(&session, field(&fields, "csrf_token")) {
+            return Ok(refused);
+        }
     }
     session.destroy();
     let mut response = see_other("/");
@@ -354,8 +378,9 @@ mod tests {
         let page = handle(&get("/", &[]), &sessions);
         assert_eq!(page.status(), StatusCode::OK);
         let pending = set_cookie(&page).split(';').next().unwrap().to_owned();
-        // Only the store's signing key, made by the first page it ever served.
-        assert_eq!(store.keys().len(), 1, "{:?}", store.keys());
+        // Only the store's signing key (and the draw for who makes it),
+        // made by the first page it ever served.
+        assert_eq!(store.keys().len(), 2, "{:?}", store.keys());
         let token = token_of(&page);
         let post = request(
             "POST",

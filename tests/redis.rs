@@ -118,7 +118,15 @@ fn concurrent_posts_through_both_instances_lose_no_update() {
 #[test]
 fn the_cap_holds_across_instances() {
     let redis = Arc::new(RedisServer::start(false));
-    let (a, b) = two_instances(&redis, &[("max_sessions", "100")]);
+    // The cap by itself: no quota, no protection window (tests/abuse.rs).
+    let (a, b) = two_instances(
+        &redis,
+        &[
+            ("max_sessions", "100"),
+            ("new_sessions_per_minute", "0"),
+            ("protection_window_secs", "0"),
+        ],
+    );
     let mut cookies = Vec::new();
     for i in 0..1000 {
         let app = if i % 2 == 0 { &a } else { &b };

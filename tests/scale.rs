@@ -34,7 +34,11 @@ fn new_sessions(app: &App, count: usize) {
 fn abandoned_sessions_are_swept_by_other_clients_requests(backend: Backend) {
     // Long enough that none expires while they are being created, however
     // slow the machine.
-    let app = backend.start(&[("idle_timeout_secs", "600")]);
+    // One test client stands for 10 000 visitors: no per-address quota.
+    let app = backend.start(&[
+        ("idle_timeout_secs", "600"),
+        ("new_sessions_per_minute", "0"),
+    ]);
     let abandoned = 10_000;
     new_sessions(&app, abandoned);
     assert_eq!(app.session_count(), abandoned);
@@ -99,7 +103,13 @@ fn abandoned_sessions_are_swept_by_other_clients_requests(backend: Backend) {
 }
 
 fn the_cap_keeps_the_newest_sessions(backend: Backend) {
-    let app = backend.start(&[("max_sessions", "100")]);
+    // Eviction order by itself: one address for all clients (no quota),
+    // and no protection window (tests/abuse.rs has both).
+    let app = backend.start(&[
+        ("max_sessions", "100"),
+        ("new_sessions_per_minute", "0"),
+        ("protection_window_secs", "0"),
+    ]);
     let mut cookies = Vec::new();
     for i in 0..1000 {
         cookies.push(start_session(&app).0);

@@ -223,6 +223,13 @@ impl SigningKey {
     }
 }
 
+/// A short, stable key for a client address, for the quota of new sessions:
+/// 16 hex digits of its SHA-256, so that the store never holds the address
+/// itself.
+pub fn client_key(address: &str) -> String {
+    hex(&Sha256::digest(address.as_bytes())[..8])
+}
+
 /// Compares without stopping at the first difference, so that the time
 /// taken says nothing about how much of a guessed secret was right.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

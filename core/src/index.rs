@@ -8,7 +8,13 @@
 //!   1, 2, 3… so that concurrent writers never collide (no CAS retries);
 //! - `expiry/<bucket>/<slot>`: the record key of one session;
 //! - `expiry/cursor`: `{"bucket":B,"next":N}`, the first slot not yet swept;
-//! - `sessions/count`: how many entries exist (≈ sessions), for the cap.
+//! - `sessions/count`: how many sessions' entries exist (≈ sessions), for
+//!   the cap.
+//!
+//! An entry may also point to a per-client quota counter
+//! (`quota/<minute>/<client>`, [`quota_key`]), written with the first
+//! session a client creates in a minute: the sweep deletes the counter once
+//! its minute is over, so quotas leave nothing behind either.
 //!
 //! Each creation reads the cursor (one read, [`maintain`]). Once the
 //! cursor's bucket has ended, it does one bounded [`step`]: it reads up to
@@ -180,8 +186,11 @@ pub struct StepReport {
     pub ran: bool,
     /// Another request moved the cursor first; this one did nothing more.
     pub lost_claim: bool,
-    /// Entries removed from the index (each lowers the session count).
-    pub entries_removed: u64,
+    /// Eviction found only sessions it may not evict at the cursor.
+    pub blocked: bool,
+    /// Sessions' entries removed from the index (each lowers the session
+    /// count).
+    pub sessions_removed: u64,
     /// Session records deleted because they had expired.
     pub expired: u64,
     /// Live session records deleted to respect the cap.
@@ -205,7 +214,7 @@ pub fn maintain<S: SessionStore>(
             cursor: Some(cursor),
             ..StepReport::default()
         }),
-        Some(Some(_)) => step(store, policy, now, 0, new_id),
+        Some(Some(_)) => step(store, policy, now, Eviction::NONE, new_id),
         _ => {
             let fresh = Cursor::start(now);
             store.set(CURSOR_KEY, &fresh.encode())?;
@@ -217,13 +226,34 @@ pub fn maintain<S: SessionStore>(
     }
 }
 
-/// One bounded step of sweeping from the cursor. It deletes up to `evict`
-/// live sessions as well (soonest to expire first), for the cap; with
-/// `evict == 0` it does nothing until the cursor's bucket has ended.
+/// What a [`step`] is asked to do beyond sweeping expired sessions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Eviction {
+    /// How many live sessions to delete for the cap, soonest to expire
+    /// first (0: only sweep, and only once the cursor's bucket has ended).
+    pub sessions: u64,
+    /// A session seen this recently (seconds, to the touch granularity) is
+    /// never evicted: a flood of new sessions cannot push out the people
+    /// using the site.
+    pub protect_secs: u64,
+}
+
+impl Eviction {
+    /// Just sweeping.
+    pub const NONE: Eviction = Eviction {
+        sessions: 0,
+        protect_secs: 0,
+    };
+}
+
+/// One bounded step of sweeping from the cursor. With `eviction.sessions >
+/// 0` it also deletes that many live, unprotected sessions (soonest to
+/// expire first), for the cap; otherwise it does nothing until the
+/// cursor's bucket has ended.
 ///
 /// Work, whatever the size of the store: at most 2 + 2 × [`SWEEP_BATCH`]
-/// reads (the cursor's compare-and-swap base, the entries and their
-/// records, or the entries and the next buckets' first slots, and the read
+/// reads (the cursor's compare-and-swap base, the entries and what they
+/// point to, or the entries and the next buckets' first slots, and the read
 /// of an unconfirmed claim) and at most 5 writes (the cursor claim, a slot
 /// increment and a batch write for moved entries, a batch delete, the
 /// session count).
@@ -231,7 +261,7 @@ pub fn step<S: SessionStore>(
     store: &S,
     policy: &ExpiryPolicy,
     now: i64,
-    evict: u64,
+    eviction: Eviction,
     new_id: &mut dyn FnMut() -> String,
 ) -> Result<StepReport, StoreError> {
     let snapshot = store.snapshot(CURSOR_KEY)?;
@@ -246,18 +276,26 @@ pub fn step<S: SessionStore>(
         cursor: Some(cursor.clone()),
         ..StepReport::default()
     };
-    if !cursor.is_due(now) && evict == 0 {
+    if !cursor.is_due(now) && eviction.sessions == 0 {
         return Ok(report);
     }
     report.ran = true;
-    let (entries, claimed_next) = read_entries(store, &cursor, now, evict)?;
+    let (entries, looked_to) = read_entries(store, &cursor, now)?;
     if entries.is_empty() {
-        return leave_bucket(store, policy, now, evict, snapshot, report, new_id);
+        return leave_bucket(store, policy, now, eviction, snapshot, report, new_id);
     }
-    let records = entries
-        .iter()
-        .map(|(_, record_key)| store.get(record_key))
-        .collect::<Result<Vec<_>, _>>()?;
+    let settled = settle(store, policy, now, eviction, &cursor, entries)?;
+    let Some(last) = settled.last() else {
+        // Every entry at the cursor is a session that may not go and must
+        // stay where it is: nothing to claim.
+        report.blocked = true;
+        return Ok(report);
+    };
+    let claimed_next = if cursor.is_due(now) {
+        looked_to
+    } else {
+        last.entry.slot + 1
+    };
     // Claim before writing anything: of concurrent sweepers, only the one
     // whose swap is stored deletes, so each entry is removed (and counted
     // down) exactly once.
@@ -272,16 +310,7 @@ pub fn step<S: SessionStore>(
         report.lost_claim = true;
         return Ok(report);
     }
-    settle_entries(
-        store,
-        policy,
-        now,
-        evict,
-        &cursor,
-        entries,
-        records,
-        &mut report,
-    )?;
+    apply(store, &cursor, settled, &mut report)?;
     Ok(report)
 }
 
@@ -304,47 +333,45 @@ fn claim<S: SessionStore>(
     Ok(matches!(outcome, Confirmed::Stored))
 }
 
-/// Reads the entries from the cursor on, one `get` each, and returns those
-/// that hold a record key, with the slot after the last one looked at.
+/// One index entry: its slot number, its key, and the key it points to.
+struct Entry {
+    slot: i64,
+    key: String,
+    target: String,
+}
+
+/// Reads up to [`SWEEP_BATCH`] entries from the cursor on, one `get` each,
+/// and returns those that hold a key, with the slot after the last one
+/// looked at.
 ///
 /// In a bucket that has ended, no entry can be on its way any more, so a
 /// missing slot (a writer that failed between taking the slot and filling
 /// it) is skipped. In a bucket that has not ended, a missing slot may be a
-/// creation in flight: the read stops short of it. And when it evicts
-/// there, it takes just the entries it evicts: any live entry it passed
-/// would have to be written again at the end of the bucket, behind newer
-/// sessions, and the oldest-first order of eviction would be lost.
+/// creation in flight: the read stops short of it.
 fn read_entries<S: SessionStore>(
     store: &S,
     cursor: &Cursor,
     now: i64,
-    evict: u64,
-) -> Result<(Vec<(String, String)>, i64), StoreError> {
+) -> Result<(Vec<Entry>, i64), StoreError> {
     let due = cursor.is_due(now);
-    let limit = if due {
-        SWEEP_BATCH
-    } else {
-        SWEEP_BATCH.min(i64::try_from(evict).unwrap_or(i64::MAX))
-    };
     let mut entries = Vec::new();
     let mut next = cursor.next;
-    while next < cursor.next + limit {
-        let slot = entry_key(cursor.bucket, next);
-        match store.get(&slot)? {
+    while next < cursor.next + SWEEP_BATCH {
+        let key = entry_key(cursor.bucket, next);
+        match store.get(&key)? {
             Some(value) => {
-                if let Ok(record_key) = String::from_utf8(value) {
-                    entries.push((slot, record_key));
+                if let Ok(target) = String::from_utf8(value) {
+                    entries.push(Entry {
+                        slot: next,
+                        key,
+                        target,
+                    });
                 }
             }
             None if !due => break,
             None => {}
         }
         next += 1;
-    }
-    if entries.is_empty() {
-        // Nothing left in this bucket (as far as this step can tell): the
-        // caller moves on without claiming these slots.
-        next = cursor.next;
     }
     Ok((entries, next))
 }
@@ -356,13 +383,14 @@ fn leave_bucket<S: SessionStore>(
     store: &S,
     policy: &ExpiryPolicy,
     now: i64,
-    evict: u64,
+    eviction: Eviction,
     snapshot: S::Snapshot,
     mut report: StepReport,
     new_id: &mut dyn FnMut() -> String,
 ) -> Result<StepReport, StoreError> {
     let cursor = report.cursor.clone().expect("a step has read its cursor");
-    let last_probe = (cursor.bucket + SKIP_BUCKETS).min(furthest_bucket(policy, now, evict));
+    let last_probe =
+        (cursor.bucket + SKIP_BUCKETS).min(furthest_bucket(policy, now, eviction.sessions));
     if last_probe <= cursor.bucket {
         return Ok(report);
     }
@@ -381,62 +409,181 @@ fn leave_bucket<S: SessionStore>(
     Ok(report)
 }
 
-/// Deletes or moves the claimed entries, by what their records say.
-#[allow(clippy::too_many_arguments)]
-fn settle_entries<S: SessionStore>(
+/// What becomes of one entry.
+enum Fate {
+    /// The entry goes; so does the key it points to when `delete_target`.
+    /// `session` when the entry stood for a session (the count drops).
+    Remove {
+        delete_target: bool,
+        session: bool,
+        why: Removal,
+    },
+    /// The entry moves to this later bucket, where what it points to ends.
+    Move(i64),
+}
+
+/// Why an entry is removed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Removal {
+    /// Its session is gone or unreadable, or its quota counter has ended.
+    Stale,
+    /// Its session had expired.
+    Expired,
+    /// Its session was evicted for the cap.
+    Evicted,
+}
+
+/// An entry with its fate.
+struct Settled {
+    entry: Entry,
+    fate: Fate,
+}
+
+/// Reads what each entry points to (one `get` each) and decides its fate.
+/// In a bucket that has not ended, only the entries before the first one
+/// that would have to stay in this very bucket are settled: moving it to
+/// the end of the bucket would put it behind newer sessions, and
+/// eviction's soonest-first order would be lost.
+fn settle<S: SessionStore>(
     store: &S,
     policy: &ExpiryPolicy,
     now: i64,
-    evict: u64,
+    eviction: Eviction,
     cursor: &Cursor,
-    entries: Vec<(String, String)>,
-    records: Vec<Option<Vec<u8>>>,
+    entries: Vec<Entry>,
+) -> Result<Vec<Settled>, StoreError> {
+    let due = cursor.is_due(now);
+    let mut evicted = 0;
+    let mut settled = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let fate = match quota_end(&entry.target) {
+            Some(end) if now >= end => Fate::Remove {
+                delete_target: true,
+                session: false,
+                why: Removal::Stale,
+            },
+            Some(end) => Fate::Move(bucket_of(end)),
+            None => {
+                let stored = store.get(&entry.target)?;
+                let may_evict = evicted < eviction.sessions;
+                let fate = session_fate(policy, now, eviction, may_evict, stored.as_deref());
+                if matches!(
+                    fate,
+                    Fate::Remove {
+                        why: Removal::Evicted,
+                        ..
+                    }
+                ) {
+                    evicted += 1;
+                }
+                fate
+            }
+        };
+        if !due && matches!(fate, Fate::Move(bucket) if bucket <= cursor.bucket) {
+            break;
+        }
+        settled.push(Settled { entry, fate });
+    }
+    Ok(settled)
+}
+
+/// The fate of a session's entry, by what its record says.
+fn session_fate(
+    policy: &ExpiryPolicy,
+    now: i64,
+    eviction: Eviction,
+    may_evict: bool,
+    stored: Option<&[u8]>,
+) -> Fate {
+    let remove = |delete_target, why| Fate::Remove {
+        delete_target,
+        session: true,
+        why,
+    };
+    let Some(bytes) = stored else {
+        // Gone (logged out, expired on read): only the entry is left.
+        return remove(false, Removal::Stale);
+    };
+    let Ok(record) = SessionRecord::decode(bytes) else {
+        return remove(true, Removal::Stale);
+    };
+    if policy.is_expired(&record, now) {
+        return remove(true, Removal::Expired);
+    }
+    let protected = now.saturating_sub(record.last_seen_at) < secs(eviction.protect_secs);
+    if may_evict && !protected {
+        return remove(true, Removal::Evicted);
+    }
+    Fate::Move(bucket_of(policy.expires_at(&record)))
+}
+
+/// Writes the fates: the moved entries first, then one batch delete, then
+/// the session count.
+fn apply<S: SessionStore>(
+    store: &S,
+    cursor: &Cursor,
+    settled: Vec<Settled>,
     report: &mut StepReport,
 ) -> Result<(), StoreError> {
-    let processed = entries.len() as u64;
     let mut to_delete: Vec<String> = Vec::new();
     let mut to_move: Vec<String> = Vec::new();
     let mut move_to = i64::MAX;
-    for ((slot, record_key), stored) in entries.into_iter().zip(records) {
-        to_delete.push(slot);
-        let record = stored
-            .as_deref()
-            .and_then(|bytes| SessionRecord::decode(bytes).ok());
-        match record {
-            // Gone (logged out, expired on read): only the entry is left.
-            // Unreadable: the record goes too.
-            None => {
-                if stored.is_some() {
-                    to_delete.push(record_key);
+    for Settled { entry, fate, .. } in settled {
+        to_delete.push(entry.key);
+        match fate {
+            Fate::Move(bucket) => {
+                move_to = move_to.min(bucket);
+                to_move.push(entry.target);
+            }
+            Fate::Remove {
+                delete_target,
+                session,
+                why,
+            } => {
+                if delete_target {
+                    to_delete.push(entry.target);
                 }
-            }
-            Some(record) if policy.is_expired(&record, now) => {
-                report.expired += 1;
-                to_delete.push(record_key);
-            }
-            Some(_) if report.evicted < evict => {
-                report.evicted += 1;
-                to_delete.push(record_key);
-            }
-            Some(record) => {
-                move_to = move_to.min(bucket_of(policy.expires_at(&record)));
-                to_move.push(record_key);
+                report.sessions_removed += u64::from(session);
+                report.expired += u64::from(why == Removal::Expired);
+                report.evicted += u64::from(why == Removal::Evicted);
             }
         }
     }
-    // The live sessions' entries all go to the earliest bucket any of them
-    // expires in: one increment and one batch write, whatever their spread.
-    // An entry that is early is only looked at again sooner. They are
-    // written before the old entries are deleted, so a failure in between
-    // leaves a duplicate entry (harmless), never a session the index lost.
+    // The moved entries all go to the earliest bucket any of them ends in:
+    // one increment and one batch write, whatever their spread. An entry
+    // that is early is only looked at again sooner. They are written before
+    // the old entries are deleted, so a failure in between leaves a
+    // duplicate entry (harmless), never a session the index lost.
     add_entries(store, move_to.max(cursor.bucket), &to_move)?;
     store.delete_many(&to_delete)?;
     report.moved = to_move.len() as u64;
-    report.entries_removed = processed - report.moved;
-    if report.entries_removed > 0 {
-        store.increment(SESSION_COUNT_KEY, -(report.entries_removed as i64))?;
+    if report.sessions_removed > 0 {
+        store.increment(SESSION_COUNT_KEY, -(report.sessions_removed as i64))?;
     }
     Ok(())
+}
+
+/// Prefix of the per-client counters of new sessions: `quota/<minute>/<client>`.
+pub const QUOTA_KEY_PREFIX: &str = "quota/";
+
+/// The counter of the sessions `client` has created in the minute of `now`.
+pub fn quota_key(now: i64, client: &str) -> String {
+    format!("{QUOTA_KEY_PREFIX}{}/{client}", now.div_euclid(60))
+}
+
+/// When the counter at `key` stops counting, if `key` is a quota counter.
+pub fn quota_end(key: &str) -> Option<i64> {
+    let minute: i64 = key
+        .strip_prefix(QUOTA_KEY_PREFIX)?
+        .split('/')
+        .next()?
+        .parse()
+        .ok()?;
+    minute.checked_add(1)?.checked_mul(60)
+}
+
+fn secs(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -524,7 +671,11 @@ mod tests {
         ] {
             let store = MemoryStore::new();
             store.put(CURSOR_KEY, bad.as_bytes());
-            step(&store, &policy(), T0, 1, &mut ids()).unwrap();
+            let evict_one = Eviction {
+                sessions: 1,
+                protect_secs: 0,
+            };
+            step(&store, &policy(), T0, evict_one, &mut ids()).unwrap();
             let cursor = Cursor::decode(&store.peek(CURSOR_KEY).unwrap()).unwrap();
             assert_eq!(cursor, Cursor::start(T0), "{bad}");
         }
@@ -650,7 +801,7 @@ mod tests {
             store.put(CURSOR_KEY, &other.encode());
             store.swap_as_configured(snapshot, value)
         });
-        let report = step(m.store(), &policy(), T0 + 700, 0, &mut ids()).unwrap();
+        let report = step(m.store(), &policy(), T0 + 700, Eviction::NONE, &mut ids()).unwrap();
         assert!(report.ran && report.lost_claim);
         assert_eq!(report.expired, 0);
         assert!(

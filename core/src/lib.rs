@@ -42,7 +42,7 @@ pub use changes::{Change, Changes};
 pub use cookie::{CookieConfig, CookieConfigError, SameSite, Secure, COOKIE_NAME};
 pub use expiry::ExpiryPolicy;
 pub use id::{CookieId, PendingId, SessionId, SigningKey};
-pub use manager::{Found, Session, SessionManager, UpdateError};
+pub use manager::{Admission, CreateError, Found, Session, SessionManager, UpdateError};
 pub use memory::MemoryStore;
 pub use prefix::Prefixed;
 pub use record::{DecodeError, SessionRecord, RECORD_FORMAT};

@@ -17,6 +17,13 @@ pub const CSRF_TOKEN_LEN: usize = 32;
 /// race before the request gives up (and answers 503).
 pub const MAX_SWAP_ATTEMPTS: usize = 16;
 
+/// Where requests draw lots for who makes the store's signing key.
+pub const SIGNING_KEY_ELECTION_KEY: &str = "sessions/signing-key-election";
+
+/// How many times a request that lost the draw reads the signing key
+/// before it writes one itself.
+pub const SIGNING_KEY_WAITS: usize = 20;
+
 /// The default cap on live sessions.
 pub const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 
@@ -35,6 +42,67 @@ pub struct SessionManager<S> {
     cursor_bucket: Cell<Option<i64>>,
     /// The store's signing key, once read.
     signing_key: OnceCell<SigningKey>,
+    /// Sessions seen this recently (seconds) are never evicted.
+    protect_secs: u64,
+}
+
+/// Who may create a session ([`SessionManager::create_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Admission<'a> {
+    /// The client, as a short key (a hash of its address), for the quota of
+    /// new sessions; `None`: no quota.
+    pub client: Option<&'a str>,
+    /// At most this many new sessions per client and minute.
+    pub per_minute: u64,
+    /// Refuse the creation when the cap is reached and nothing can be
+    /// evicted ([`CreateError::Full`]); otherwise go over the cap.
+    pub refuse_when_full: bool,
+}
+
+impl Admission<'_> {
+    /// No quota, and never refused.
+    pub const ANYONE: Admission<'static> = Admission {
+        client: None,
+        per_minute: u64::MAX,
+        refuse_when_full: false,
+    };
+}
+
+/// Why a session was not created.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateError {
+    /// The store failed.
+    Store(StoreError),
+    /// The client has created its quota of sessions this minute; nothing
+    /// was stored.
+    RateLimited {
+        /// Seconds until the quota's minute is over.
+        retry_after_secs: u64,
+    },
+    /// The cap is reached and every stored session is protected; nothing
+    /// was stored.
+    Full {
+        /// Seconds after which room may have been made.
+        retry_after_secs: u64,
+    },
+}
+
+impl From<StoreError> for CreateError {
+    fn from(err: StoreError) -> Self {
+        CreateError::Store(err)
+    }
+}
+
+impl std::fmt::Display for CreateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CreateError::Store(err) => err.fmt(f),
+            CreateError::RateLimited { .. } => {
+                f.write_str("this client has created too many sessions this minute")
+            }
+            CreateError::Full { .. } => f.write_str("the session store is full of sessions in use"),
+        }
+    }
 }
 
 /// A live session, as read for the current request.
@@ -112,7 +180,15 @@ impl<S: SessionStore> SessionManager<S> {
             max_sessions: DEFAULT_MAX_SESSIONS,
             cursor_bucket: Cell::new(None),
             signing_key: OnceCell::new(),
+            protect_secs: 0,
         }
+    }
+
+    /// Never evicts a session seen within the last `secs` seconds (to the
+    /// touch granularity) to make room for a new one.
+    pub fn with_protection_window(mut self, secs: u64) -> Self {
+        self.protect_secs = secs;
+        self
     }
 
     /// Caps the number of live sessions (at least 1).
@@ -171,30 +247,46 @@ impl<S: SessionStore> SessionManager<S> {
     }
 
     /// The store's [`SigningKey`]: one read, the first time a manager
-    /// needs it. A store without one gets one (one write, then a read
-    /// back: when two instances make one at once, both use whichever was
-    /// stored last).
+    /// needs it. A store without one gets one, made by exactly one of the
+    /// requests that find it missing: they draw lots with an `increment`
+    /// of [`SIGNING_KEY_ELECTION_KEY`] (a key no one ever swaps, so it can
+    /// be created race-free), the first writes the key, and the others read
+    /// until it is there, calling `pause` between reads. Every instance
+    /// then signs with the same key, so no visitor's form token is lost to
+    /// two keys made at once. Should the elected writer fail, a waiter
+    /// writes one after [`SIGNING_KEY_WAITS`] reads.
     pub fn signing_key<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
+        pause: &dyn Fn(),
     ) -> Result<&SigningKey, StoreError> {
-        if let Some(key) = self.signing_key.get() {
+        if let Some(key) = self.stored_signing_key()? {
             return Ok(key);
         }
-        let stored = self.store.get(SIGNING_KEY_KEY)?;
-        let key = match stored.as_deref().and_then(SigningKey::decode) {
-            Some(key) => key,
-            None => {
-                self.store
-                    .set(SIGNING_KEY_KEY, &SigningKey::generate(rng).encode())?;
-                let stored = self.store.get(SIGNING_KEY_KEY)?;
-                stored
-                    .as_deref()
-                    .and_then(SigningKey::decode)
-                    .ok_or_else(|| StoreError("the signing key did not read back".into()))?
+        if self.store.increment(SIGNING_KEY_ELECTION_KEY, 1)? == 1 {
+            self.store
+                .set(SIGNING_KEY_KEY, &SigningKey::generate(rng).encode())?;
+        }
+        for _ in 0..SIGNING_KEY_WAITS {
+            if let Some(key) = self.read_signing_key()? {
+                return Ok(self.signing_key.get_or_init(|| key));
             }
-        };
+            pause();
+        }
+        self.store
+            .set(SIGNING_KEY_KEY, &SigningKey::generate(rng).encode())?;
+        let key = self
+            .read_signing_key()?
+            .ok_or_else(|| StoreError("the signing key did not read back".into()))?;
         Ok(self.signing_key.get_or_init(|| key))
+    }
+
+    fn read_signing_key(&self) -> Result<Option<SigningKey>, StoreError> {
+        Ok(self
+            .store
+            .get(SIGNING_KEY_KEY)?
+            .as_deref()
+            .and_then(SigningKey::decode))
     }
 
     /// The store's [`SigningKey`] if it has one (one read, the first time):
@@ -204,77 +296,182 @@ impl<S: SessionStore> SessionManager<S> {
         if let Some(key) = self.signing_key.get() {
             return Ok(Some(key));
         }
-        let stored = self.store.get(SIGNING_KEY_KEY)?;
-        Ok(stored
-            .as_deref()
-            .and_then(SigningKey::decode)
+        Ok(self
+            .read_signing_key()?
             .map(|key| self.signing_key.get_or_init(|| key)))
     }
 
-    /// Creates and stores a new, empty session ([`SessionManager::create_with`]).
+    /// Creates and stores a new, empty session, admitting anyone
+    /// ([`SessionManager::create_with`]).
     pub fn create<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         now: i64,
-    ) -> Result<Session, StoreError> {
-        self.create_with(rng, now, |_| {})
+    ) -> Result<Session, CreateError> {
+        self.create_with(rng, now, &Admission::ANYONE, |_| {})
     }
 
     /// Creates and stores a new session with a fresh identifier and CSRF
-    /// token, holding what `fill` puts in its record, and its index entry:
-    /// its share of the sweeping ([`SessionManager::maintain`]), then three
-    /// writes (the session count, a slot, and one batch with the entry and
-    /// the record; the identifier is new, so no one else can be writing its
-    /// key). When the count passes the cap, the sessions that expire
-    /// soonest are evicted.
+    /// token, holding what `fill` puts in its record, if `admission`
+    /// allows:
+    ///
+    /// 1. its share of the sweeping ([`SessionManager::maintain`]);
+    /// 2. the client's quota of new sessions this minute (one increment;
+    ///    over it: [`CreateError::RateLimited`], nothing else written);
+    /// 3. room under the cap (one increment of the session count; over the
+    ///    cap, up to [`EVICTION_STEPS`] steps evict the sessions that expire
+    ///    soonest, never one seen within the protection window; when that
+    ///    frees no room: the count is restored and [`CreateError::Full`]);
+    /// 4. the record and its index entry: one slot increment and one batch
+    ///    (the identifier is new, so no one else can be writing its key).
     pub fn create_with<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         now: i64,
+        admission: &Admission<'_>,
+        fill: impl FnOnce(&mut SessionRecord),
+    ) -> Result<Session, CreateError> {
+        self.maintain(rng, now)?;
+        let quota = self.take_quota(admission, now)?;
+        let evicted = match self.make_room(rng, now, admission.refuse_when_full) {
+            Ok(evicted) => evicted,
+            Err(full) => {
+                // The quota counter was made by this request: it still
+                // needs its index entry, or nothing would ever delete it.
+                if let Some(key) = quota {
+                    let bucket = index::bucket_of(index::quota_end(&key).unwrap_or(now));
+                    index::add_entries(&self.store, bucket.max(self.cursor_floor()), &[key])?;
+                }
+                return Err(full);
+            }
+        };
+        Ok(self.insert_new(rng, now, evicted, quota, fill)?)
+    }
+
+    /// Counts this creation against the client's quota. Returns the quota
+    /// counter's key when this is the client's first creation of the
+    /// minute: the counter then needs an index entry, so that the sweep
+    /// deletes it.
+    fn take_quota(
+        &self,
+        admission: &Admission<'_>,
+        now: i64,
+    ) -> Result<Option<String>, CreateError> {
+        let Some(client) = admission.client else {
+            return Ok(None);
+        };
+        let key = index::quota_key(now, client);
+        let created = self.store.increment(&key, 1)?;
+        if u64::try_from(created).unwrap_or(0) > admission.per_minute {
+            let retry_after_secs =
+                index::quota_end(&key).map_or(60, |end| (end - now).max(1)) as u64;
+            return Err(CreateError::RateLimited { retry_after_secs });
+        }
+        Ok((created == 1).then_some(key))
+    }
+
+    /// Counts one more session and, over the cap, evicts. Returns whether
+    /// eviction ran; `Err(Full)` when it freed no room and `refuse` is set
+    /// (the count is then restored).
+    fn make_room<R: rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        now: i64,
+        refuse: bool,
+    ) -> Result<bool, CreateError> {
+        // Counted first: if a later write fails, the count is one too high
+        // (the cap errs on the safe side), never too low.
+        let count = self.store.increment(index::SESSION_COUNT_KEY, 1)?;
+        let excess = u64::try_from(count)
+            .unwrap_or(0)
+            .saturating_sub(self.max_sessions);
+        if excess == 0 {
+            return Ok(false);
+        }
+        // Refused only when eviction met sessions it may not evict; steps
+        // spent walking empty buckets just leave the rest of the work to
+        // the next creation (the count stays over the cap by a few).
+        let (left, blocked) = self.evict(rng, now, excess)?;
+        if left > 0 && blocked && refuse {
+            self.store.increment(index::SESSION_COUNT_KEY, -1)?;
+            return Err(CreateError::Full {
+                retry_after_secs: index::BUCKET_SECS as u64,
+            });
+        }
+        Ok(true)
+    }
+
+    /// Writes the new session's record and index entry (and the entry of
+    /// the client's new quota counter, in the same bucket: one slot
+    /// increment reserves both).
+    fn insert_new<R: rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        now: i64,
+        after_eviction: bool,
+        quota: Option<String>,
         fill: impl FnOnce(&mut SessionRecord),
     ) -> Result<Session, StoreError> {
-        self.maintain(rng, now)?;
         let id = SessionId::generate(rng);
         let key = id.record_key();
         let mut record = SessionRecord::new(now, random_token(rng, CSRF_TOKEN_LEN));
         fill(&mut record);
-        // Counted first: if a later write fails, the count is one too high
-        // (the cap errs on the safe side), never too low.
-        let count = self.store.increment(index::SESSION_COUNT_KEY, 1)?;
-        // Never behind the cursor, which eviction may have moved ahead: an
-        // entry there would never be swept.
-        let bucket = index::bucket_of(self.policy.expires_at(&record))
-            .max(self.cursor_bucket.get().unwrap_or(i64::MIN));
-        let slot = self.store.increment(&index::slot_counter_key(bucket), 1)?;
-        self.store.set_many(&[
-            (index::entry_key(bucket, slot), key.as_bytes().to_vec()),
-            (key.clone(), record.encode()),
-        ])?;
-        let excess = u64::try_from(count)
-            .unwrap_or(0)
-            .saturating_sub(self.max_sessions);
-        self.evict(rng, now, excess)?;
+        // Never behind the cursor, which eviction may have moved as far as
+        // the bucket where sessions created now expire: an entry there
+        // would never be swept.
+        let mut floor = self.cursor_floor();
+        if after_eviction {
+            floor = floor.max(index::bucket_of(self.policy.expiry_of_new_session(now)));
+        }
+        let bucket = index::bucket_of(self.policy.expires_at(&record)).max(floor);
+        let targets: Vec<String> = std::iter::once(key.clone()).chain(quota).collect();
+        let last = self
+            .store
+            .increment(&index::slot_counter_key(bucket), targets.len() as i64)?;
+        let first = last - targets.len() as i64 + 1;
+        let mut batch: Vec<(String, Vec<u8>)> = targets
+            .into_iter()
+            .zip(first..)
+            .map(|(target, slot)| (index::entry_key(bucket, slot), target.into_bytes()))
+            .collect();
+        batch.push((key.clone(), record.encode()));
+        self.store.set_many(&batch)?;
         Ok(Session { id, key, record })
     }
 
-    /// Removes up to `excess` sessions, those that expire soonest, in at
-    /// most [`EVICTION_STEPS`] steps.
+    /// The earliest bucket a new entry may go in: the cursor's, as the last
+    /// [`SessionManager::maintain`] read it.
+    fn cursor_floor(&self) -> i64 {
+        self.cursor_bucket.get().unwrap_or(i64::MIN)
+    }
+
+    /// Removes up to `excess` sessions, those that expire soonest and were
+    /// not seen within the protection window, in at most
+    /// [`EVICTION_STEPS`] steps. Returns how many it could not remove, and
+    /// whether it stopped at sessions it may not evict.
     fn evict<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         now: i64,
         mut excess: u64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(u64, bool), StoreError> {
         for _ in 0..EVICTION_STEPS {
             if excess == 0 {
                 break;
             }
-            let report = index::step(&self.store, &self.policy, now, excess, &mut || {
+            let eviction = index::Eviction {
+                sessions: excess,
+                protect_secs: self.protect_secs,
+            };
+            let report = index::step(&self.store, &self.policy, now, eviction, &mut || {
                 write_id(rng)
             })?;
-            excess = excess.saturating_sub(report.entries_removed);
+            excess = excess.saturating_sub(report.sessions_removed);
+            if report.blocked {
+                return Ok((excess, true));
+            }
         }
-        Ok(())
+        Ok((excess, false))
     }
 
     /// Records that the session was seen at `now`, if its `last_seen_at`
@@ -386,7 +583,14 @@ impl<S: SessionStore> SessionManager<S> {
             record.ended = true;
         })?;
         let old = &session.record;
-        let fresh = self.create_with(rng, now, |record| {
+        // A session that exists already: no quota, and never refused for
+        // the cap (the old record is counted until it is swept).
+        self.maintain(rng, now)?;
+        let evicted = self.make_room(rng, now, false).map_err(|err| match err {
+            CreateError::Store(err) => err,
+            other => StoreError(other.to_string()),
+        })?;
+        let fresh = self.insert_new(rng, now, evicted, None, |record| {
             record.created_at = old.created_at;
             record.remember_secs = old.remember_secs;
             record.data = old.data.clone();
@@ -646,19 +850,55 @@ mod tests {
     #[test]
     fn the_signing_key_is_made_once_and_then_read() {
         let m = manager();
-        let key = m.signing_key(&mut rng()).unwrap().clone();
-        assert_eq!(m.store().writes(), 1);
+        let key = m.signing_key(&mut rng(), &|| {}).unwrap().clone();
+        assert_eq!(m.store().writes(), 2, "the draw and the key");
         // Another instance reads it: one read, no write, the same key.
         let other = SessionManager::new(m.store(), ExpiryPolicy::default());
         let (reads, writes) = ops(&m);
-        assert_eq!(other.signing_key(&mut rng()).unwrap(), &key);
-        assert_eq!(other.signing_key(&mut rng()).unwrap(), &key, "cached");
+        assert_eq!(other.signing_key(&mut rng(), &|| {}).unwrap(), &key);
+        assert_eq!(
+            other.signing_key(&mut rng(), &|| {}).unwrap(),
+            &key,
+            "cached"
+        );
         assert_eq!(ops(&m), (reads + 1, writes));
         // A damaged key is replaced.
         m.store().put(SIGNING_KEY_KEY, b"garbage");
         let third = SessionManager::new(m.store(), ExpiryPolicy::default());
-        let replaced = third.signing_key(&mut rng()).unwrap();
+        let replaced = third.signing_key(&mut rng(), &|| {}).unwrap();
         assert_ne!(replaced, &key);
+    }
+
+    #[test]
+    fn requests_that_find_no_key_at_once_all_use_the_one_made() {
+        let store = MemoryStore::new();
+        let first = SessionManager::new(&store, ExpiryPolicy::default());
+        let second = SessionManager::new(&store, ExpiryPolicy::default());
+        // Both found no key; the second drew second and waits while the
+        // first, elected, writes it.
+        assert_eq!(store.increment(SIGNING_KEY_ELECTION_KEY, 1).unwrap(), 1);
+        let waits = Cell::new(0);
+        let made = SigningKey::generate(&mut rng());
+        let key = second
+            .signing_key(&mut rng(), &|| {
+                waits.set(waits.get() + 1);
+                if waits.get() == 3 {
+                    store.put(SIGNING_KEY_KEY, &made.encode());
+                }
+            })
+            .unwrap()
+            .clone();
+        assert_eq!(key, made, "the waiter takes the elected writer's key");
+        assert_eq!(first.signing_key(&mut rng(), &|| {}).unwrap(), &made);
+        // An elected writer that never writes: the waiter makes one.
+        let store = MemoryStore::new();
+        store.increment(SIGNING_KEY_ELECTION_KEY, 1).unwrap();
+        let lonely = SessionManager::new(&store, ExpiryPolicy::default());
+        let key = lonely.signing_key(&mut rng(), &|| {}).unwrap().clone();
+        assert_eq!(
+            SigningKey::decode(&store.peek(SIGNING_KEY_KEY).unwrap()),
+            Some(key)
+        );
     }
 
     #[test]
@@ -666,7 +906,7 @@ mod tests {
         for behaviour in BEHAVIOURS {
             let m = manager_on(behaviour);
             let s = m
-                .create_with(&mut rng(), T0, |r| {
+                .create_with(&mut rng(), T0, &Admission::ANYONE, |r| {
                     r.data.insert("name".into(), "Ada".into());
                 })
                 .unwrap();
@@ -704,13 +944,146 @@ mod tests {
     fn create_with_stores_what_fill_puts_in() {
         let m = manager();
         let s = m
-            .create_with(&mut rng(), T0, |r| {
+            .create_with(&mut rng(), T0, &Admission::ANYONE, |r| {
                 r.data.insert("name".into(), "Ada".into());
             })
             .unwrap();
         let found = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
         assert_eq!(found.record().text("name"), Some("Ada"));
         assert_eq!(found.record().writes, 0);
+    }
+
+    fn from(client: &str, per_minute: u64) -> Admission<'_> {
+        Admission {
+            client: Some(client),
+            per_minute,
+            refuse_when_full: true,
+        }
+    }
+
+    #[test]
+    fn a_client_over_its_quota_is_refused_and_nothing_is_stored() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour);
+            let minute_start = T0 - T0.rem_euclid(60);
+            let now = minute_start + 45;
+            for _ in 0..3 {
+                m.create_with(&mut rng(), now, &from("c1", 3), |_| {})
+                    .unwrap();
+            }
+            let (keys, writes) = (m.store().keys().len(), m.store().writes());
+            let refused = m.create_with(&mut rng(), now, &from("c1", 3), |_| {});
+            assert_eq!(
+                refused.err(),
+                Some(CreateError::RateLimited {
+                    retry_after_secs: 15
+                }),
+                "{behaviour:?}"
+            );
+            // One write: the quota counter itself; no key added.
+            assert_eq!(m.store().writes(), writes + 1, "{behaviour:?}");
+            assert_eq!(m.store().keys().len(), keys, "{behaviour:?}");
+            // Other clients, and the next minute, are not affected.
+            m.create_with(&mut rng(), now, &from("c2", 3), |_| {})
+                .unwrap();
+            m.create_with(&mut rng(), now + 15, &from("c1", 3), |_| {})
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn a_creation_costs_one_write_more_for_its_quota() {
+        let m = manager();
+        m.maintain(&mut rng(), T0).unwrap();
+        let before = ops(&m);
+        m.create_with(&mut rng(), T0, &from("c", 10), |_| {})
+            .unwrap();
+        assert_eq!(ops(&m), (before.0 + 1, before.1 + 4), "first of the minute");
+        let before = ops(&m);
+        m.create_with(&mut rng(), T0, &from("c", 10), |_| {})
+            .unwrap();
+        assert_eq!(ops(&m), (before.0 + 1, before.1 + 4), "later ones");
+    }
+
+    #[test]
+    fn quota_counters_are_swept_once_their_minute_is_over() {
+        let m = manager();
+        m.maintain(&mut rng(), T0).unwrap();
+        m.create_with(&mut rng(), T0, &from("c", 10), |_| {})
+            .unwrap();
+        let quota = crate::index::quota_key(T0, "c");
+        assert!(m.store().peek(&quota).is_some());
+        for _ in 0..20 {
+            m.maintain(&mut rng(), T0 + 10_000).unwrap();
+        }
+        assert!(m.store().peek(&quota).is_none(), "the counter is swept");
+        assert!(
+            m.store()
+                .keys()
+                .iter()
+                .all(|k| !k.starts_with("expiry/") || k == crate::index::CURSOR_KEY),
+            "{:?}",
+            m.store().keys()
+        );
+    }
+
+    #[test]
+    fn sessions_in_use_are_never_evicted_and_a_full_store_refuses() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour)
+                .with_max_sessions(3)
+                .with_protection_window(300);
+            m.maintain(&mut rng(), T0).unwrap();
+            let sessions: Vec<Session> =
+                (0..3).map(|_| m.create(&mut rng(), T0).unwrap()).collect();
+            // The sweep cursor first walks the empty buckets up to the
+            // sessions' (8 per step, two steps per creation), admitting a
+            // few over the cap; once it reaches sessions in use, it stops
+            // there and creation is refused.
+            let mut admitted = Vec::new();
+            let refused = loop {
+                match m.create_with(&mut rng(), T0 + 10, &from("c", 100), |_| {}) {
+                    Ok(session) => admitted.push(session),
+                    Err(err) => break err,
+                }
+                assert!(admitted.len() <= 2, "{behaviour:?}: too many over the cap");
+            };
+            assert_eq!(
+                refused,
+                CreateError::Full {
+                    retry_after_secs: 60
+                },
+                "{behaviour:?}"
+            );
+            let count_before = m.store().peek(crate::index::SESSION_COUNT_KEY);
+            let keys = m.store().keys();
+            let again = m.create_with(&mut rng(), T0 + 10, &from("c", 100), |_| {});
+            assert!(
+                matches!(again, Err(CreateError::Full { .. })),
+                "{behaviour:?}"
+            );
+            // Nothing of the refused sessions; the count is as it was.
+            assert_eq!(m.store().keys(), keys, "{behaviour:?}");
+            assert_eq!(
+                m.store().peek(crate::index::SESSION_COUNT_KEY),
+                count_before
+            );
+            for s in &sessions {
+                assert!(m.store().peek(s.key()).is_some(), "{behaviour:?}");
+            }
+            // One session is used again; later the other two are idle past
+            // the window and may go, but not the one in use.
+            let mut used = live(m.lookup(Some(sessions[2].id().clone()), T0 + 350).unwrap());
+            m.update(&mut used, &mut rng(), T0 + 350, |_| {}).unwrap();
+            m.create_with(&mut rng(), T0 + 400, &from("c", 100), |_| {})
+                .unwrap();
+            assert!(m.store().peek(sessions[2].key()).is_some(), "{behaviour:?}");
+            let gone = sessions[..2]
+                .iter()
+                .filter(|s| m.store().peek(s.key()).is_none())
+                .count();
+            assert!(gone >= 1, "{behaviour:?}: an idle session made room");
+        }
     }
 
     #[test]

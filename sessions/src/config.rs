@@ -20,6 +20,24 @@ pub struct Config {
     /// Put before every key the sessions write, so that several
     /// applications can share one store (`"shop/"`, say).
     pub key_prefix: String,
+    /// At most this many new sessions per client address and minute; more
+    /// get [`crate::Error::RateLimited`] (429) and store nothing. 0: no
+    /// quota.
+    pub new_sessions_per_minute: u64,
+    /// A session used within this many seconds is never evicted to make
+    /// room under the cap; when nothing else can go, creation gets
+    /// [`crate::Error::Full`] (503) and the sessions in use keep working.
+    pub protection_window_secs: u64,
+    /// The request header that carries the client's address when a trusted
+    /// reverse proxy sets it (`x-forwarded-for`, say; its last address is
+    /// taken, the one the proxy added). `None`: the address Spin saw
+    /// (`spin-client-addr`). Never trust a header no proxy of yours
+    /// overwrites: clients could then pick their address.
+    pub client_address_header: Option<String>,
+    /// Allow state-changing requests from other origins of the same site
+    /// (`Sec-Fetch-Site: same-site`, subdomains). Off: only the same
+    /// origin.
+    pub allow_same_site_requests: bool,
 }
 
 impl Default for Config {
@@ -29,6 +47,10 @@ impl Default for Config {
             max_sessions: DEFAULT_MAX_SESSIONS,
             cookie: CookieConfig::default(),
             key_prefix: String::new(),
+            new_sessions_per_minute: DEFAULT_NEW_SESSIONS_PER_MINUTE,
+            protection_window_secs: DEFAULT_PROTECTION_WINDOW_SECS,
+            client_address_header: None,
+            allow_same_site_requests: false,
         }
     }
 }
@@ -56,6 +78,13 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// The default quota of new sessions per client address and minute: far
+/// more than a person creates, far fewer than a script would.
+pub const DEFAULT_NEW_SESSIONS_PER_MINUTE: u64 = 30;
+
+/// The default protection window: ten minutes.
+pub const DEFAULT_PROTECTION_WINDOW_SECS: u64 = 600;
+
 /// Ten years: a timeout past this is surely a typo.
 const MAX_TIMEOUT_SECS: u64 = 10 * 365 * 86_400;
 
@@ -80,6 +109,22 @@ pub const VARIABLES: &[(&str, &str)] = &[
         "Max-Age; 0 ends it with the browser session (0)",
     ),
     ("key_prefix", "put before every stored key (empty)"),
+    (
+        "new_sessions_per_minute",
+        "new sessions per client address and minute; 0 = no quota (30)",
+    ),
+    (
+        "protection_window_secs",
+        "sessions used this recently are never evicted (600)",
+    ),
+    (
+        "client_address_header",
+        "header a trusted proxy puts the client's address in (none)",
+    ),
+    (
+        "allow_same_site_requests",
+        "accept form posts from other origins of the same site: true or false (false)",
+    ),
 ];
 
 impl Config {
@@ -119,6 +164,26 @@ impl Config {
             max_sessions,
             cookie: read.cookie(defaults.cookie)?,
             key_prefix: read.text("key_prefix").unwrap_or(defaults.key_prefix),
+            new_sessions_per_minute: read.number(
+                "new_sessions_per_minute",
+                defaults.new_sessions_per_minute,
+                0,
+                u64::MAX,
+                "a whole number of sessions, 0 for no quota",
+            )?,
+            protection_window_secs: read.number(
+                "protection_window_secs",
+                defaults.protection_window_secs,
+                0,
+                MAX_TIMEOUT_SECS,
+                "a whole number of seconds from 0 to 315360000",
+            )?,
+            client_address_header: read.header_name("client_address_header")?,
+            allow_same_site_requests: read.choice(
+                "allow_same_site_requests",
+                defaults.allow_same_site_requests,
+                &[("true", true), ("false", false)],
+            )?,
         };
         config.validate()?;
         Ok(config)
@@ -162,6 +227,21 @@ impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
                 variable,
                 value: raw,
                 expected: expected.to_owned(),
+            }),
+        }
+    }
+
+    /// An HTTP header name, lower-cased; empty is none.
+    fn header_name(&self, variable: &'static str) -> Result<Option<String>, ConfigError> {
+        let Some(raw) = self.text(variable).filter(|name| !name.is_empty()) else {
+            return Ok(None);
+        };
+        match http::HeaderName::from_bytes(raw.as_bytes()) {
+            Ok(name) => Ok(Some(name.as_str().to_owned())),
+            Err(_) => Err(ConfigError {
+                variable,
+                value: raw,
+                expected: "an HTTP header name, such as x-forwarded-for".to_owned(),
             }),
         }
     }
@@ -266,6 +346,10 @@ mod tests {
             ("cookie_secure", "always"),
             ("cookie_max_age_secs", "600"),
             ("key_prefix", "shop/"),
+            ("new_sessions_per_minute", "5"),
+            ("protection_window_secs", "120"),
+            ("client_address_header", "X-Forwarded-For"),
+            ("allow_same_site_requests", "true"),
         ])
         .unwrap();
         assert_eq!(c.expiry.idle_timeout_secs, 60);
@@ -276,6 +360,10 @@ mod tests {
         assert_eq!(c.cookie.secure, Secure::Always);
         assert_eq!(c.cookie.max_age_secs, Some(600));
         assert_eq!(c.key_prefix, "shop/");
+        assert_eq!(c.new_sessions_per_minute, 5);
+        assert_eq!(c.protection_window_secs, 120);
+        assert_eq!(c.client_address_header.as_deref(), Some("x-forwarded-for"));
+        assert!(c.allow_same_site_requests);
         let d = config(&[("cookie_domain", "example.com"), ("cookie_path", "/app")]).unwrap();
         assert_eq!(d.cookie.domain.as_deref(), Some("example.com"));
         assert_eq!(d.cookie.path, "/app");
@@ -301,6 +389,10 @@ mod tests {
             ("max_sessions", "lots"),
             ("cookie_name", "a b"),
             ("cookie_name", "__Host-x"),
+            ("new_sessions_per_minute", "-1"),
+            ("protection_window_secs", "forever"),
+            ("client_address_header", "x forwarded"),
+            ("allow_same_site_requests", "maybe"),
         ] {
             let pairs = [(variable, value), ("cookie_path", "/x")];
             let pairs = if variable == "cookie_name" {

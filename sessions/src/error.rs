@@ -1,7 +1,7 @@
 //! What can go wrong with a session, and the HTTP answer each deserves.
 
 use http::StatusCode;
-use spin_sessions_core::{StoreError, UpdateError};
+use spin_sessions_core::{CreateError, StoreError, UpdateError};
 
 use crate::config::ConfigError;
 
@@ -31,13 +31,29 @@ pub enum Error {
     },
     /// The configuration is invalid.
     Config(ConfigError),
+    /// This client has created its quota of new sessions this minute
+    /// (`new_sessions_per_minute`); nothing was stored.
+    RateLimited {
+        /// Seconds until the quota's minute is over.
+        retry_after_secs: u64,
+    },
+    /// The cap on sessions is reached and every stored session is in use
+    /// (within the protection window); nothing was stored, and the
+    /// sessions in use keep working.
+    Full {
+        /// Seconds after which room may have been made.
+        retry_after_secs: u64,
+    },
 }
 
 impl Error {
     /// The status a response to the failed request should have.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Store(_) | Error::Contended => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Store(_) | Error::Contended | Error::Full { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Ended => StatusCode::CONFLICT,
             Error::Value { .. } | Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -47,6 +63,9 @@ impl Error {
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Error::Store(_) | Error::Contended => Some(1),
+            Error::RateLimited { retry_after_secs } | Error::Full { retry_after_secs } => {
+                Some(*retry_after_secs)
+            }
             _ => None,
         }
     }
@@ -62,6 +81,10 @@ impl Error {
                 "This session ended while the request was being saved; nothing was saved."
             }
             Error::Value { .. } | Error::Config(_) => "The server could not use this session.",
+            Error::RateLimited { .. } => {
+                "Too many new sessions from your address; please wait a minute and try again."
+            }
+            Error::Full { .. } => "The site is busy; please try again in a minute.",
         };
         let mut builder = http::Response::builder()
             .status(self.status())
@@ -84,6 +107,10 @@ impl std::fmt::Display for Error {
             Error::Ended => f.write_str("the session ended while it was being saved"),
             Error::Value { key, source } => write!(f, "session value {key:?}: {source}"),
             Error::Config(err) => err.fmt(f),
+            Error::RateLimited { .. } => {
+                f.write_str("the client's quota of new sessions is used up")
+            }
+            Error::Full { .. } => f.write_str("the session store is full of sessions in use"),
         }
     }
 }
@@ -111,6 +138,18 @@ impl From<UpdateError> for Error {
             UpdateError::Store(err) => Error::Store(err),
             UpdateError::Gone => Error::Ended,
             UpdateError::Contended => Error::Contended,
+        }
+    }
+}
+
+impl From<CreateError> for Error {
+    fn from(err: CreateError) -> Self {
+        match err {
+            CreateError::Store(err) => Error::Store(err),
+            CreateError::RateLimited { retry_after_secs } => {
+                Error::RateLimited { retry_after_secs }
+            }
+            CreateError::Full { retry_after_secs } => Error::Full { retry_after_secs },
         }
     }
 }

@@ -63,12 +63,14 @@ pub mod spin;
 pub use body::{BodyError, RequestBody};
 pub use config::{Config, ConfigError, VARIABLES};
 pub use error::Error;
+pub use request::CROSS_ORIGIN_VARY;
 pub use session::Session;
 pub use spin_sessions_core::time;
 pub use spin_sessions_core::{
     CookieConfig, ExpiryPolicy, MemoryStore, SameSite, Secure, SessionStore, StoreError,
 };
 
+use session::RequestFacts;
 use spin_sessions_core::{CookieId, Found, Prefixed, SessionManager};
 
 /// Sessions in a store, with their configuration: made once per request
@@ -119,14 +121,20 @@ impl<S: SessionStore> Sessions<S> {
     ) -> Result<Session<'_, S>, Error> {
         let name = &self.config.cookie.name;
         let headers = request.headers();
-        let had_cookie = request::has_cookie(headers, name);
-        let https = request::is_https(request);
+        let facts = RequestFacts {
+            https: request::is_https(request),
+            had_cookie: request::has_cookie(headers, name),
+            unsafe_method: !request::is_safe(request.method()),
+            cross_origin: request::is_cross_origin(request, self.config.allow_same_site_requests),
+            client: request::client_address(request, self.config.client_address_header.as_deref())
+                .map(|address| spin_sessions_core::id::client_key(&address)),
+        };
         let (stored, pending) = match request::session_cookie(headers, name) {
             None => (None, None),
             Some(CookieId::Stored(id)) => (self.live(id, now)?, None),
             Some(CookieId::Pending(text)) => (None, self.pending(&text)?),
         };
-        Ok(Session::new(self, now, https, had_cookie, stored, pending))
+        Ok(Session::new(self, now, facts, stored, pending))
     }
 
     /// The live session of `id`, if there is one.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use spin_sessions_core::id::{constant_time_eq, random_token};
 use spin_sessions_core::manager::CSRF_TOKEN_LEN;
 use spin_sessions_core::{
-    Change, Changes, PendingId, SessionRecord, SessionStore, SigningKey, UpdateError,
+    Admission, Change, Changes, PendingId, SessionRecord, SessionStore, SigningKey, UpdateError,
 };
 
 use crate::{Error, Sessions};
@@ -28,10 +28,6 @@ use crate::{Error, Sessions};
 pub struct Session<'s, S: SessionStore> {
     sessions: &'s Sessions<S>,
     now: i64,
-    /// The client came over https: `Secure` for `Secure::Auto`.
-    https: bool,
-    /// The request carried a cookie of the session's name.
-    had_cookie: bool,
     /// The stored session the cookie leads to, if it is live.
     stored: Option<spin_sessions_core::Session>,
     /// The pending identifier of a visitor with nothing stored: the one
@@ -49,14 +45,29 @@ pub struct Session<'s, S: SessionStore> {
     cycle: bool,
     /// The session is to be deleted at save.
     destroy: bool,
+    /// What the request says of its origin and client.
+    request: RequestFacts,
+}
+
+/// What [`Sessions::load`] read of the request besides the cookie.
+pub(crate) struct RequestFacts {
+    /// The client came over https: `Secure` for `Secure::Auto`.
+    pub https: bool,
+    /// The request carried a cookie of the session's name.
+    pub had_cookie: bool,
+    /// The request changes state: the response varies with its origin.
+    pub unsafe_method: bool,
+    /// It changes state and comes from another origin.
+    pub cross_origin: bool,
+    /// The client's key for the quota of new sessions, if known.
+    pub client: Option<String>,
 }
 
 impl<'s, S: SessionStore> Session<'s, S> {
     pub(crate) fn new(
         sessions: &'s Sessions<S>,
         now: i64,
-        https: bool,
-        had_cookie: bool,
+        request: RequestFacts,
         stored: Option<spin_sessions_core::Session>,
         pending: Option<(PendingId, SigningKey)>,
     ) -> Self {
@@ -71,8 +82,7 @@ impl<'s, S: SessionStore> Session<'s, S> {
         let mut session = Session {
             sessions,
             now,
-            https,
-            had_cookie,
+            request,
             stored,
             pending,
             signing_key,
@@ -159,9 +169,14 @@ impl<'s, S: SessionStore> Session<'s, S> {
     }
 
     /// True when `token` is this session's CSRF token (compared in
-    /// constant time). A visitor with neither a session nor a pending
-    /// identifier has no token, so nothing verifies.
+    /// constant time) and the request does not come from another origin
+    /// ([`Session::is_cross_origin`]: checked first, so a token leaked to
+    /// another site is no use there). A visitor with neither a session nor
+    /// a pending identifier has no token, so nothing verifies.
     pub fn verify_csrf(&self, token: Option<&str>) -> bool {
+        if self.request.cross_origin {
+            return false;
+        }
         let expected = &self.view.csrf_token;
         match token {
             Some(token) if !expected.is_empty() => {
@@ -169,6 +184,15 @@ impl<'s, S: SessionStore> Session<'s, S> {
             }
             _ => false,
         }
+    }
+
+    /// True when the request changes state (not GET, HEAD or OPTIONS) and
+    /// a browser says it comes from another origin: `Sec-Fetch-Site` is
+    /// `cross-site` (or `same-site`, unless `allow_same_site_requests`),
+    /// or, without it, `Origin` is not the request's host. Such a request
+    /// fails [`Session::verify_csrf`] whatever its token.
+    pub fn is_cross_origin(&self) -> bool {
+        self.request.cross_origin
     }
 
     /// Gives the session a new identifier at save, keeping its data: call
@@ -243,6 +267,12 @@ impl<'s, S: SessionStore> Session<'s, S> {
     /// On an error nothing of this request is stored, and the response
     /// should be replaced by [`Error::into_response`].
     pub fn save<B>(self, response: &mut http::Response<B>) -> Result<(), Error> {
+        if self.request.unsafe_method {
+            response.headers_mut().append(
+                http::header::VARY,
+                http::HeaderValue::from_static(crate::CROSS_ORIGIN_VARY),
+            );
+        }
         let cookie = self.write()?;
         if let Some(value) = cookie {
             let value = http::HeaderValue::try_from(value)
@@ -277,8 +307,9 @@ impl<'s, S: SessionStore> Session<'s, S> {
         }
         let cookie = self.sessions.config().cookie.clone();
         Ok(self
+            .request
             .had_cookie
-            .then(|| cookie.expire_cookie(cookie.is_secure(self.https))))
+            .then(|| cookie.expire_cookie(cookie.is_secure(self.request.https))))
     }
 
     fn write_stored(
@@ -324,13 +355,20 @@ impl<'s, S: SessionStore> Session<'s, S> {
             self.view.csrf_token.clone()
         };
         let changes = &self.changes;
-        let created = self
-            .sessions
-            .manager()
-            .create_with(&mut rng(), self.now, |record| {
-                changes.apply_to(record);
-                record.csrf_token = token;
-            })?;
+        let config = self.sessions.config();
+        let quota = config.new_sessions_per_minute;
+        let admission = Admission {
+            client: self.request.client.as_deref().filter(|_| quota > 0),
+            per_minute: quota,
+            refuse_when_full: true,
+        };
+        let created =
+            self.sessions
+                .manager()
+                .create_with(&mut rng(), self.now, &admission, |record| {
+                    changes.apply_to(record);
+                    record.csrf_token = token;
+                })?;
         Ok(Some(self.cookie_for(&created)))
     }
 
@@ -341,7 +379,7 @@ impl<'s, S: SessionStore> Session<'s, S> {
 
     fn set_cookie(&self, value: &str, max_age_secs: Option<u64>) -> String {
         let cookie = &self.sessions.config().cookie;
-        cookie.set_cookie(value, max_age_secs, cookie.is_secure(self.https))
+        cookie.set_cookie(value, max_age_secs, cookie.is_secure(self.request.https))
     }
 
     /// The cookie's `Max-Age`: a remembered session's lifetime, or the
@@ -361,7 +399,13 @@ impl<'s, S: SessionStore> Session<'s, S> {
     fn issue_pending(&mut self) -> Result<(), Error> {
         let key = match self.signing_key.take() {
             Some(key) => key,
-            None => self.sessions.manager().signing_key(&mut rng())?.clone(),
+            None => {
+                let pause = || std::thread::sleep(std::time::Duration::from_millis(5));
+                self.sessions
+                    .manager()
+                    .signing_key(&mut rng(), &pause)?
+                    .clone()
+            }
         };
         let pending = key.issue(&mut rng());
         self.view.csrf_token = key.csrf_token(&pending);

@@ -35,13 +35,14 @@ pub const ANONYMOUS_GET: Ops = Ops {
 };
 
 /// The first form post of a visitor with a pending identifier: the signing
-/// key and the sweep cursor are read; the session count, an index slot and
-/// one batch (the index entry and the record) are written. No
-/// compare-and-swap, so no connection on Redis either.
+/// key and the sweep cursor are read; the client's quota counter, the
+/// session count, an index slot and one batch (the index entries and the
+/// record) are written. No compare-and-swap, so no connection on Redis
+/// either.
 pub fn first_post(_backend: Backend) -> Ops {
     Ops {
         reads: 2,
-        writes: 3,
+        writes: 4,
         connections: 0,
     }
 }
@@ -65,12 +66,14 @@ pub fn live_post(backend: Backend) -> Ops {
     }
 }
 
-/// Most any request costs: a lookup, the cursor, a due sweep step and two
-/// eviction steps (each at most 18 reads, 5 writes, 2 connections), the
-/// creation's writes and an expired record's delete.
+/// Most any request costs (once the store has its signing key): a lookup
+/// (or the signing key), the cursor, a due sweep step and two eviction
+/// steps (each at most 18 reads, 5 writes, 2 connections), the creation's
+/// writes (quota, count, slot, batch; or, refused when full, the count
+/// restored and the quota counter's entry) and an expired record's delete.
 pub const ANY_MAX: Ops = Ops {
     reads: 57,
-    writes: 19,
+    writes: 22,
     connections: 6,
 };
 
