@@ -188,6 +188,8 @@ pub struct StepReport {
     pub lost_claim: bool,
     /// Eviction found only sessions it may not evict at the cursor.
     pub blocked: bool,
+    /// The cursor moved on across buckets without entries.
+    pub walked: bool,
     /// Sessions' entries removed from the index (each lowers the session
     /// count).
     pub sessions_removed: u64,
@@ -406,6 +408,7 @@ fn leave_bucket<S: SessionStore>(
         return Ok(report);
     }
     store.delete(&slot_counter_key(cursor.bucket))?;
+    report.walked = true;
     Ok(report)
 }
 
@@ -462,7 +465,9 @@ fn settle<S: SessionStore>(
                 session: false,
                 why: Removal::Stale,
             },
-            Some(end) => Fate::Move(bucket_of(end)),
+            // Still counting: it goes ahead of the cursor (its own bucket
+            // may be behind it), never in the way of eviction.
+            Some(end) => Fate::Move(bucket_of(end).max(cursor.bucket.saturating_add(1))),
             None => {
                 let stored = store.get(&entry.target)?;
                 let may_evict = evicted < eviction.sessions;

@@ -68,6 +68,16 @@ impl Admission<'_> {
     };
 }
 
+/// What [`SessionManager::evict`] achieved.
+struct EvictionOutcome {
+    /// Sessions it could not remove.
+    left: u64,
+    /// A step moved the cursor across empty buckets.
+    walked: bool,
+    /// A step lost the cursor to a concurrent sweeper.
+    contended: bool,
+}
+
 /// Why a session was not created.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreateError {
@@ -388,15 +398,20 @@ impl<S: SessionStore> SessionManager<S> {
         if excess == 0 {
             return Ok(false);
         }
-        // Refused only when eviction met sessions it may not evict; steps
-        // spent walking empty buckets just leave the rest of the work to
-        // the next creation (the count stays over the cap by a few).
-        let (left, blocked) = self.evict(rng, now, excess)?;
-        if left > 0 && blocked && refuse {
+        // Refused when eviction freed no room: it met sessions it may not
+        // evict, or lost the cursor to a concurrent sweeper (then worth a
+        // quick retry). Steps spent walking empty buckets leave the rest of
+        // the work to the next creation instead: the count stays over the
+        // cap by a few while the cursor walks up to the first sessions.
+        let outcome = self.evict(rng, now, excess)?;
+        if outcome.left > 0 && !outcome.walked && refuse {
             self.store.increment(index::SESSION_COUNT_KEY, -1)?;
-            return Err(CreateError::Full {
-                retry_after_secs: index::BUCKET_SECS as u64,
-            });
+            let retry_after_secs = if outcome.contended {
+                1
+            } else {
+                index::BUCKET_SECS as u64
+            };
+            return Err(CreateError::Full { retry_after_secs });
         }
         Ok(true)
     }
@@ -447,31 +462,37 @@ impl<S: SessionStore> SessionManager<S> {
 
     /// Removes up to `excess` sessions, those that expire soonest and were
     /// not seen within the protection window, in at most
-    /// [`EVICTION_STEPS`] steps. Returns how many it could not remove, and
-    /// whether it stopped at sessions it may not evict.
+    /// [`EVICTION_STEPS`] steps.
     fn evict<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         now: i64,
-        mut excess: u64,
-    ) -> Result<(u64, bool), StoreError> {
+        excess: u64,
+    ) -> Result<EvictionOutcome, StoreError> {
+        let mut outcome = EvictionOutcome {
+            left: excess,
+            walked: false,
+            contended: false,
+        };
         for _ in 0..EVICTION_STEPS {
-            if excess == 0 {
+            if outcome.left == 0 {
                 break;
             }
             let eviction = index::Eviction {
-                sessions: excess,
+                sessions: outcome.left,
                 protect_secs: self.protect_secs,
             };
             let report = index::step(&self.store, &self.policy, now, eviction, &mut || {
                 write_id(rng)
             })?;
-            excess = excess.saturating_sub(report.sessions_removed);
+            outcome.left = outcome.left.saturating_sub(report.sessions_removed);
+            outcome.walked |= report.walked;
+            outcome.contended |= report.lost_claim;
             if report.blocked {
-                return Ok((excess, true));
+                break;
             }
         }
-        Ok((excess, false))
+        Ok(outcome)
     }
 
     /// Records that the session was seen at `now`, if its `last_seen_at`

@@ -256,6 +256,43 @@ async fn spin_headers_are_set_like_spin() {
     host.shutdown().await;
 }
 
+/// Each loopback address a client connects from is a client address of
+/// its own, as under Spin, and a `spin-client-addr` the client sends is
+/// replaced, never passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_address_is_the_peer_and_cannot_be_forged() {
+    use std::io::{Read, Write};
+    let state = TempDir::new("client-addr");
+    let host = start_probe(&state, vec![]).await;
+    let addr = host.addr();
+    let reported = tokio::task::spawn_blocking(move || {
+        ["127.0.0.2", "127.0.0.3"].map(|local| {
+            let local: std::net::IpAddr = local.parse().unwrap();
+            let mut stream = test_support::net::connect_from(local, addr).unwrap();
+            let request = format!(
+                "GET /headers HTTP/1.1\r\nHost: {addr}\r\nspin-client-addr: 6.6.6.6:66\r\n\
+                 Connection: close\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).unwrap();
+            let value = reply
+                .lines()
+                .find_map(|line| line.strip_prefix("spin-client-addr: "))
+                .expect("the probe lists spin-client-addr")
+                .trim()
+                .to_owned();
+            (local, value.parse::<SocketAddr>().expect("an address"))
+        })
+    })
+    .await
+    .unwrap();
+    for (local, seen) in reported {
+        assert_eq!(seen.ip(), local, "the guest sees the real peer");
+    }
+    host.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guest_clock_moves_with_advance_clock() {
     let state = TempDir::new("time");

@@ -90,7 +90,8 @@ impl<S: SessionStore> Sessions<S> {
             Prefixed::new(store, config.key_prefix.clone()),
             config.expiry,
         )
-        .with_max_sessions(config.max_sessions);
+        .with_max_sessions(config.max_sessions)
+        .with_protection_window(config.protection_window_secs);
         Ok(Sessions { manager, config })
     }
 
@@ -183,4 +184,47 @@ fn unix_now() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn visit(sessions: &Sessions<&MemoryStore>, from: &str, now: i64) -> Result<(), Error> {
+        let request = http::Request::post("/")
+            .header("spin-client-addr", format!("{from}:1000"))
+            .body(())
+            .unwrap();
+        let mut session = sessions.load_at(&request, now)?;
+        session.insert("n", 1)?;
+        session.save(&mut http::Response::new(()))
+    }
+
+    #[test]
+    fn the_settings_reach_the_sessions() {
+        let store = MemoryStore::new();
+        let config = Config {
+            max_sessions: 2,
+            new_sessions_per_minute: 2,
+            protection_window_secs: 600,
+            ..Config::default()
+        };
+        let sessions = Sessions::new(&store, config).unwrap();
+        let now = 1_800_000_000;
+        visit(&sessions, "192.0.2.1", now).unwrap();
+        visit(&sessions, "192.0.2.1", now).unwrap();
+        // The quota, per address.
+        assert!(matches!(
+            visit(&sessions, "192.0.2.1", now),
+            Err(Error::RateLimited { .. })
+        ));
+        // The cap holds only sessions in use: refused, not evicted (after
+        // the sweep cursor has walked to them).
+        let refused = (2..8).find_map(|n| visit(&sessions, &format!("192.0.2.{n}"), now).err());
+        assert!(matches!(refused, Some(Error::Full { .. })), "{refused:?}");
+        assert_eq!(
+            refused.unwrap().status(),
+            http::StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`redis_server`]: a real `redis-server` for one test, on a free
 //!   loopback port, stopped when dropped;
-//! - [`csp`]: the Content-Security-Policy hash of an inline style.
+//! - [`csp`]: the Content-Security-Policy hash of an inline style;
+//! - [`net`]: client sockets from chosen loopback addresses.
 //!
 //! The crate's dependency list matters as much as its code: it carries the
 //! features the tests need, so that every `--workspace` build (the host
@@ -10,4 +11,5 @@
 //! feature set and compiles wasmtime once.
 
 pub mod csp;
+pub mod net;
 pub mod redis_server;

@@ -389,7 +389,24 @@ pub fn send(addr: SocketAddr, raw: &[u8]) -> Response {
 /// Like [`send`], but says why there is no whole response (no server, a
 /// connection cut before the end of the response, a read timeout).
 pub fn try_send(addr: SocketAddr, raw: &[u8]) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect(addr)?;
+    try_send_from(None, addr, raw)
+}
+
+/// [`send`] from the loopback address `local` (127.x.y.z), so that the
+/// host sees a client of that address.
+pub fn send_from(local: std::net::IpAddr, addr: SocketAddr, raw: &[u8]) -> Response {
+    try_send_from(Some(local), addr, raw).unwrap_or_else(|err| panic!("{err}"))
+}
+
+fn try_send_from(
+    local: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    raw: &[u8],
+) -> std::io::Result<Response> {
+    let mut stream = match local {
+        Some(local) => test_support::net::connect_from(local, addr)?,
+        None => TcpStream::connect(addr)?,
+    };
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     // The server may answer before reading all of a body it refuses, and
     // then close: a failed write is not a failed exchange.

@@ -86,8 +86,9 @@ pub const SWEEP_BATCH: usize = 8;
 
 /// Most keys a store holds besides its live sessions' records and their
 /// index entries: the bookkeeping (the cursor, the session count, the slot
-/// counters of the few buckets the live sessions' entries are in).
-pub const BOOKKEEPING_KEYS_MAX: usize = 6;
+/// counters of the few buckets the live sessions' entries are in, the
+/// signing key and the draw for it).
+pub const BOOKKEEPING_KEYS_MAX: usize = 8;
 
 /// The record's write counter right after its creation; every applied
 /// update (a form POST, a touch) adds one.
