@@ -6,8 +6,9 @@
 //! - `up [-- FLAGS]`: build, then serve `spin.toml` with the local host, as
 //!   `spin build && spin up` would. Flags after `--` go to the host
 //!   (`--listen`, `--runtime-config-file`, `--state-dir`).
-//! - `test`: build, then run every test of the workspace, then a short
-//!   smoke run of every fuzz target when a nightly toolchain is present.
+//! - `test`: build, then run every test of the workspace, package the
+//!   library crates (`cargo package`), then a short smoke run of every fuzz
+//!   target when a nightly toolchain is present.
 //! - `lint`: `cargo fmt --check` and clippy with warnings denied.
 //! - `bench`: build, then run the benchmark (`bench/`).
 //! - `fuzz [TARGET] [-- SECONDS]`: run the libFuzzer targets of `fuzz/`.
@@ -117,7 +118,29 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
         .status()
         .context("running cargo test")?;
     check(status, "cargo test")?;
+    package_libraries()?;
     fuzz::smoke()
+}
+
+/// The library crates as they would be published: `cargo package` builds
+/// each from its packaged sources alone (the core through a local registry
+/// of the workspace's own packages), so a missing file or a path-only
+/// dependency fails here rather than at publication.
+fn package_libraries() -> Result<()> {
+    let status = Command::new(toolchain::host_cargo())
+        .current_dir(toolchain::project_root())
+        .args([
+            "package",
+            "--quiet",
+            "--allow-dirty",
+            "--package",
+            "spin-sessions-core",
+            "--package",
+            "spin-sessions",
+        ])
+        .status()
+        .context("running cargo package")?;
+    check(status, "cargo package of the library crates")
 }
 
 /// Where the tests keep their state (SQLite files, Redis data): a directory
