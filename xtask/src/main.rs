@@ -53,7 +53,8 @@ fn run() -> Result<()> {
 const USAGE: &str = "usage: cargo xtask <task>
   build              build the wasm components (target/wasm32-wasip2/release/*.wasm)
   up [-- FLAGS]      build, then serve spin.toml on http://127.0.0.1:3000
-                     (FLAGS: --listen ADDR, --runtime-config-file FILE, --state-dir DIR)
+                     (FLAGS: --listen ADDR, --runtime-config-file FILE, --state-dir DIR,
+                     --from MANIFEST for another app, e.g. examples/signin/spin.toml)
   test [-- ARGS]     build, then run every test (ARGS go to `cargo test`), then
                      fuzz each target for 10 s (with a nightly toolchain)
   lint               cargo fmt --check and clippy -D warnings
@@ -67,11 +68,13 @@ fn up(host_flags: &[String]) -> Result<()> {
     toolchain::build_components()?;
     let root = toolchain::project_root();
     let host = build_workspace_binary("spin-sessions-host")?;
-    let status = Command::new(host)
-        .current_dir(&root)
-        .arg("up")
-        .arg("--from")
-        .arg(root.join("spin.toml"))
+    let mut command = Command::new(host);
+    command.current_dir(&root).arg("up");
+    // The tutorial's manifest, unless the flags name another app's.
+    if !host_flags.iter().any(|f| f == "--from" || f == "-f") {
+        command.arg("--from").arg(root.join("spin.toml"));
+    }
+    let status = command
         .args(host_flags)
         .status()
         .context("running the host")?;
