@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::http::{self, Connection};
 use crate::prefill::LiveSession;
 use host::{RequestStats, RunningHost};
+use spin_sessions_core::SigningKey;
 
 /// What a phase's clients send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -22,6 +23,12 @@ pub enum Mix {
     Post,
     /// `GET /` on the floor component, which does nothing.
     Floor,
+    /// `GET /` without a cookie: an anonymous page view, which stores
+    /// nothing (a pending cookie comes back).
+    Anonymous,
+    /// `POST /2` with a fresh pending identifier and its token: a
+    /// visitor's first form, which creates a session.
+    FirstPost,
 }
 
 impl Mix {
@@ -31,28 +38,30 @@ impl Mix {
             Mix::Get => "GET",
             Mix::Post => "POST",
             Mix::Floor => "GET /",
+            Mix::Anonymous => "anon GET",
+            Mix::FirstPost => "1st POST",
         }
     }
 
     fn method(self) -> &'static str {
         match self {
-            Mix::Get | Mix::Floor => "GET",
-            Mix::Post => "POST",
+            Mix::Get | Mix::Floor | Mix::Anonymous => "GET",
+            Mix::Post | Mix::FirstPost => "POST",
         }
     }
 
     fn path(self) -> &'static str {
         match self {
-            Mix::Get | Mix::Post => "/2",
-            Mix::Floor => "/",
+            Mix::Get | Mix::Post | Mix::FirstPost => "/2",
+            Mix::Floor | Mix::Anonymous => "/",
         }
     }
 
     /// The only status a correct answer has: a page, or post/redirect/get.
     fn expected_status(self) -> u16 {
         match self {
-            Mix::Get | Mix::Floor => 200,
-            Mix::Post => 303,
+            Mix::Get | Mix::Floor | Mix::Anonymous => 200,
+            Mix::Post | Mix::FirstPost => 303,
         }
     }
 
@@ -73,6 +82,9 @@ pub struct Client {
     sessions: Vec<LiveSession>,
     next_session: usize,
     posts: u64,
+    /// The store's signing key: what issues the pending identifiers of
+    /// [`Mix::FirstPost`], as the component would have on a first page.
+    signing_key: SigningKey,
 }
 
 /// Requests one client made in a phase.
@@ -102,6 +114,7 @@ impl Client {
         id: usize,
         addr: SocketAddr,
         sessions: Vec<LiveSession>,
+        signing_key: SigningKey,
         nodelay: bool,
     ) -> anyhow::Result<Self> {
         Ok(Client {
@@ -113,13 +126,16 @@ impl Client {
             sessions,
             next_session: 0,
             posts: 0,
+            signing_key,
         })
     }
 
     /// The bytes of the next request of `mix`.
     fn request(&mut self, mix: Mix) -> Vec<u8> {
-        if mix == Mix::Floor {
-            return http::get(mix.path(), &self.host_header, None);
+        match mix {
+            Mix::Floor | Mix::Anonymous => return http::get(mix.path(), &self.host_header, None),
+            Mix::FirstPost => return self.first_post(),
+            _ => {}
         }
         // Round robin over the client's sessions.
         let session = &self.sessions[self.next_session % self.sessions.len()];
@@ -140,6 +156,18 @@ impl Client {
         }
     }
 
+    /// A first form post under a pending identifier issued for it.
+    fn first_post(&mut self) -> Vec<u8> {
+        let mut rng = rand::rng();
+        let pending = self.signing_key.issue(&mut rng);
+        let form = format!(
+            "csrf_token={}&v1=first{}",
+            self.signing_key.csrf_token(&pending),
+            self.id
+        );
+        http::post_form("/2", &self.host_header, Some(pending.as_str()), &form)
+    }
+
     /// What is wrong with the answer to a request of `mix`, if anything.
     fn check(mix: Mix, response: &http::Response) -> Option<String> {
         let what = format!("{} {}", mix.method(), mix.path());
@@ -151,9 +179,17 @@ impl Client {
             ));
         }
         // A live session's page never sets a cookie: one would mean the
-        // prefilled session was not found and a new one made.
-        (mix == Mix::Get && response.set_cookie)
-            .then(|| format!("{what}: Set-Cookie (the session was not found)"))
+        // prefilled session was not found. An anonymous page and a first
+        // post always do.
+        match mix {
+            Mix::Get if response.set_cookie => {
+                Some(format!("{what}: Set-Cookie (the session was not found)"))
+            }
+            Mix::Anonymous | Mix::FirstPost if !response.set_cookie => {
+                Some(format!("{what}: no Set-Cookie"))
+            }
+            _ => None,
+        }
     }
 
     /// Replaces a connection that failed or that the server closes.
@@ -239,6 +275,9 @@ pub struct PhaseResult {
     pub kv_writes_max: u64,
     /// The most new connections any one request opened.
     pub kv_connections_max: u64,
+    /// The most common key-value reads, writes and new connections of one
+    /// request.
+    pub usual_kv: Option<(u64, u64, u64)>,
     /// Requests that made more key-value operations than the usual (the
     /// most common) count: touches, sweep steps, lost races.
     pub requests_off_usual: u64,
@@ -410,6 +449,7 @@ fn summarise(mix: Mix, start: Instant, samples: &[Samples], stats: &[RequestStat
         kv_reads_max: ours.iter().map(|s| s.kv_reads).max().unwrap_or(0),
         kv_writes_max: ours.iter().map(|s| s.kv_writes).max().unwrap_or(0),
         kv_connections_max: ours.iter().map(|s| s.kv_connections).max().unwrap_or(0),
+        usual_kv: usual,
         requests_off_usual: ours
             .iter()
             .filter(|s| Some((s.kv_reads, s.kv_writes, s.kv_connections)) != usual)

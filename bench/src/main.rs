@@ -51,6 +51,7 @@ use host::{HostOptions, RunningHost};
 use load::{Client, Mix, PhaseResult};
 use prefill::{LiveSession, Target};
 use report::{size_label, Backend, Config, Report, SizeResult};
+use spin_sessions_core::SigningKey;
 use test_support::redis_server::{self, RedisServer};
 
 /// The cap on sessions for every size: above the largest store, so that
@@ -198,10 +199,14 @@ fn run_size(
     );
     let store_pid = redis.as_ref().map(RedisServer::pid);
     let phases = rts.clients.block_on(async {
-        let clients = connect(host.addr(), config, &filled.live).await?;
+        let clients = connect(host.addr(), config, &filled.live, &filled.signing_key).await?;
         let (clients, get) = phase(&label, clients, &host, Mix::Get, config, store_pid).await;
         let floor = floor.measure(&label, config).await?;
-        let (mut clients, post) = phase(&label, clients, &host, Mix::Post, config, store_pid).await;
+        let (clients, post) = phase(&label, clients, &host, Mix::Post, config, store_pid).await;
+        let (clients, anonymous) =
+            phase(&label, clients, &host, Mix::Anonymous, config, store_pid).await;
+        let (mut clients, first_post) =
+            phase(&label, clients, &host, Mix::FirstPost, config, store_pid).await;
         // Then one keep-alive client alone, as one browser sees the site:
         // its latency is the request's own, without the others' queueing.
         let alone: Vec<Client> = clients.drain(..1).collect();
@@ -210,11 +215,13 @@ fn run_size(
         let (alone, get_alone) =
             phase(&alone_label, alone, &host, Mix::Get, config, store_pid).await;
         let (_, post_alone) = phase(&alone_label, alone, &host, Mix::Post, config, store_pid).await;
-        anyhow::Ok((get, floor, post, get_alone, post_alone))
+        anyhow::Ok((
+            get, floor, post, anonymous, first_post, get_alone, post_alone,
+        ))
     });
     rts.host.block_on(host.shutdown());
     drop(redis);
-    let (get, floor, post, get_alone, post_alone) = phases?;
+    let (get, floor, post, anonymous, first_post, get_alone, post_alone) = phases?;
     Ok(SizeResult {
         backend,
         size,
@@ -225,6 +232,8 @@ fn run_size(
         host_start,
         get,
         post,
+        anonymous,
+        first_post,
         get_alone,
         post_alone,
         floor,
@@ -262,7 +271,9 @@ impl Floor {
             cookie: String::new(),
             csrf_token: String::new(),
         }];
-        let clients = connect(self.host.addr(), config, &none).await?;
+        // Nor does it check pending identifiers: any key will do.
+        let key = SigningKey::generate(&mut rand::rng());
+        let clients = connect(self.host.addr(), config, &none, &key).await?;
         let label = format!("floor, beside {beside}");
         let (_, floor) = phase(&label, clients, &self.host, Mix::Floor, config, None).await;
         Ok(floor)
@@ -336,6 +347,7 @@ async fn connect(
     addr: SocketAddr,
     config: &Config,
     live: &[LiveSession],
+    signing_key: &SigningKey,
 ) -> anyhow::Result<Vec<Client>> {
     let count = config.clients;
     let mut clients = Vec::with_capacity(count);
@@ -346,7 +358,8 @@ async fn connect(
             .step_by(count)
             .cloned()
             .collect();
-        clients.push(Client::connect(i, addr, mine, config.nodelay).await?);
+        let key = signing_key.clone();
+        clients.push(Client::connect(i, addr, mine, key, config.nodelay).await?);
     }
     Ok(clients)
 }
@@ -361,12 +374,20 @@ fn start_host(
     options.state_dir = Some(state_dir.to_path_buf());
     options.runtime_config_file = runtime_config_file;
     options.quiet = true;
-    // Only the cap is set; every other variable keeps its default, whatever
-    // the benchmark's own environment holds.
-    options.variable_env = Some(vec![(
-        "SPIN_VARIABLE_MAX_SESSIONS".to_owned(),
-        MAX_SESSIONS.to_string(),
-    )]);
+    // Only the cap and the quota are set; every other variable keeps its
+    // default, whatever the benchmark's own environment holds. The quota is
+    // on (a creation pays for its counter) but high: all the load clients
+    // come from one address.
+    options.variable_env = Some(vec![
+        (
+            "SPIN_VARIABLE_MAX_SESSIONS".to_owned(),
+            MAX_SESSIONS.to_string(),
+        ),
+        (
+            "SPIN_VARIABLE_NEW_SESSIONS_PER_MINUTE".to_owned(),
+            "100000000".to_owned(),
+        ),
+    ]);
     let started = Instant::now();
     let host = rt
         .block_on(host::start(options))

@@ -23,6 +23,8 @@ use anyhow::Context as _;
 use host::kv::sqlite::{DbLocation, SqliteDb};
 use host::runtime_config::DEFAULT_STORE_FILE;
 use spin_sessions::{Config, Sessions};
+use spin_sessions_core::id::SIGNING_KEY_KEY;
+use spin_sessions_core::SigningKey;
 
 use crate::recorder::{Contents, Recorder};
 use test_support::redis_server::RedisServer;
@@ -63,6 +65,8 @@ pub struct Prefilled {
     /// The store's size afterwards: the SQLite file, or Redis's
     /// `used_memory`.
     pub store_bytes: u64,
+    /// The store's signing key, for clients that play first visits.
+    pub signing_key: SigningKey,
 }
 
 /// The SQLite file of the default store in `state_dir`, where the host
@@ -91,6 +95,12 @@ pub fn prefill(
     let started = Instant::now();
     let (contents, live) = generate(n, live, max_sessions)?;
     let generate = started.elapsed();
+    let signing_key = contents
+        .values
+        .iter()
+        .find(|(key, _)| *key == SIGNING_KEY_KEY)
+        .and_then(|(_, value)| SigningKey::decode(value))
+        .context("the prefill made the store's signing key")?;
     let (rows, store_bytes) = match target {
         Target::Sqlite(state_dir) => write_sqlite(state_dir, rows(contents, sqlite_counter))?,
         Target::Redis(server) => write_redis(server, rows(contents, redis_counter))?,
@@ -101,6 +111,7 @@ pub fn prefill(
         elapsed: started.elapsed(),
         generate,
         store_bytes,
+        signing_key,
     })
 }
 

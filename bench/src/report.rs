@@ -68,6 +68,10 @@ pub struct SizeResult {
     pub get: PhaseResult,
     /// Form posts.
     pub post: PhaseResult,
+    /// Page views without a cookie (nothing stored).
+    pub anonymous: PhaseResult,
+    /// First form posts of visitors with pending identifiers (creations).
+    pub first_post: PhaseResult,
     /// Page views of one keep-alive client alone: the latency one browser
     /// sees.
     pub get_alone: PhaseResult,
@@ -156,7 +160,40 @@ fn checks(sizes: &[SizeResult]) -> Vec<Goal> {
     }
     goals.push(floor_check(sizes));
     goals.push(writes_check(sizes));
+    goals.push(admission_check(sizes));
     goals
+}
+
+/// What admission control costs (the library's issue): an anonymous page
+/// view writes nothing, a GET of a live session still reads once and writes
+/// nothing, and a creation writes at most one more than the three of a
+/// creation without a quota (the count, an index slot, one batch).
+fn admission_check(sizes: &[SizeResult]) -> Goal {
+    let anonymous_writes = sizes
+        .iter()
+        .map(|s| s.anonymous.kv_writes_max)
+        .max()
+        .unwrap_or(0);
+    let get_ops: Vec<String> = sizes.iter().map(|s| kv_ops(&s.get)).collect();
+    let get_free = sizes
+        .iter()
+        .all(|s| s.get.kv_reads_mean <= 1.0 + SAME_OPS_TOLERANCE && s.get.kv_writes_max == 0);
+    // A creation's own writes, as the most common count (a few also pay
+    // for a sweep step).
+    let creation_writes = sizes
+        .iter()
+        .filter_map(|s| s.first_post.usual_kv.map(|(_, w, _)| w))
+        .max()
+        .unwrap_or(u64::MAX);
+    Goal {
+        name: "anonymous GET writes 0; live GET 1 read 0 writes; a creation <= 3 + 1 writes".into(),
+        pass: Some(anonymous_writes == 0 && get_free && creation_writes <= 4),
+        detail: format!(
+            "anonymous GET writes at most {anonymous_writes}; GET kv ops {}; \
+             first POST usual writes {creation_writes}",
+            get_ops.join(", ")
+        ),
+    }
 }
 
 /// Largest GET req/s against smallest, with the same kv ops per request.
@@ -301,6 +338,8 @@ impl SizeResult {
             (format!("{label} GET"), &self.get),
             (format!("{label} floor beside it"), &self.floor),
             (format!("{label} POST"), &self.post),
+            (format!("{label} anonymous GET"), &self.anonymous),
+            (format!("{label} first POST"), &self.first_post),
             (format!("{label} GET, one client"), &self.get_alone),
             (format!("{label} POST, one client"), &self.post_alone),
         ]
@@ -340,6 +379,8 @@ impl Report {
             print_row(&label, &s.get);
             print_row("  floor", &s.floor);
             print_row(&label, &s.post);
+            print_row(&label, &s.anonymous);
+            print_row(&label, &s.first_post);
         }
         println!("one keep-alive client alone (the latency one browser sees):");
         for s in self.sizes.iter().chain(&self.redis) {
@@ -506,6 +547,8 @@ impl Report {
                     "host_start_secs": s.host_start.as_secs_f64(),
                     "get": phase_json(&s.get),
                     "post": phase_json(&s.post),
+                    "anonymous_get": phase_json(&s.anonymous),
+                    "first_post": phase_json(&s.first_post),
                     "get_one_client": phase_json(&s.get_alone),
                     "post_one_client": phase_json(&s.post_alone),
                     "floor": phase_json(&s.floor),
@@ -626,6 +669,7 @@ mod tests {
             kv_reads_max: 1,
             kv_writes_max: 0,
             kv_connections_max: 0,
+            usual_kv: None,
             requests_off_usual: 0,
             host_mean_ms: 1.0,
             host_cpu_us_per_request: None,
@@ -646,6 +690,8 @@ mod tests {
             host_start: Duration::ZERO,
             get: phase(Mix::Get, get),
             post: phase(Mix::Post, 1.0),
+            anonymous: phase(Mix::Anonymous, 1.0),
+            first_post: phase(Mix::FirstPost, 1.0),
             get_alone: phase(Mix::Get, 1.0),
             post_alone: phase(Mix::Post, 1.0),
             floor: phase(Mix::Floor, floor),
