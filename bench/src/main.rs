@@ -53,6 +53,7 @@ use prefill::{LiveSession, Target};
 use report::{size_label, Backend, Config, Report, SizeResult};
 use spin_sessions_core::SigningKey;
 use test_support::redis_server::{self, RedisServer};
+use test_support::tempdir::TempDir;
 
 /// The cap on sessions for every size: above the largest store, so that
 /// nothing is evicted while measuring (the default cap is 100 000).
@@ -162,7 +163,7 @@ fn run_size(
     config: &Config,
 ) -> anyhow::Result<SizeResult> {
     let label = format!("{} {}", backend.name(), size_label(size));
-    let dir = TempDir::new(&format!("{}-{}", backend.name(), size))?;
+    let dir = TempDir::new(&format!("bench-{}-{}", backend.name(), size));
     // Redis keeps nothing on disk here.
     let redis = match backend {
         Backend::Sqlite => None,
@@ -251,7 +252,7 @@ struct Floor {
 
 impl Floor {
     fn start(rts: &Runtimes, manifest: &Path) -> anyhow::Result<Floor> {
-        let dir = TempDir::new("floor")?;
+        let dir = TempDir::new("bench-floor");
         let (host, host_start) = start_host(&rts.host, manifest, dir.path(), None)?;
         progress(
             "floor",
@@ -473,32 +474,6 @@ fn seconds(flag: &str, value: &str) -> anyhow::Result<f64> {
     match value.parse::<f64>() {
         Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
         _ => bail!("{flag} {value}: expected seconds"),
-    }
-}
-
-/// A fresh state directory, removed when dropped (a 1M store is hundreds
-/// of megabytes).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(label: &str) -> anyhow::Result<Self> {
-        let path =
-            std::env::temp_dir().join(format!("sessions-bench-{}-{label}", std::process::id()));
-        if path.exists() {
-            std::fs::remove_dir_all(&path)?;
-        }
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(TempDir(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

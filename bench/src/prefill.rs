@@ -286,26 +286,9 @@ mod tests {
     use crate::resp::Reply;
     use spin_sessions_core::index::{Cursor, CURSOR_KEY, SESSION_COUNT_KEY};
     use spin_sessions_core::SessionRecord;
-    use std::io::{Read as _, Write as _};
-    use std::net::{SocketAddr, TcpStream};
-
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let path = std::env::temp_dir()
-                .join(format!("sessions-bench-test-{}-{name}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            Dir(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use std::net::SocketAddr;
+    use test_support::http::{request_bytes, send};
+    use test_support::tempdir::TempDir;
 
     fn start(
         rt: &tokio::runtime::Runtime,
@@ -331,73 +314,14 @@ mod tests {
         rt.block_on(host::start(options)).expect("the host starts")
     }
 
-    /// One request on its own connection: the status and the raw head.
-    fn request(
-        addr: SocketAddr,
-        method: &str,
-        path: &str,
-        cookie: Option<&str>,
-        form: Option<&str>,
-    ) -> (u16, String) {
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(cookie) = cookie {
-            head.push_str(&format!("Cookie: session={cookie}\r\n"));
-        }
-        let body = form.unwrap_or("");
-        if form.is_some() {
-            head.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .write_all(format!("{head}\r\n{body}").as_bytes())
-            .unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let text = String::from_utf8_lossy(&response).into_owned();
-        let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-        let head = text.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
-        (status, head)
-    }
-
     /// A visitor's first page and first form post, over HTTP: what makes
     /// the component store a session.
-    fn create_over_http(addr: std::net::SocketAddr) {
-        let mut stream = TcpStream::connect(addr).unwrap();
-        stream
-            .write_all(
-                format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-            )
-            .unwrap();
-        let mut page = String::new();
-        stream.read_to_string(&mut page).unwrap();
-        let pending = page
-            .split("set-cookie: session=")
-            .nth(1)
-            .and_then(|rest| rest.split(';').next())
-            .expect("a pending cookie");
-        let token = page
-            .split(r#"name="csrf_token" value=""#)
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("a form token");
-        let form = format!("csrf_token={token}&v1=");
-        let (status, head) = request(addr, "POST", "/2", Some(pending), Some(&form));
-        assert_eq!(status, 303);
-        assert!(head.contains("set-cookie: session="), "{head}");
+    fn create_over_http(addr: SocketAddr) {
+        test_support::http::start_session_at(addr);
     }
 
     fn sqlite_rows(dir: &Path) -> Vec<(String, Vec<u8>)> {
-        let db = rusqlite::Connection::open(db_path(dir)).unwrap();
-        let mut query = db
-            .prepare("SELECT key, value FROM spin_key_value WHERE store = 'default' ORDER BY key")
-            .unwrap();
-        let rows = query
-            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        rows
+        test_support::sqlite::rows(&db_path(dir))
     }
 
     /// Every key of a Redis server and its value, in key order.
@@ -491,21 +415,25 @@ mod tests {
     #[test]
     fn one_prefilled_session_looks_like_one_the_component_created() {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let real = Dir::new("real");
-        let app = start(&rt, &real.0, None);
+        let real = TempDir::new("real");
+        let app = start(&rt, real.path(), None);
         create_over_http(app.addr());
         rt.block_on(app.shutdown());
-        let ours = Dir::new("ours");
-        prefill(Target::Sqlite(&ours.0), 1, 1, 1000).unwrap();
-        assert_alike(&sqlite_rows(&real.0), &sqlite_rows(&ours.0), sqlite_number);
+        let ours = TempDir::new("ours");
+        prefill(Target::Sqlite(ours.path()), 1, 1, 1000).unwrap();
+        assert_alike(
+            &sqlite_rows(real.path()),
+            &sqlite_rows(ours.path()),
+            sqlite_number,
+        );
     }
 
     #[test]
     fn on_redis_too() {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let real = RedisServer::start(false);
-        let state = Dir::new("redis-state");
-        let app = start(&rt, &state.0, Some(&real.runtime_config()));
+        let state = TempDir::new("redis-state");
+        let app = start(&rt, state.path(), Some(&real.runtime_config()));
         create_over_http(app.addr());
         rt.block_on(app.shutdown());
         let ours = RedisServer::start(false);
@@ -517,21 +445,32 @@ mod tests {
     #[test]
     fn prefilled_sessions_are_live_and_swept_when_they_expire() {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let dir = Dir::new("sweep");
-        let filled = prefill(Target::Sqlite(&dir.0), 40, 2, 1000).unwrap();
+        let dir = TempDir::new("sweep");
+        let filled = prefill(Target::Sqlite(dir.path()), 40, 2, 1000).unwrap();
         assert_eq!(filled.rows, 2 * 40 + 5);
-        let app = start(&rt, &dir.0, None);
+        let app = start(&rt, dir.path(), None);
         let live = &filled.live[0];
 
         // The page of a prefilled session: found (no new cookie), and the
         // usual cost: one read of the record; the POST reads it again as
         // its compare-and-swap base and swaps once. No new connections.
-        let (status, head) = request(app.addr(), "GET", "/2", Some(&live.cookie), None);
-        assert_eq!(status, 200);
-        assert!(!head.contains("set-cookie"), "{head}");
+        let addr = app.addr();
+        let cookie = test_support::http::cookie(&live.cookie);
+        let get = request_bytes(addr, "GET", "/2", Some(&cookie), None, b"");
+        let page = send(addr, &get);
+        assert_eq!(page.status, 200);
+        assert!(page.header("set-cookie").is_none(), "{:?}", page.headers);
         let form = format!("csrf_token={}&v1=x", live.csrf_token);
-        let (status, _) = request(app.addr(), "POST", "/2", Some(&live.cookie), Some(&form));
-        assert_eq!(status, 303);
+        let form_type = Some("application/x-www-form-urlencoded");
+        let post = request_bytes(
+            addr,
+            "POST",
+            "/2",
+            Some(&cookie),
+            form_type,
+            form.as_bytes(),
+        );
+        assert_eq!(send(addr, &post).status, 303);
         // The 303 has no body: wait for its stats.
         let stats = app.take_request_stats_of(2, Duration::from_secs(5));
         let costs: Vec<(u64, u64, u64)> = stats
@@ -549,7 +488,7 @@ mod tests {
             create_over_http(app.addr());
         }
         rt.block_on(app.shutdown());
-        let rows = sqlite_rows(&dir.0);
+        let rows = sqlite_rows(dir.path());
         let records = rows
             .iter()
             .filter(|(k, _)| k.starts_with("session/"))

@@ -360,17 +360,32 @@ fn csrf_token(page: &str) -> String {
 fn sessions_component_requests_on_one_keep_alive_connection() {
     let served = Served::start(sessions_manifest(), "handover-sessions");
     let mut connection = Connection::open(served.addr());
+    let cookie_of = |response: &Wire| {
+        response
+            .header("set-cookie")
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_string()
+    };
+    // A first visit (a pending cookie and a token), then the first post,
+    // which stores the session and hands over its cookie.
     let (first, _) = connection.exchange("GET", "/2", "", b"");
     assert_eq!(first.status, 200);
-    let cookie = first
-        .header("set-cookie")
-        .and_then(|c| c.split(';').next())
-        .expect("a session cookie")
-        .to_string();
     let token = csrf_token(&String::from_utf8_lossy(&first.body));
-    let with_cookie = format!("cookie: {cookie}\r\n");
     let form = format!("csrf_token={token}&v2=Engineer");
-    let post_headers = format!("{with_cookie}content-type: application/x-www-form-urlencoded\r\n");
+    let form_headers = |cookie: &str| {
+        format!("cookie: {cookie}\r\ncontent-type: application/x-www-form-urlencoded\r\n")
+    };
+    let (created, _) = connection.exchange(
+        "POST",
+        "/2",
+        &form_headers(&cookie_of(&first)),
+        form.as_bytes(),
+    );
+    assert_eq!(created.status, 303);
+    let cookie = cookie_of(&created);
+    let with_cookie = format!("cookie: {cookie}\r\n");
+    let post_headers = form_headers(&cookie);
     let cases: [(&str, &str, &str, &[u8], u16); 3] = [
         ("POST", "/2", &post_headers, form.as_bytes(), 303),
         ("GET", "/2", &with_cookie, b"", 200),

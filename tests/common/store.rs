@@ -112,7 +112,7 @@ impl Storage {
     pub fn session_count(&self) -> usize {
         match &self.redis {
             None => {
-                let db = open_sqlite(&self.db_path());
+                let db = test_support::sqlite::open(&self.db_path());
                 db.query_row(
                     "SELECT COUNT(*) FROM spin_key_value WHERE store = 'default' AND key LIKE ?1",
                     [format!("{SESSION_KEY_PREFIX}%")],
@@ -160,7 +160,7 @@ impl Storage {
     pub fn overwrite(&self, key: &str, value: &[u8]) {
         match &self.redis {
             None => {
-                let db = open_sqlite(&self.db_path());
+                let db = test_support::sqlite::open(&self.db_path());
                 db.execute(
                     "INSERT INTO spin_key_value (store, key, value) VALUES ('default', ?1, ?2) \
                      ON CONFLICT(store, key) DO UPDATE SET value = excluded.value",
@@ -221,26 +221,7 @@ pub fn key_of(id: &str) -> String {
 /// Every (key, value) of the default store in a SQLite file, which the host
 /// creates with its table when it starts.
 pub fn sqlite_records(db: &Path) -> Records {
-    let db = open_sqlite(db);
-    let mut query = db
-        .prepare("SELECT key, value FROM spin_key_value WHERE store = 'default' ORDER BY key")
-        .unwrap();
-    let rows: Records = query
-        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    rows
-}
-
-/// A connection to the existing file (never creating one: a missing file is
-/// a host that wrote elsewhere), waiting for the host's writes instead of
-/// failing busy.
-fn open_sqlite(db: &Path) -> rusqlite::Connection {
-    assert!(db.exists(), "{} is missing", db.display());
-    let db = rusqlite::Connection::open(db).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    db
+    test_support::sqlite::rows(db)
 }
 
 /// Every key of a Redis server and its value, sorted by key. The backend
