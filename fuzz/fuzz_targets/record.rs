@@ -1,9 +1,13 @@
 //! `spin_sessions_core::SessionRecord::decode` over arbitrary bytes (what a
 //! corrupted or foreign store could hold). Properties:
 //! - it never panics;
-//! - a decoded record has format 1 (`RECORD_FORMAT`);
+//! - a decoded record has the current format (`RECORD_FORMAT`), whether
+//!   it was stored in it or in format 1;
 //! - it encodes and decodes again to an equal record, and that second
-//!   encoding is byte-for-byte the first (the encoding is canonical).
+//!   encoding is byte-for-byte the first (the encoding is canonical). Values
+//!   may hold floats: this crate builds serde_json with `float_roundtrip`,
+//!   so that the property is about the record, not the float parser's last
+//!   bit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -13,7 +17,6 @@ fuzz_target!(|data: &[u8]| {
     match SessionRecord::decode(data) {
         Ok(record) => {
             assert_eq!(record.format, RECORD_FORMAT);
-            assert_eq!(RECORD_FORMAT, 1);
             let encoded = record.encode();
             let again = SessionRecord::decode(&encoded).expect("a re-encoded record decodes");
             assert_eq!(again, record);
