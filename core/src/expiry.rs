@@ -64,7 +64,9 @@ impl ExpiryPolicy {
     }
 }
 
-fn secs(value: u64) -> i64 {
+/// Seconds as an `i64` offset, saturating (a timeout counts at most
+/// `i64::MAX` seconds).
+pub(crate) fn secs(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 

@@ -33,7 +33,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::expiry::ExpiryPolicy;
+use crate::expiry::{secs, ExpiryPolicy};
 use crate::record::SessionRecord;
 use crate::store::{
     remember_write, swap_and_confirm, Confirmed, SessionStore, Snapshot, StoreError,
@@ -585,10 +585,6 @@ pub fn quota_end(key: &str) -> Option<i64> {
         .parse()
         .ok()?;
     minute.checked_add(1)?.checked_mul(60)
-}
-
-fn secs(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
