@@ -71,7 +71,7 @@ pub use spin_sessions_core::{
 };
 
 use session::RequestFacts;
-use spin_sessions_core::{CookieId, Found, Prefixed, SessionManager};
+use spin_sessions_core::{CookieId, Found, PendingId, Prefixed, SessionManager};
 
 /// Sessions in a store, with their configuration: made once per request
 /// (a Spin component gets a fresh instance per request anyway), used to
@@ -127,8 +127,10 @@ impl<S: SessionStore> Sessions<S> {
             had_cookie: request::has_cookie(headers, name),
             unsafe_method: !request::is_safe(request.method()),
             cross_origin: request::is_cross_origin(request, self.config.allow_same_site_requests),
-            client: request::client_address(request, self.config.client_address_header.as_deref())
-                .map(|address| spin_sessions_core::id::client_key(&address)),
+            client_address: request::client_address(
+                request,
+                self.config.client_address_header.as_deref(),
+            ),
         };
         let (stored, pending) = match request::session_cookie(headers, name) {
             None => (None, None),
@@ -154,23 +156,17 @@ impl<S: SessionStore> Sessions<S> {
         })
     }
 
-    /// The pending identifier `text`, with the key that signed it, if this
-    /// store's key did (one read). Anything else is no identifier at all:
-    /// an identifier this application never issued is never adopted.
-    fn pending(
-        &self,
-        text: &str,
-    ) -> Result<
-        Option<(
-            spin_sessions_core::PendingId,
-            spin_sessions_core::SigningKey,
-        )>,
-        Error,
-    > {
+    /// The pending identifier `text`, with its form token, if this store's
+    /// key signed it (one read). Anything else is no identifier at all: an
+    /// identifier this application never issued is never adopted.
+    fn pending(&self, text: &str) -> Result<Option<(PendingId, String)>, Error> {
         let Some(key) = self.manager.stored_signing_key()? else {
             return Ok(None);
         };
-        Ok(key.verify(text).map(|id| (id, key.clone())))
+        Ok(key.verify(text).map(|id| {
+            let token = key.csrf_token(&id);
+            (id, token)
+        }))
     }
 
     pub(crate) fn manager(&self) -> &SessionManager<Prefixed<S>> {

@@ -7,10 +7,10 @@ use rand::rngs::OsRng;
 use rand::TryRngCore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use spin_sessions_core::id::{constant_time_eq, random_token};
+use spin_sessions_core::id::{client_key, constant_time_eq, random_token};
 use spin_sessions_core::manager::CSRF_TOKEN_LEN;
 use spin_sessions_core::{
-    Admission, Change, Changes, PendingId, SessionRecord, SessionStore, SigningKey, UpdateError,
+    Admission, Change, Changes, PendingId, SessionRecord, SessionStore, UpdateError,
 };
 
 use crate::{Error, Sessions};
@@ -31,10 +31,9 @@ pub struct Session<'s, S: SessionStore> {
     /// The stored session the cookie leads to, if it is live.
     stored: Option<spin_sessions_core::Session>,
     /// The pending identifier of a visitor with nothing stored: the one
-    /// the cookie carried (checked), or one issued by this request.
+    /// the cookie carried (checked), or one issued by this request. (The
+    /// signing key behind it is cached by the manager.)
     pending: Option<PendingId>,
-    /// The store's signing key, once this request has read it.
-    signing_key: Option<SigningKey>,
     /// `pending` was issued by this request: the response must carry it.
     pending_is_new: bool,
     /// What the session holds as this request sees it, changes included.
@@ -59,8 +58,9 @@ pub(crate) struct RequestFacts {
     pub unsafe_method: bool,
     /// It changes state and comes from another origin.
     pub cross_origin: bool,
-    /// The client's key for the quota of new sessions, if known.
-    pub client: Option<String>,
+    /// The client's address, for the quota of new sessions, if known
+    /// (hashed only when a session is created: most requests create none).
+    pub client_address: Option<String>,
 }
 
 impl<'s, S: SessionStore> Session<'s, S> {
@@ -69,33 +69,25 @@ impl<'s, S: SessionStore> Session<'s, S> {
         now: i64,
         request: RequestFacts,
         stored: Option<spin_sessions_core::Session>,
-        pending: Option<(PendingId, SigningKey)>,
+        pending: Option<(PendingId, String)>,
     ) -> Self {
+        let (pending, token) = pending.unzip();
         let view = match &stored {
             Some(session) => session.record().clone(),
-            None => SessionRecord::new(now, String::new()),
+            None => SessionRecord::new(now, token.unwrap_or_default()),
         };
-        let (pending, signing_key) = match pending {
-            Some((id, key)) => (Some(id), Some(key)),
-            None => (None, None),
-        };
-        let mut session = Session {
+        Session {
             sessions,
             now,
             request,
             stored,
             pending,
-            signing_key,
             pending_is_new: false,
             view,
             changes: Changes::new(),
             cycle: false,
             destroy: false,
-        };
-        if let (Some(id), Some(key)) = (&session.pending, &session.signing_key) {
-            session.view.csrf_token = key.csrf_token(id);
         }
-        session
     }
 
     /// The value stored under `key`, as a `T`; `None` when there is none.
@@ -357,8 +349,14 @@ impl<'s, S: SessionStore> Session<'s, S> {
         let changes = &self.changes;
         let config = self.sessions.config();
         let quota = config.new_sessions_per_minute;
+        let client = self
+            .request
+            .client_address
+            .as_deref()
+            .filter(|_| quota > 0)
+            .map(client_key);
         let admission = Admission {
-            client: self.request.client.as_deref().filter(|_| quota > 0),
+            client: client.as_deref(),
             per_minute: quota,
             refuse_when_full: true,
         };
@@ -397,21 +395,12 @@ impl<'s, S: SessionStore> Session<'s, S> {
     /// Hands a visitor with nothing stored a pending identifier, and its
     /// token.
     fn issue_pending(&mut self) -> Result<(), Error> {
-        let key = match self.signing_key.take() {
-            Some(key) => key,
-            None => {
-                let pause = || std::thread::sleep(std::time::Duration::from_millis(5));
-                self.sessions
-                    .manager()
-                    .signing_key(&mut rng(), &pause)?
-                    .clone()
-            }
-        };
+        let pause = || std::thread::sleep(Duration::from_millis(5));
+        let key = self.sessions.manager().signing_key(&mut rng(), &pause)?;
         let pending = key.issue(&mut rng());
         self.view.csrf_token = key.csrf_token(&pending);
         self.pending = Some(pending);
         self.pending_is_new = true;
-        self.signing_key = Some(key);
         Ok(())
     }
 }
