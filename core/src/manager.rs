@@ -350,7 +350,11 @@ impl<S: SessionStore> SessionManager<S> {
                 // needs its index entry, or nothing would ever delete it.
                 if let Some(key) = quota {
                     let bucket = index::bucket_of(index::quota_end(&key).unwrap_or(now));
-                    index::add_entries(&self.store, bucket.max(self.cursor_floor()), &[key])?;
+                    index::add_entries(
+                        &self.store,
+                        bucket.max(self.entry_floor(now, true)),
+                        &[key],
+                    )?;
                 }
                 return Err(full);
             }
@@ -431,14 +435,8 @@ impl<S: SessionStore> SessionManager<S> {
         let key = id.record_key();
         let mut record = SessionRecord::new(now, random_token(rng, CSRF_TOKEN_LEN));
         fill(&mut record);
-        // Never behind the cursor, which eviction may have moved as far as
-        // the bucket where sessions created now expire: an entry there
-        // would never be swept.
-        let mut floor = self.cursor_floor();
-        if after_eviction {
-            floor = floor.max(index::bucket_of(self.policy.expiry_of_new_session(now)));
-        }
-        let bucket = index::bucket_of(self.policy.expires_at(&record)).max(floor);
+        let bucket = index::bucket_of(self.policy.expires_at(&record))
+            .max(self.entry_floor(now, after_eviction));
         let targets: Vec<String> = std::iter::once(key.clone()).chain(quota).collect();
         let last = self
             .store
@@ -454,10 +452,17 @@ impl<S: SessionStore> SessionManager<S> {
         Ok(Session { id, key, record })
     }
 
-    /// The earliest bucket a new entry may go in: the cursor's, as the last
-    /// [`SessionManager::maintain`] read it.
-    fn cursor_floor(&self) -> i64 {
-        self.cursor_bucket.get().unwrap_or(i64::MIN)
+    /// The earliest bucket a new entry may go in: never behind the cursor,
+    /// which the last [`SessionManager::maintain`] read, and which an
+    /// eviction since may have moved as far as the bucket where sessions
+    /// created now expire. An entry behind it would never be swept.
+    fn entry_floor(&self, now: i64, after_eviction: bool) -> i64 {
+        let read = self.cursor_bucket.get().unwrap_or(i64::MIN);
+        if after_eviction {
+            read.max(index::bucket_of(self.policy.expiry_of_new_session(now)))
+        } else {
+            read
+        }
     }
 
     /// Removes up to `excess` sessions, those that expire soonest and were
@@ -1105,6 +1110,31 @@ mod tests {
                 .count();
             assert!(gone >= 1, "{behaviour:?}: an idle session made room");
         }
+    }
+
+    #[test]
+    fn a_refused_clients_quota_counter_is_swept_too() {
+        let m = manager().with_max_sessions(2).with_protection_window(300);
+        m.maintain(&mut rng(), T0).unwrap();
+        for _ in 0..2 {
+            m.create(&mut rng(), T0).unwrap();
+        }
+        // Walk the cursor up to the sessions in use, until creation is refused.
+        let refused = (0..10).map(|n| format!("walker-{n}")).find_map(|client| {
+            m.create_with(&mut rng(), T0, &from(&client, 9), |_| {})
+                .err()
+        });
+        assert!(matches!(refused, Some(CreateError::Full { .. })));
+        // A new client's first creation of the minute, refused as full: its
+        // counter exists, with an index entry the cursor has not passed.
+        let late = m.create_with(&mut rng(), T0, &from("late", 9), |_| {});
+        assert!(matches!(late, Err(CreateError::Full { .. })));
+        let counter = crate::index::quota_key(T0, "late");
+        assert!(m.store().peek(&counter).is_some());
+        for step in 0..200 {
+            m.maintain(&mut rng(), T0 + 100_000 + step).unwrap();
+        }
+        assert!(m.store().peek(&counter).is_none(), "the counter is swept");
     }
 
     #[test]
