@@ -17,6 +17,7 @@ mod apt;
 mod fuzz;
 mod toolchain;
 
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context, Result};
@@ -129,12 +130,26 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
 /// each from its packaged sources alone (the core through a local registry
 /// of the workspace's own packages), so a missing file or a path-only
 /// dependency fails here rather than at publication.
+///
+/// Cargo takes a registry crate of a given version to be immutable, so the
+/// core as an earlier run packaged it would be reused twice over: its
+/// unpacked source ([`forget_unpacked_core`]) and its compiled library. So
+/// the verification builds in a target directory of its own, emptied
+/// first (the two crates and their few dependencies: seconds).
 fn package_libraries() -> Result<()> {
+    forget_unpacked_core()?;
+    let verify_dir = toolchain::target_dir().join("package-verify");
+    if verify_dir.exists() {
+        std::fs::remove_dir_all(&verify_dir)
+            .with_context(|| format!("removing {}", verify_dir.display()))?;
+    }
     let status = Command::new(toolchain::host_cargo())
         .current_dir(toolchain::project_root())
+        .arg("--quiet")
+        .arg("package")
+        .arg("--target-dir")
+        .arg(&verify_dir)
         .args([
-            "package",
-            "--quiet",
             "--allow-dirty",
             "--package",
             "spin-sessions-core",
@@ -144,6 +159,39 @@ fn package_libraries() -> Result<()> {
         .status()
         .context("running cargo package")?;
     check(status, "cargo package of the library crates")
+}
+
+/// Removes the copies of `spin-sessions-core` that earlier packagings
+/// unpacked into cargo's registry sources: `cargo package` verifies
+/// `spin-sessions` against the core through a local registry whose unpacked
+/// source cargo keeps by name and version. (The core is not on crates.io,
+/// so every such copy is ours.)
+fn forget_unpacked_core() -> Result<()> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")));
+    let Some(sources) = cargo_home.map(|home| home.join("registry").join("src")) else {
+        return Ok(());
+    };
+    let Ok(registries) = std::fs::read_dir(&sources) else {
+        return Ok(());
+    };
+    for registry in registries.flatten() {
+        let Ok(crates) = std::fs::read_dir(registry.path()) else {
+            continue;
+        };
+        for unpacked in crates.flatten() {
+            if unpacked
+                .file_name()
+                .to_string_lossy()
+                .starts_with("spin-sessions-core-")
+            {
+                std::fs::remove_dir_all(unpacked.path())
+                    .with_context(|| format!("removing {}", unpacked.path().display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where the tests keep their state (SQLite files, Redis data): a directory
