@@ -5,7 +5,7 @@
 //! component's entry point (`lib.rs`) only hands it Spin's.
 
 use http::{header, Method, StatusCode};
-use serde_json::json;
+use serde::Serialize;
 use spin_sessions::time::rfc3339;
 use spin_sessions::{Error, RequestBody, Session, SessionStore, Sessions};
 
@@ -169,6 +169,18 @@ fn logout<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Result<Resp
     Ok(response)
 }
 
+/// The body of `GET /api/session`: the form values and the times, as
+/// RFC 3339 text.
+#[derive(Serialize)]
+struct SessionJson {
+    v1: Option<String>,
+    v2: Option<String>,
+    submitted_at: Option<String>,
+    created_at: String,
+    last_seen_at: String,
+    expires_at: String,
+}
+
 /// The session as JSON; 404 without one. Never creates one.
 fn session_json<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Result<Response, Error> {
     let session = sessions.load(req)?;
@@ -179,17 +191,18 @@ fn session_json<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Resul
     ) else {
         return Ok(json_response(
             StatusCode::NOT_FOUND,
-            json!({ "error": "no session" }),
+            r#"{"error":"no session"}"#.into(),
         ));
     };
-    let body = json!({
-        "v1": session.get::<String>("v1")?,
-        "v2": session.get::<String>("v2")?,
-        "submitted_at": session.get::<i64>("submitted_at")?.map(rfc3339),
-        "created_at": rfc3339(created_at),
-        "last_seen_at": rfc3339(last_seen_at),
-        "expires_at": rfc3339(expires_at),
-    });
+    let body = SessionJson {
+        v1: session.get("v1")?,
+        v2: session.get("v2")?,
+        submitted_at: session.get::<i64>("submitted_at")?.map(rfc3339),
+        created_at: rfc3339(created_at),
+        last_seen_at: rfc3339(last_seen_at),
+        expires_at: rfc3339(expires_at),
+    };
+    let body = serde_json::to_string(&body).expect("strings always serialise");
     let mut response = json_response(StatusCode::OK, body);
     session.save(&mut response)?;
     Ok(response)
@@ -264,14 +277,14 @@ fn text(status: StatusCode, message: &str) -> Response {
     )
 }
 
-fn json_response(status: StatusCode, value: serde_json::Value) -> Response {
+fn json_response(status: StatusCode, json: String) -> Response {
     response(
         status,
         &[
             (header::CONTENT_TYPE, "application/json"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        value.to_string().into_bytes(),
+        json.into_bytes(),
     )
 }
 

@@ -7,21 +7,19 @@
 //! same key the one that saves last wins: the guarantee is per key, not per
 //! record.
 
-use serde_json::Value;
-
-use crate::record::SessionRecord;
+use crate::record::{SessionRecord, StoredValue};
 
 /// One change to a session's record.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Change {
     /// Sets a value.
-    Insert(String, Value),
+    Insert(String, StoredValue),
     /// Removes a value.
     Remove(String),
     /// Removes every value and every flash value.
     Clear,
     /// Sets a one-shot value.
-    Flash(String, Value),
+    Flash(String, StoredValue),
     /// Removes a one-shot value that was read.
     TakeFlash(String),
     /// Sets or clears the "remember me" lifetime, in seconds.
@@ -88,34 +86,38 @@ mod tests {
         let mut view = SessionRecord::new(10, "t".into());
         let mut changes = Changes::new();
         assert!(changes.is_empty());
-        changes.push(Change::Insert("a".into(), Value::from(1)), &mut view);
-        changes.push(Change::Insert("b".into(), Value::from(2)), &mut view);
+        changes.push(Change::Insert("a".into(), StoredValue::from(1)), &mut view);
+        changes.push(Change::Insert("b".into(), StoredValue::from(2)), &mut view);
         changes.push(Change::Remove("a".into()), &mut view);
         changes.push(Change::Flash("note".into(), "hi".into()), &mut view);
         changes.push(Change::Remember(Some(600)), &mut view);
         assert_eq!(view.data.len(), 1);
-        assert_eq!(view.data["b"], Value::from(2));
-        assert_eq!(view.flash["note"], Value::from("hi"));
+        assert_eq!(view.data["b"], StoredValue::from(2));
+        assert_eq!(view.flash["note"], StoredValue::from("hi"));
         assert_eq!(view.remember_secs, Some(600));
 
         // Another request stored `a` and `c` meanwhile: this request's
         // changes go on top, key by key.
         let mut fresher = SessionRecord::new(10, "t".into());
-        fresher.data.insert("a".into(), Value::from("theirs"));
-        fresher.data.insert("c".into(), Value::from("theirs"));
+        fresher.data.insert("a".into(), StoredValue::from("theirs"));
+        fresher.data.insert("c".into(), StoredValue::from("theirs"));
         changes.apply_to(&mut fresher);
         assert_eq!(fresher.data.get("a"), None, "removed here, after theirs");
-        assert_eq!(fresher.data["b"], Value::from(2));
-        assert_eq!(fresher.data["c"], Value::from("theirs"), "untouched here");
+        assert_eq!(fresher.data["b"], StoredValue::from(2));
+        assert_eq!(
+            fresher.data["c"],
+            StoredValue::from("theirs"),
+            "untouched here"
+        );
         assert_eq!(fresher.remember_secs, Some(600));
     }
 
     #[test]
     fn clear_and_take_flash() {
         let mut view = SessionRecord::new(10, "t".into());
-        view.data.insert("x".into(), Value::from(1));
-        view.flash.insert("f".into(), Value::from(2));
-        view.flash.insert("g".into(), Value::from(3));
+        view.data.insert("x".into(), StoredValue::from(1));
+        view.flash.insert("f".into(), StoredValue::from(2));
+        view.flash.insert("g".into(), StoredValue::from(3));
         let mut changes = Changes::new();
         changes.push(Change::TakeFlash("f".into()), &mut view);
         assert_eq!(view.flash.len(), 1);

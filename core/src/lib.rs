@@ -45,5 +45,5 @@ pub use id::{CookieId, PendingId, SessionId, SigningKey};
 pub use manager::{Admission, CreateError, Found, Session, SessionManager, UpdateError};
 pub use memory::MemoryStore;
 pub use prefix::Prefixed;
-pub use record::{DecodeError, SessionRecord, RECORD_FORMAT};
+pub use record::{DecodeError, SessionRecord, StoredValue, RECORD_FORMAT};
 pub use store::{SessionStore, Snapshot, StoreError, Swap};

@@ -722,7 +722,11 @@ mod tests {
             .unwrap();
             assert_eq!(ops(&m), (before.0 + reads, before.1 + 1), "{behaviour:?}");
             let stored = live(m.lookup(Some(s.id().clone()), T0 + 3).unwrap());
-            assert_eq!(stored.record().text("v1"), Some("x"), "{behaviour:?}");
+            assert_eq!(
+                stored.record().text("v1").as_deref(),
+                Some("x"),
+                "{behaviour:?}"
+            );
             assert_eq!(stored.record().writes, 1, "{behaviour:?}");
         }
     }
@@ -805,8 +809,16 @@ mod tests {
             })
             .unwrap();
             let stored = live(m.lookup(Some(s.id().clone()), T0 + 3).unwrap());
-            assert_eq!(stored.record().text("v1"), Some("one"), "{behaviour:?}");
-            assert_eq!(stored.record().text("v2"), Some("two"), "{behaviour:?}");
+            assert_eq!(
+                stored.record().text("v1").as_deref(),
+                Some("one"),
+                "{behaviour:?}"
+            );
+            assert_eq!(
+                stored.record().text("v2").as_deref(),
+                Some("two"),
+                "{behaviour:?}"
+            );
             assert_eq!(stored.record().writes, 2, "{behaviour:?}");
             assert_eq!(stored.record().last_seen_at, T0 + 2, "{behaviour:?}");
             // And a plain second update counts once more, not twice.
@@ -841,7 +853,7 @@ mod tests {
         })
         .unwrap();
         let stored = live(m.lookup(Some(s.id().clone()), T0 + 2).unwrap());
-        assert_eq!(stored.record().text("v1"), Some("x"));
+        assert_eq!(stored.record().text("v1").as_deref(), Some("x"));
         assert_eq!(stored.record().writes, 1, "one update, one write");
     }
 
@@ -945,8 +957,16 @@ mod tests {
             assert_ne!(session.id(), &old_id);
             assert_eq!(session.record().csrf_token, "new-token");
             let new = live(m.lookup(Some(session.id().clone()), T0 + 3).unwrap());
-            assert_eq!(new.record().text("name"), Some("Ada"), "{behaviour:?}");
-            assert_eq!(new.record().text("role"), Some("admin"), "{behaviour:?}");
+            assert_eq!(
+                new.record().text("name").as_deref(),
+                Some("Ada"),
+                "{behaviour:?}"
+            );
+            assert_eq!(
+                new.record().text("role").as_deref(),
+                Some("admin"),
+                "{behaviour:?}"
+            );
             assert_eq!(new.record().created_at, T0, "{behaviour:?}");
             // The old identifier is dead, and an update through it is refused.
             let mut stale = Session {
@@ -975,7 +995,7 @@ mod tests {
             })
             .unwrap();
         let found = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
-        assert_eq!(found.record().text("name"), Some("Ada"));
+        assert_eq!(found.record().text("name").as_deref(), Some("Ada"));
         assert_eq!(found.record().writes, 0);
     }
 

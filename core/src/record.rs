@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// The current record format. Format 1 records (the tutorial's first
 /// release: string values and `submitted_at`) are read and rewritten as
@@ -36,10 +37,10 @@ pub struct SessionRecord {
     pub remember_secs: Option<u64>,
     /// The application's values, by key.
     #[serde(default)]
-    pub data: BTreeMap<String, Value>,
+    pub data: BTreeMap<String, StoredValue>,
     /// One-shot values: set by one request, taken by a later one.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub flash: BTreeMap<String, Value>,
+    pub flash: BTreeMap<String, StoredValue>,
     /// The random ids of the last few writes, newest last: how a writer
     /// tells that its compare-and-swap took effect when the store does not
     /// say so ([`crate::store::swap_and_confirm`]).
@@ -52,6 +53,57 @@ pub struct SessionRecord {
     /// an identifier that is no longer in use.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,
+}
+
+/// One application value, kept as the JSON text it is stored as.
+///
+/// The record keeps each value's text as written instead of a parsed tree:
+/// reading a record then only checks the values' syntax, and a value is
+/// parsed once, straight into the type asked for, when the application
+/// reads it. Two values are equal when their texts are (this code always
+/// writes compact JSON, so equal values written here have equal texts).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StoredValue(Box<RawValue>);
+
+impl StoredValue {
+    /// `value` as it will be stored; fails when serde cannot represent it
+    /// as JSON (a map with non-string keys, a failing `Serialize` impl).
+    pub fn new<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(StoredValue)
+    }
+
+    /// The value as a `T`.
+    pub fn to<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        // From bytes, as records are read: one copy of the parser in the
+        // component instead of one per input type.
+        serde_json::from_slice(self.0.get().as_bytes())
+    }
+
+    /// The stored JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for StoredValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl From<&str> for StoredValue {
+    /// A string value.
+    fn from(text: &str) -> Self {
+        StoredValue::new(text).expect("a string always serialises")
+    }
+}
+
+impl From<i64> for StoredValue {
+    /// A number value.
+    fn from(number: i64) -> Self {
+        StoredValue::new(&number).expect("a number always serialises")
+    }
 }
 
 /// Why stored bytes are not a record this code can use.
@@ -98,13 +150,13 @@ impl From<RecordV1> for SessionRecord {
     /// Format 1's fields become data: the string values under their names,
     /// `submitted_at` as a number, as the tutorial now stores them.
     fn from(old: RecordV1) -> Self {
-        let mut data: BTreeMap<String, Value> = old
+        let mut data: BTreeMap<String, StoredValue> = old
             .values
             .into_iter()
-            .map(|(name, value)| (name, Value::String(value)))
+            .map(|(name, value)| (name, StoredValue::from(value.as_str())))
             .collect();
         if let Some(at) = old.submitted_at {
-            data.insert("submitted_at".into(), Value::from(at));
+            data.insert("submitted_at".into(), StoredValue::from(at));
         }
         SessionRecord {
             format: RECORD_FORMAT,
@@ -163,8 +215,8 @@ impl SessionRecord {
     }
 
     /// A stored value that is a string, if the session has one.
-    pub fn text(&self, key: &str) -> Option<&str> {
-        self.data.get(key).and_then(Value::as_str)
+    pub fn text(&self, key: &str) -> Option<String> {
+        self.data.get(key).and_then(|value| value.to().ok())
     }
 }
 
@@ -179,7 +231,7 @@ mod tests {
         record
             .data
             .insert("v1".into(), "Ada <Lovelace> & \"co\" é".into());
-        record.data.insert("visits".into(), Value::from(3));
+        record.data.insert("visits".into(), StoredValue::from(3));
         record.flash.insert("notice".into(), "hello".into());
         record
     }
@@ -188,7 +240,10 @@ mod tests {
     fn round_trip() {
         let record = sample();
         assert_eq!(SessionRecord::decode(&record.encode()).unwrap(), record);
-        assert_eq!(record.text("v1"), Some("Ada <Lovelace> & \"co\" é"));
+        assert_eq!(
+            record.text("v1").as_deref(),
+            Some("Ada <Lovelace> & \"co\" é")
+        );
         assert_eq!(record.text("visits"), None, "a number is not text");
     }
 
@@ -204,9 +259,12 @@ mod tests {
             (4, 10, 20)
         );
         assert_eq!(record.csrf_token, "tok");
-        assert_eq!(record.text("v1"), Some("Ada"));
-        assert_eq!(record.text("v2"), Some(""));
-        assert_eq!(record.data.get("submitted_at"), Some(&Value::from(15)));
+        assert_eq!(record.text("v1").as_deref(), Some("Ada"));
+        assert_eq!(record.text("v2").as_deref(), Some(""));
+        assert_eq!(
+            record.data.get("submitted_at"),
+            Some(&StoredValue::from(15))
+        );
         assert!(record.includes_write("abc"));
     }
 

@@ -4,10 +4,9 @@
 //! - a decoded record has the current format (`RECORD_FORMAT`), whether
 //!   it was stored in it or in format 1;
 //! - it encodes and decodes again to an equal record, and that second
-//!   encoding is byte-for-byte the first (the encoding is canonical). Values
-//!   may hold floats: this crate builds serde_json with `float_roundtrip`,
-//!   so that the property is about the record, not the float parser's last
-//!   bit.
+//!   encoding is byte-for-byte the first (the encoding is canonical).
+//!   Values are kept as the JSON text they were stored as, never parsed
+//!   into numbers, so floats come back to the last digit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -10,7 +10,7 @@ use serde::Serialize;
 use spin_sessions_core::id::{client_key, constant_time_eq, random_token};
 use spin_sessions_core::manager::CSRF_TOKEN_LEN;
 use spin_sessions_core::{
-    Admission, Change, Changes, PendingId, SessionRecord, SessionStore, UpdateError,
+    Admission, Change, Changes, PendingId, SessionRecord, SessionStore, StoredValue, UpdateError,
 };
 
 use crate::{Error, Sessions};
@@ -96,14 +96,14 @@ impl<'s, S: SessionStore> Session<'s, S> {
         self.view
             .data
             .get(key)
-            .map(|value| T::deserialize(value).map_err(|source| value_error(key, source)))
+            .map(|value| value.to().map_err(|source| value_error(key, source)))
             .transpose()
     }
 
     /// Stores `value` under `key` (written at [`Session::save`]). The
     /// first value stored for a visitor creates their session.
     pub fn insert<T: Serialize>(&mut self, key: &str, value: T) -> Result<(), Error> {
-        let value = serde_json::to_value(value).map_err(|source| value_error(key, source))?;
+        let value = StoredValue::new(&value).map_err(|source| value_error(key, source))?;
         self.change(Change::Insert(key.to_owned(), value));
         Ok(())
     }
@@ -129,7 +129,7 @@ impl<'s, S: SessionStore> Session<'s, S> {
     /// [`Session::take_flash`] of `key` gets it and removes it ("Signed in
     /// as Ada", shown once after a redirect).
     pub fn flash<T: Serialize>(&mut self, key: &str, value: T) -> Result<(), Error> {
-        let value = serde_json::to_value(value).map_err(|source| value_error(key, source))?;
+        let value = StoredValue::new(&value).map_err(|source| value_error(key, source))?;
         self.change(Change::Flash(key.to_owned(), value));
         Ok(())
     }
@@ -137,13 +137,12 @@ impl<'s, S: SessionStore> Session<'s, S> {
     /// Takes the one-shot value under `key`, if an earlier request left
     /// one; the save then removes it from the store.
     pub fn take_flash<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, Error> {
-        let Some(value) = self.view.flash.get(key).cloned() else {
+        let Some(value) = self.view.flash.get(key) else {
             return Ok(None);
         };
+        let value = value.to();
         self.change(Change::TakeFlash(key.to_owned()));
-        T::deserialize(value)
-            .map(Some)
-            .map_err(|source| value_error(key, source))
+        value.map(Some).map_err(|source| value_error(key, source))
     }
 
     /// The token that this session's forms must carry
