@@ -7,7 +7,8 @@
 //! same key the one that saves last wins: the guarantee is per key, not per
 //! record.
 
-use crate::record::{SessionRecord, StoredValue};
+use crate::record::SessionRecord;
+use crate::values::StoredValue;
 
 /// One change to a session's record.
 #[derive(Clone, Debug, PartialEq)]

@@ -11,8 +11,9 @@
 //!   fresher record when a concurrent save won;
 //! - [`cookie`]: the cookie's settings, reading the `Cookie` header and
 //!   writing `Set-Cookie`;
-//! - [`record`]: what is stored per session (JSON values by key, one-shot
+//! - [`record`]: what is stored per session (values by key, one-shot
 //!   flash values, a "remember me" lifetime), and its versioned encoding;
+//! - [`values`]: the application's values, each kept as its JSON text;
 //! - [`expiry`]: idle and absolute timeouts, and when a read should touch;
 //! - [`index`]: the expiry index in the store, swept a bounded step per
 //!   request, and the cap on the number of sessions;
@@ -37,6 +38,7 @@ pub mod prefix;
 pub mod record;
 pub mod store;
 pub mod time;
+pub mod values;
 
 pub use changes::{Change, Changes};
 pub use cookie::{CookieConfig, CookieConfigError, SameSite, Secure, COOKIE_NAME};
@@ -45,5 +47,6 @@ pub use id::{CookieId, PendingId, SessionId, SigningKey};
 pub use manager::{Admission, CreateError, Found, Session, SessionManager, UpdateError};
 pub use memory::MemoryStore;
 pub use prefix::Prefixed;
-pub use record::{DecodeError, SessionRecord, StoredValue, RECORD_FORMAT};
+pub use record::{DecodeError, SessionRecord, RECORD_FORMAT};
 pub use store::{SessionStore, Snapshot, StoreError, Swap};
+pub use values::{StoredValue, Values};

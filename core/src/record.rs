@@ -1,10 +1,8 @@
 //! What the store holds for one session, and how it is encoded.
 
-use std::collections::BTreeMap;
-
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+
+use crate::values::{StoredValue, Values};
 
 /// The current record format. Format 1 records (the tutorial's first
 /// release: string values and `submitted_at`) are read and rewritten as
@@ -37,10 +35,10 @@ pub struct SessionRecord {
     pub remember_secs: Option<u64>,
     /// The application's values, by key.
     #[serde(default)]
-    pub data: BTreeMap<String, StoredValue>,
+    pub data: Values,
     /// One-shot values: set by one request, taken by a later one.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub flash: BTreeMap<String, StoredValue>,
+    #[serde(default, skip_serializing_if = "Values::is_empty")]
+    pub flash: Values,
     /// The random ids of the last few writes, newest last: how a writer
     /// tells that its compare-and-swap took effect when the store does not
     /// say so ([`crate::store::swap_and_confirm`]).
@@ -53,57 +51,6 @@ pub struct SessionRecord {
     /// an identifier that is no longer in use.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,
-}
-
-/// One application value, kept as the JSON text it is stored as.
-///
-/// The record keeps each value's text as written instead of a parsed tree:
-/// reading a record then only checks the values' syntax, and a value is
-/// parsed once, straight into the type asked for, when the application
-/// reads it. Two values are equal when their texts are (this code always
-/// writes compact JSON, so equal values written here have equal texts).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct StoredValue(Box<RawValue>);
-
-impl StoredValue {
-    /// `value` as it will be stored; fails when serde cannot represent it
-    /// as JSON (a map with non-string keys, a failing `Serialize` impl).
-    pub fn new<T: Serialize + ?Sized>(value: &T) -> Result<Self, serde_json::Error> {
-        serde_json::value::to_raw_value(value).map(StoredValue)
-    }
-
-    /// The value as a `T`.
-    pub fn to<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        // From bytes, as records are read: one copy of the parser in the
-        // component instead of one per input type.
-        serde_json::from_slice(self.0.get().as_bytes())
-    }
-
-    /// The stored JSON text.
-    pub fn json(&self) -> &str {
-        self.0.get()
-    }
-}
-
-impl PartialEq for StoredValue {
-    fn eq(&self, other: &Self) -> bool {
-        self.json() == other.json()
-    }
-}
-
-impl From<&str> for StoredValue {
-    /// A string value.
-    fn from(text: &str) -> Self {
-        StoredValue::new(text).expect("a string always serialises")
-    }
-}
-
-impl From<i64> for StoredValue {
-    /// A number value.
-    fn from(number: i64) -> Self {
-        StoredValue::new(&number).expect("a number always serialises")
-    }
 }
 
 /// Why stored bytes are not a record this code can use.
@@ -141,7 +88,9 @@ struct RecordV1 {
     last_seen_at: i64,
     submitted_at: Option<i64>,
     csrf_token: String,
-    values: BTreeMap<String, String>,
+    /// Strings only; as JSON text they are already the values format 2
+    /// stores.
+    values: Values,
     #[serde(default)]
     recent_writes: Vec<String>,
 }
@@ -150,11 +99,7 @@ impl From<RecordV1> for SessionRecord {
     /// Format 1's fields become data: the string values under their names,
     /// `submitted_at` as a number, as the tutorial now stores them.
     fn from(old: RecordV1) -> Self {
-        let mut data: BTreeMap<String, StoredValue> = old
-            .values
-            .into_iter()
-            .map(|(name, value)| (name, StoredValue::from(value.as_str())))
-            .collect();
+        let mut data = old.values;
         if let Some(at) = old.submitted_at {
             data.insert("submitted_at".into(), StoredValue::from(at));
         }
@@ -166,11 +111,25 @@ impl From<RecordV1> for SessionRecord {
             csrf_token: old.csrf_token,
             remember_secs: None,
             data,
-            flash: BTreeMap::new(),
+            flash: Values::new(),
             recent_writes: old.recent_writes,
             ended: false,
         }
     }
+}
+
+fn malformed(error: serde_json::Error) -> DecodeError {
+    DecodeError::Malformed(error.to_string())
+}
+
+fn decode_format_1(bytes: &[u8]) -> Result<SessionRecord, DecodeError> {
+    let old: RecordV1 = serde_json::from_slice(bytes).map_err(malformed)?;
+    if !old.values.iter().all(|(_, value)| value.is_string()) {
+        return Err(DecodeError::Malformed(
+            "format 1 values must be strings".into(),
+        ));
+    }
+    Ok(SessionRecord::from(old))
 }
 
 impl SessionRecord {
@@ -183,8 +142,8 @@ impl SessionRecord {
             last_seen_at: now,
             csrf_token,
             remember_secs: None,
-            data: BTreeMap::new(),
-            flash: BTreeMap::new(),
+            data: Values::new(),
+            flash: Values::new(),
             recent_writes: Vec::new(),
             ended: false,
         }
@@ -197,13 +156,20 @@ impl SessionRecord {
 
     /// Reads a stored record, of this format or of format 1.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let malformed = |e: serde_json::Error| DecodeError::Malformed(e.to_string());
+        // The usual case, in one parse: a record of this format.
+        let error = match serde_json::from_slice::<SessionRecord>(bytes) {
+            Ok(record) if record.format == RECORD_FORMAT => return Ok(record),
+            Ok(_) => None,
+            Err(error) => Some(error),
+        };
+        // Otherwise the format number says what the bytes were meant to be.
         let header: FormatOnly = serde_json::from_slice(bytes).map_err(malformed)?;
         match header.format {
-            RECORD_FORMAT => serde_json::from_slice(bytes).map_err(malformed),
-            1 => serde_json::from_slice::<RecordV1>(bytes)
-                .map(SessionRecord::from)
-                .map_err(malformed),
+            RECORD_FORMAT => Err(error.map_or_else(
+                || DecodeError::Malformed("the format number is given twice".into()),
+                malformed,
+            )),
+            1 => decode_format_1(bytes),
             other => Err(DecodeError::UnknownFormat(other)),
         }
     }
@@ -293,6 +259,7 @@ mod tests {
             b"{\"format\":1}",
             b"{\"format\":2}",
             b"{\"format\":2,\"data\":[]}",
+            br#"{"format":1,"writes":1,"created_at":1,"last_seen_at":1,"csrf_token":"t","values":{"v1":7}}"#,
             b"[1,2]",
         ] {
             assert!(
