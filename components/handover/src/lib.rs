@@ -15,6 +15,10 @@
 //!
 //! The answer is `200` with the short body `handover\n`, or `400` for a query
 //! it does not understand.
+//!
+//! A component only: built for another target, the crate is empty (a native
+//! library cannot carry `wasi:http`'s export names).
+#![cfg(target_arch = "wasm32")]
 
 use std::io::Write as _;
 

@@ -2,6 +2,10 @@
 //! key-value stores, variables, atomics and clock, so the host's tests can
 //! drive every interface over real HTTP. Also the benchmark's floor: `/hello`
 //! touches nothing.
+//!
+//! A component only: built for another target, the crate is empty (a native
+//! library cannot carry `wasi:http`'s export names).
+#![cfg(target_arch = "wasm32")]
 
 use spin_sdk::http::{Method, Request, Response};
 use spin_sdk::http_component;
