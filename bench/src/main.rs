@@ -16,8 +16,10 @@
 //! (Spin's Redis store: a new connection per compare-and-swap, every swap
 //! reported as failed). The floor component (a handler that does nothing)
 //! is served for the whole run and measured the same way right after each
-//! size's GET phase: the GET/floor ratio compares two phases a few seconds
-//! apart, so that other work on a shared machine moves both alike. Figures are printed and written as JSON
+//! size's GET phase; then GET and the floor alternate in five pairs of
+//! one-second phases, and the goal takes the median of the pairs' ratios:
+//! other work on a shared machine moves both sides of a pair alike, where
+//! two long phases minutes apart can drift by a fifth. Figures are printed and written as JSON
 //! to `target/bench/`; the goals are checked on the SQLite figures, the
 //! Redis ones are printed beside them.
 //!
@@ -202,7 +204,9 @@ fn run_size(
     let phases = rts.clients.block_on(async {
         let clients = connect(host.addr(), config, &filled.live, &filled.signing_key).await?;
         let (clients, get) = phase(&label, clients, &host, Mix::Get, config, store_pid).await;
-        let floor = floor.measure(&label, config).await?;
+        let floor_phase = floor.measure(&label, config).await?;
+        let (clients, floor_pairs) =
+            alternate_with_floor(&label, clients, &host, floor, config, store_pid).await?;
         let (clients, post) = phase(&label, clients, &host, Mix::Post, config, store_pid).await;
         let (clients, anonymous) =
             phase(&label, clients, &host, Mix::Anonymous, config, store_pid).await;
@@ -217,12 +221,18 @@ fn run_size(
             phase(&alone_label, alone, &host, Mix::Get, config, store_pid).await;
         let (_, post_alone) = phase(&alone_label, alone, &host, Mix::Post, config, store_pid).await;
         anyhow::Ok((
-            get, floor, post, anonymous, first_post, get_alone, post_alone,
+            get,
+            (floor_phase, floor_pairs),
+            post,
+            anonymous,
+            first_post,
+            get_alone,
+            post_alone,
         ))
     });
     rts.host.block_on(host.shutdown());
     drop(redis);
-    let (get, floor, post, anonymous, first_post, get_alone, post_alone) = phases?;
+    let (get, (floor, floor_pairs), post, anonymous, first_post, get_alone, post_alone) = phases?;
     Ok(SizeResult {
         backend,
         size,
@@ -238,7 +248,53 @@ fn run_size(
         get_alone,
         post_alone,
         floor,
+        floor_pairs,
     })
+}
+
+/// How many short GET phases alternate with as many of the floor's.
+const FLOOR_PAIRS: usize = 5;
+/// Each of them: a short warm-up, then one second measured.
+const PAIR_TIMES: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(1));
+
+/// GET and the floor in alternating one-second phases: the GET/floor ratio
+/// of each pair, over seconds in which a shared machine's other work
+/// weighs on both alike. Their median is the figure the goal checks; the
+/// two long phases measured minutes apart can drift apart by a fifth.
+async fn alternate_with_floor(
+    label: &str,
+    mut clients: Vec<Client>,
+    host: &RunningHost,
+    floor: &Floor,
+    config: &Config,
+    store_pid: Option<u32>,
+) -> anyhow::Result<(Vec<Client>, Vec<f64>)> {
+    progress(
+        label,
+        format!("GET and the floor alternating, {FLOOR_PAIRS} pairs of 1 s phases"),
+    );
+    let mut floor_clients = floor.clients(config).await?;
+    let mut ratios = Vec::with_capacity(FLOOR_PAIRS);
+    for _ in 0..FLOOR_PAIRS {
+        let (back, get) = load::run_phase(clients, host, Mix::Get, PAIR_TIMES, store_pid).await;
+        clients = back;
+        let (back, floor) =
+            load::run_phase(floor_clients, &floor.host, Mix::Floor, PAIR_TIMES, None).await;
+        floor_clients = back;
+        ratios.push(get.requests_per_sec / floor.requests_per_sec);
+    }
+    progress(
+        label,
+        format!(
+            "GET/floor of the pairs: {}",
+            ratios
+                .iter()
+                .map(|r| format!("{r:.3}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    );
+    Ok((clients, ratios))
 }
 
 /// The floor component (a handler that does nothing and does not touch
@@ -265,8 +321,8 @@ impl Floor {
         Ok(Floor { host, _dir: dir })
     }
 
-    /// One phase of page views, with as many clients as the sessions'.
-    async fn measure(&self, beside: &str, config: &Config) -> anyhow::Result<PhaseResult> {
+    /// As many clients as the sessions' get, connected to the floor.
+    async fn clients(&self, config: &Config) -> anyhow::Result<Vec<Client>> {
         // The floor ignores cookies; the sessions only say how many clients.
         let none = vec![LiveSession {
             cookie: String::new(),
@@ -274,7 +330,12 @@ impl Floor {
         }];
         // Nor does it check pending identifiers: any key will do.
         let key = SigningKey::generate(&mut rand::rng());
-        let clients = connect(self.host.addr(), config, &none, &key).await?;
+        connect(self.host.addr(), config, &none, &key).await
+    }
+
+    /// One phase of page views, with as many clients as the sessions'.
+    async fn measure(&self, beside: &str, config: &Config) -> anyhow::Result<PhaseResult> {
+        let clients = self.clients(config).await?;
         let label = format!("floor, beside {beside}");
         let (_, floor) = phase(&label, clients, &self.host, Mix::Floor, config, None).await;
         Ok(floor)
