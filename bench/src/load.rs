@@ -29,6 +29,10 @@ pub enum Mix {
     /// `POST /2` with a fresh pending identifier and its token: a
     /// visitor's first form, which creates a session.
     FirstPost,
+    /// `GET /` on the handover fixture asking for one key-value read and
+    /// its body finished before the hand-over, as the sessions component
+    /// answers: what one read costs a component that does nothing else.
+    OneRead,
 }
 
 impl Mix {
@@ -40,12 +44,13 @@ impl Mix {
             Mix::Floor => "GET /",
             Mix::Anonymous => "anon GET",
             Mix::FirstPost => "1st POST",
+            Mix::OneRead => "1 read",
         }
     }
 
     fn method(self) -> &'static str {
         match self {
-            Mix::Get | Mix::Floor | Mix::Anonymous => "GET",
+            Mix::Get | Mix::Floor | Mix::Anonymous | Mix::OneRead => "GET",
             Mix::Post | Mix::FirstPost => "POST",
         }
     }
@@ -53,14 +58,14 @@ impl Mix {
     fn path(self) -> &'static str {
         match self {
             Mix::Get | Mix::Post | Mix::FirstPost => "/2",
-            Mix::Floor | Mix::Anonymous => "/",
+            Mix::Floor | Mix::Anonymous | Mix::OneRead => "/",
         }
     }
 
     /// The only status a correct answer has: a page, or post/redirect/get.
     fn expected_status(self) -> u16 {
         match self {
-            Mix::Get | Mix::Floor | Mix::Anonymous => 200,
+            Mix::Get | Mix::Floor | Mix::Anonymous | Mix::OneRead => 200,
             Mix::Post | Mix::FirstPost => 303,
         }
     }
@@ -134,6 +139,10 @@ impl Client {
     fn request(&mut self, mix: Mix) -> Vec<u8> {
         match mix {
             Mix::Floor | Mix::Anonymous => return http::get(mix.path(), &self.host_header, None),
+            Mix::OneRead => {
+                let target = "/?kv=1&order=early&length=1";
+                return http::get(target, &self.host_header, None);
+            }
             Mix::FirstPost => return self.first_post(),
             _ => {}
         }

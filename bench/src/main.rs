@@ -19,7 +19,10 @@
 //! size's GET phase; then GET and the floor alternate in five pairs of
 //! one-second phases, and the goal takes the median of the pairs' ratios:
 //! other work on a shared machine moves both sides of a pair alike, where
-//! two long phases minutes apart can drift by a fifth. Figures are printed and written as JSON
+//! two long phases minutes apart can drift by a fifth. A third component
+//! runs in each pair: the handover fixture making one key-value read and
+//! nothing else, whose ratio to the floor is the most a component that
+//! reads its session on every request can reach. Figures are printed and written as JSON
 //! to `target/bench/`; the goals are checked on the SQLite figures, the
 //! Redis ones are printed beside them.
 //!
@@ -107,16 +110,29 @@ fn run() -> anyhow::Result<ExitCode> {
             .build()?,
     };
     let manifest = workspace.join("spin.toml");
-    let floor = Floor::start(&rts, &workspace.join("components/floor/spin.toml"))?;
+    let floors = Floors {
+        nothing: Floor::start(
+            &rts,
+            &workspace.join("components/floor/spin.toml"),
+            Mix::Floor,
+        )?,
+        one_read: Floor::start(
+            &rts,
+            &workspace.join("components/handover/spin.toml"),
+            Mix::OneRead,
+        )?,
+    };
     let run = |backend, sizes: &[u64]| -> anyhow::Result<Vec<SizeResult>> {
         sizes
             .iter()
-            .map(|&size| run_size(&rts, &manifest, backend, size, &floor, &config))
+            .map(|&size| run_size(&rts, &manifest, backend, size, &floors, &config))
             .collect()
     };
     let sizes = run(Backend::Sqlite, &config.sizes)?;
     let redis = run(Backend::Redis, &config.redis_sizes)?;
-    rts.host.block_on(floor.host.shutdown());
+    for floor in [floors.nothing, floors.one_read] {
+        rts.host.block_on(floor.host.shutdown());
+    }
 
     let report = Report {
         config,
@@ -142,7 +158,7 @@ fn run() -> anyhow::Result<ExitCode> {
 
 /// Stops early, with the remedy, when a component was not built.
 fn check_wasm(workspace: &Path) -> anyhow::Result<()> {
-    for wasm in ["sessions_tutorial.wasm", "floor.wasm"] {
+    for wasm in ["sessions_tutorial.wasm", "floor.wasm", "handover.wasm"] {
         let path = workspace.join("target/wasm32-wasip2/release").join(wasm);
         if !path.exists() {
             bail!(
@@ -161,7 +177,7 @@ fn run_size(
     manifest: &Path,
     backend: Backend,
     size: u64,
-    floor: &Floor,
+    floors: &Floors,
     config: &Config,
 ) -> anyhow::Result<SizeResult> {
     let label = format!("{} {}", backend.name(), size_label(size));
@@ -204,9 +220,9 @@ fn run_size(
     let phases = rts.clients.block_on(async {
         let clients = connect(host.addr(), config, &filled.live, &filled.signing_key).await?;
         let (clients, get) = phase(&label, clients, &host, Mix::Get, config, store_pid).await;
-        let floor_phase = floor.measure(&label, config).await?;
+        let floor_phase = floors.nothing.measure(&label, config).await?;
         let (clients, floor_pairs) =
-            alternate_with_floor(&label, clients, &host, floor, config, store_pid).await?;
+            alternate_with_floors(&label, clients, &host, floors, config, store_pid).await?;
         let (clients, post) = phase(&label, clients, &host, Mix::Post, config, store_pid).await;
         let (clients, anonymous) =
             phase(&label, clients, &host, Mix::Anonymous, config, store_pid).await;
@@ -248,8 +264,25 @@ fn run_size(
         get_alone,
         post_alone,
         floor,
-        floor_pairs,
+        floor_pairs: floor_pairs.get,
+        one_read_pairs: floor_pairs.one_read,
     })
+}
+
+/// The two floors the sessions are compared with.
+struct Floors {
+    /// A handler that does nothing.
+    nothing: Floor,
+    /// A handler that makes one key-value read and nothing else.
+    one_read: Floor,
+}
+
+/// The alternating pairs' ratios to the floor that does nothing.
+struct PairRatios {
+    /// The sessions' GET, pair by pair.
+    get: Vec<f64>,
+    /// The one-read floor, pair by pair.
+    one_read: Vec<f64>,
 }
 
 /// How many short GET phases alternate with as many of the floor's.
@@ -257,57 +290,74 @@ const FLOOR_PAIRS: usize = 5;
 /// Each of them: a short warm-up, then one second measured.
 const PAIR_TIMES: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(1));
 
-/// GET and the floor in alternating one-second phases: the GET/floor ratio
-/// of each pair, over seconds in which a shared machine's other work
+/// GET and the floors in alternating one-second phases: the GET/floor
+/// ratio of each pair, over seconds in which a shared machine's other work
 /// weighs on both alike. Their median is the figure the goal checks; the
-/// two long phases measured minutes apart can drift apart by a fifth.
-async fn alternate_with_floor(
+/// two long phases measured minutes apart can drift apart by a fifth. The
+/// one-read floor runs in each pair too: its ratio is the most any
+/// component that reads one key per request could reach.
+async fn alternate_with_floors(
     label: &str,
     mut clients: Vec<Client>,
     host: &RunningHost,
-    floor: &Floor,
+    floors: &Floors,
     config: &Config,
     store_pid: Option<u32>,
-) -> anyhow::Result<(Vec<Client>, Vec<f64>)> {
+) -> anyhow::Result<(Vec<Client>, PairRatios)> {
     progress(
         label,
-        format!("GET and the floor alternating, {FLOOR_PAIRS} pairs of 1 s phases"),
+        format!("GET and the floors alternating, {FLOOR_PAIRS} rounds of 1 s phases"),
     );
-    let mut floor_clients = floor.clients(config).await?;
-    let mut ratios = Vec::with_capacity(FLOOR_PAIRS);
+    let mut nothing_clients = floors.nothing.clients(config).await?;
+    let mut one_read_clients = floors.one_read.clients(config).await?;
+    let mut ratios = PairRatios {
+        get: Vec::with_capacity(FLOOR_PAIRS),
+        one_read: Vec::with_capacity(FLOOR_PAIRS),
+    };
     for _ in 0..FLOOR_PAIRS {
         let (back, get) = load::run_phase(clients, host, Mix::Get, PAIR_TIMES, store_pid).await;
         clients = back;
-        let (back, floor) =
-            load::run_phase(floor_clients, &floor.host, Mix::Floor, PAIR_TIMES, None).await;
-        floor_clients = back;
-        ratios.push(get.requests_per_sec / floor.requests_per_sec);
+        let (back, nothing) = floors.nothing.short_phase(nothing_clients).await;
+        nothing_clients = back;
+        let (back, one_read) = floors.one_read.short_phase(one_read_clients).await;
+        one_read_clients = back;
+        ratios
+            .get
+            .push(get.requests_per_sec / nothing.requests_per_sec);
+        ratios
+            .one_read
+            .push(one_read.requests_per_sec / nothing.requests_per_sec);
     }
+    let list = |rs: &[f64]| {
+        rs.iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     progress(
         label,
         format!(
-            "GET/floor of the pairs: {}",
-            ratios
-                .iter()
-                .map(|r| format!("{r:.3}"))
-                .collect::<Vec<_>>()
-                .join(" ")
+            "over the floor, GET: {}; one read alone: {}",
+            list(&ratios.get),
+            list(&ratios.one_read)
         ),
     );
     Ok((clients, ratios))
 }
 
-/// The floor component (a handler that does nothing and does not touch
-/// the store), served for the whole run so that its page views can be
-/// measured right beside each size's.
+/// A floor component (one that does nothing, or one that only reads one
+/// key), served for the whole run so that its page views can be measured
+/// right beside each size's.
 struct Floor {
     host: RunningHost,
+    /// What its clients send.
+    mix: Mix,
     /// Its state directory, empty, removed at the end.
     _dir: TempDir,
 }
 
 impl Floor {
-    fn start(rts: &Runtimes, manifest: &Path) -> anyhow::Result<Floor> {
+    fn start(rts: &Runtimes, manifest: &Path, mix: Mix) -> anyhow::Result<Floor> {
         let dir = TempDir::new("bench-floor");
         let (host, host_start) = start_host(&rts.host, manifest, dir.path(), None)?;
         progress(
@@ -318,7 +368,11 @@ impl Floor {
                 host_start.as_secs_f64()
             ),
         );
-        Ok(Floor { host, _dir: dir })
+        Ok(Floor {
+            host,
+            mix,
+            _dir: dir,
+        })
     }
 
     /// As many clients as the sessions' get, connected to the floor.
@@ -337,8 +391,13 @@ impl Floor {
     async fn measure(&self, beside: &str, config: &Config) -> anyhow::Result<PhaseResult> {
         let clients = self.clients(config).await?;
         let label = format!("floor, beside {beside}");
-        let (_, floor) = phase(&label, clients, &self.host, Mix::Floor, config, None).await;
+        let (_, floor) = phase(&label, clients, &self.host, self.mix, config, None).await;
         Ok(floor)
+    }
+
+    /// One of the alternating pairs' short phases.
+    async fn short_phase(&self, clients: Vec<Client>) -> (Vec<Client>, PhaseResult) {
+        load::run_phase(clients, &self.host, self.mix, PAIR_TIMES, None).await
     }
 }
 

@@ -84,6 +84,9 @@ pub struct SizeResult {
     /// GET req/s over the floor's in alternating one-second phases, pair
     /// by pair: the goal's figure is their median.
     pub floor_pairs: Vec<f64>,
+    /// Over the same floor in the same pairs: a component that makes one
+    /// key-value read and nothing else (the most a session GET can reach).
+    pub one_read_pairs: Vec<f64>,
 }
 
 /// The whole run.
@@ -118,6 +121,13 @@ const GET_WRITES_MAX: f64 = 0.05;
 /// Means of kv operations per request closer than this count as "the same
 /// kv ops": a rare sweep step or touch moves a mean by far less.
 const SAME_OPS_TOLERANCE: f64 = 0.01;
+
+/// The middle value (the upper one of an even count).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied()
+}
 
 /// CPU time per request of the host and of the store's own server, if it
 /// has one: what serving a request costs the machine.
@@ -340,12 +350,7 @@ impl SizeResult {
     /// The median of the alternating pairs' GET/floor ratios (the long
     /// phases' ratio when there are no pairs).
     pub fn get_vs_floor_paired(&self) -> f64 {
-        let mut ratios = self.floor_pairs.clone();
-        ratios.sort_by(f64::total_cmp);
-        match ratios.len() {
-            0 => self.get_vs_floor(),
-            n => ratios[n / 2],
-        }
+        median(&self.floor_pairs).unwrap_or_else(|| self.get_vs_floor())
     }
 
     /// Every phase, with its label.
@@ -461,14 +466,16 @@ impl Report {
                     .map_or(String::new(), |r| format!(", CPU per GET {r:.3}"));
                 println!(
                     "{name} sessions/floor beside it: GET req/s {:.3}{cpu}; \
-                     alternating pairs: median {:.3} of {:?}",
+                     alternating pairs: median {:.3}",
                     s.get_vs_floor(),
                     s.get_vs_floor_paired(),
-                    s.floor_pairs
-                        .iter()
-                        .map(|r| (r * 1000.0).round() / 1000.0)
-                        .collect::<Vec<_>>()
                 );
+                if let Some(one_read) = median(&s.one_read_pairs) {
+                    println!(
+                        "{name} one key-value read alone/floor, same pairs: median {one_read:.3} \
+                         (the most a component that reads its session can reach)"
+                    );
+                }
             }
             if let Some((small, large)) = smallest_largest(sizes) {
                 let cpu = match (
@@ -578,6 +585,7 @@ impl Report {
                     "get_vs_floor": s.get_vs_floor(),
                     "get_vs_floor_pairs": s.floor_pairs,
                     "get_vs_floor_paired_median": s.get_vs_floor_paired(),
+                    "one_read_vs_floor_pairs": s.one_read_pairs,
                 })
             })
             .collect()
@@ -721,6 +729,7 @@ mod tests {
             post_alone: phase(Mix::Post, 1.0),
             floor: phase(Mix::Floor, floor),
             floor_pairs: Vec::new(),
+            one_read_pairs: Vec::new(),
         }
     }
 
