@@ -127,6 +127,7 @@ fn hostile_suite(app: &App) {
 
     oversized_bodies(app, &a, &check);
     lying_lengths(app, &a, &check);
+    get_bodies(app, &a, &check);
     big_and_many_cookies(app, &a, &check);
     duplicate_session_cookies(app, &a, &b, &check);
     undecodable_cookies(app, &a, &check);
@@ -244,6 +245,52 @@ fn lying_lengths(app: &App, a: &Client, check: &Checker) {
         response.text()
     );
     check.unchanged("a body longer than its Content-Length");
+    assert_eq!(api_session(app, &a.cookie()).1["v1"], "Ada");
+}
+
+/// Page views and bodies: two page views pipelined on one connection are
+/// both answered; a GET whose body is a whole form post answers the page
+/// once and runs nothing of the body.
+fn get_bodies(app: &App, a: &Client, check: &Checker) {
+    let page_view = |close: bool| {
+        format!(
+            "GET /2 HTTP/1.1\r\nHost: localhost\r\nCookie: {}\r\n{}\r\n",
+            a.cookie(),
+            if close { "Connection: close\r\n" } else { "" }
+        )
+    };
+    let pipelined = format!("{}{}", page_view(false), page_view(true));
+    let response = exchange(
+        app.addr,
+        pipelined.as_bytes(),
+        After::Wait,
+        EXCHANGE_TIMEOUT,
+    )
+    .answered("two pipelined page views");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        count(&response.body, b"HTTP/1.1 200 "),
+        1,
+        "the second page view answered too: {}",
+        response.text()
+    );
+
+    let smuggled = format!("csrf_token={}&v1=Smuggled", a.token);
+    let mut form = form_head("/2", Some(&a.cookie()), smuggled.len(), false).into_bytes();
+    form.extend_from_slice(smuggled.as_bytes());
+    let mut bytes = format!(
+        "GET /2 HTTP/1.1\r\nHost: localhost\r\nCookie: {}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        a.cookie(),
+        form.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&form);
+    let response = exchange(app.addr, &bytes, After::Wait, EXCHANGE_TIMEOUT)
+        .answered("a GET whose body is a form post");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(count(&response.body, b"HTTP/1."), 0, "one answer only");
+    check.unchanged("a GET whose body is a form post");
     assert_eq!(api_session(app, &a.cookie()).1["v1"], "Ada");
 }
 
