@@ -167,8 +167,7 @@ fn oversized_bodies(app: &App, a: &Client, check: &Checker) {
     let mut body = format!("csrf_token={}&v1=", a.token).into_bytes();
     body.resize(mib, b'a');
 
-    let mut announced = form_head("/2", Some(&a.cookie()), body.len(), false).into_bytes();
-    announced.extend_from_slice(&body);
+    let announced = form_post(Some(&a.cookie()), &body);
     let response = exchange(app.addr, &announced, After::Wait, EXCHANGE_TIMEOUT).answered("1 MiB");
     assert_eq!(response.status, 413, "1 MiB body: {}", response.text());
     assert!(response.text().contains("larger than 16384 bytes"));
@@ -233,17 +232,11 @@ fn lying_lengths(app: &App, a: &Client, check: &Checker) {
     let mut bytes = form_head("/2", Some(&a.cookie()), body.len() - 1, false).into_bytes();
     bytes.extend_from_slice(body.as_bytes());
     let smuggled = format!("csrf_token={}&v1=Smuggled", a.token);
-    bytes.extend_from_slice(form_head("/2", Some(&a.cookie()), smuggled.len(), false).as_bytes());
-    bytes.extend_from_slice(smuggled.as_bytes());
+    bytes.extend_from_slice(&form_post(Some(&a.cookie()), smuggled.as_bytes()));
     let response = exchange(app.addr, &bytes, After::Wait, EXCHANGE_TIMEOUT)
         .answered("a body longer than its Content-Length");
     assert_eq!(response.status, 403, "{}", response.text());
-    assert_eq!(
-        count(&response.body, b"HTTP/1."),
-        0,
-        "one answer only: {}",
-        response.text()
-    );
+    assert_one_answer(&response);
     check.unchanged("a body longer than its Content-Length");
     assert_eq!(api_session(app, &a.cookie()).1["v1"], "Ada");
 }
@@ -276,8 +269,7 @@ fn get_bodies(app: &App, a: &Client, check: &Checker) {
     );
 
     let smuggled = format!("csrf_token={}&v1=Smuggled", a.token);
-    let mut form = form_head("/2", Some(&a.cookie()), smuggled.len(), false).into_bytes();
-    form.extend_from_slice(smuggled.as_bytes());
+    let form = form_post(Some(&a.cookie()), smuggled.as_bytes());
     let mut bytes = format!(
         "GET /2 HTTP/1.1\r\nHost: localhost\r\nCookie: {}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n",
@@ -289,7 +281,7 @@ fn get_bodies(app: &App, a: &Client, check: &Checker) {
     let response = exchange(app.addr, &bytes, After::Wait, EXCHANGE_TIMEOUT)
         .answered("a GET whose body is a form post");
     assert_eq!(response.status, 200, "{}", response.text());
-    assert_eq!(count(&response.body, b"HTTP/1."), 0, "one answer only");
+    assert_one_answer(&response);
     check.unchanged("a GET whose body is a form post");
     assert_eq!(api_session(app, &a.cookie()).1["v1"], "Ada");
 }
@@ -748,6 +740,24 @@ fn post_bytes(app: &App, path: &str, cookie: &str, body: &[u8]) -> Response {
         Some("application/x-www-form-urlencoded"),
         body,
     )
+}
+
+/// A whole form POST of `body` to `/2`, closing the connection after it.
+fn form_post(cookie: Option<&str>, body: &[u8]) -> Vec<u8> {
+    let mut bytes = form_head("/2", cookie, body.len(), false).into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+/// Nothing followed the response on its connection: no second request
+/// hidden in the first one's bytes was run.
+fn assert_one_answer(response: &Response) {
+    assert_eq!(
+        count(&response.body, b"HTTP/1."),
+        0,
+        "one answer only: {}",
+        response.text()
+    );
 }
 
 /// The head of a form POST announcing `length` body bytes.
