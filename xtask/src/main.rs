@@ -15,6 +15,7 @@
 
 mod apt;
 mod fuzz;
+mod shrink;
 mod toolchain;
 
 use std::path::Path;

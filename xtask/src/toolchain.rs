@@ -65,8 +65,10 @@ fn tools_dir() -> PathBuf {
     target_dir().join("tools")
 }
 
-/// Builds every component and returns the paths of the `.wasm` files.
+/// Builds every component, shrinks it (`crate::shrink`), and returns the
+/// paths of the `.wasm` files.
 pub fn build_components() -> Result<Vec<PathBuf>> {
+    let wasm_opt = crate::shrink::find_wasm_opt()?;
     let mut command = if rustup_has_wasm_target() {
         let mut c = Command::new(host_cargo());
         c.args(["build", "--release", "--target", WASM_TARGET]);
@@ -95,6 +97,7 @@ pub fn build_components() -> Result<Vec<PathBuf>> {
         .collect();
     for wasm in &outputs {
         check_is_component(wasm)?;
+        crate::shrink::shrink_component(wasm, &wasm_opt)?;
     }
     Ok(outputs)
 }
@@ -225,7 +228,8 @@ fn ensure_wasm_component_ld(tools_bin: &Path) -> Result<PathBuf> {
     Ok(linker)
 }
 
-fn which(program: &str) -> Option<PathBuf> {
+/// The first `program` on `PATH`.
+pub fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())

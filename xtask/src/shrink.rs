@@ -1,0 +1,345 @@
+//! Shrinking each built component before it ships: `wasm-opt -Oz` over the
+//! core module inside it, and its debug names dropped.
+//!
+//! LLVM's wasm code carries redundant locals, copies and blocks that
+//! Binaryen's optimiser removes (about an eighth of the tutorial's code),
+//! and wasm-component-ld adds a `component-name` section, names for
+//! debuggers only (about 9 KB). Nothing else changes: the component's types,
+//! imports, exports and adapter modules are kept byte for byte.
+//!
+//! wasm-opt reads core modules, not components, so the component's main
+//! module is taken out, optimised and put back in its place. That is sound
+//! because nothing in a component refers to a module by byte offset, only
+//! by index and by the names of its imports and exports, which wasm-opt
+//! keeps (it may drop an import nothing calls). The result is checked before
+//! it replaces the file: the module's exports must be the ones it had, its
+//! imports some of the ones it had, and the whole component must validate.
+//!
+//! A shrunk component carries a small custom section saying so, so running
+//! the build again (cargo did not relink) leaves it as it is.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, ensure, Context, Result};
+
+/// The custom section that marks a component as already shrunk.
+const SHRUNK_MARKER: &str = "shrunk-by-xtask";
+
+/// The debug-names section wasm-component-ld writes.
+const COMPONENT_NAMES: &str = "component-name";
+
+/// The WebAssembly features rustc's `wasm32-wasip2` code uses. wasm-opt must
+/// be told: stripped modules carry no `target_features` section.
+const WASM_FEATURES: &[&str] = &[
+    "--enable-bulk-memory",
+    "--enable-sign-ext",
+    "--enable-mutable-globals",
+    "--enable-nontrapping-float-to-int",
+    "--enable-multivalue",
+    "--enable-reference-types",
+];
+
+/// Shrinks the component at `path` in place, unless it already is.
+pub fn shrink_component(path: &Path, wasm_opt: &Path) -> Result<()> {
+    let original = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let sections = top_level_sections(&original)
+        .with_context(|| format!("reading the sections of {}", path.display()))?;
+    if sections
+        .iter()
+        .any(|s| s.custom_name() == Some(SHRUNK_MARKER))
+    {
+        return Ok(());
+    }
+    let main = main_module_index(&sections)?;
+    let optimised = run_wasm_opt(wasm_opt, sections[main].contents, path)?;
+    check_same_interface(sections[main].contents, &optimised)
+        .with_context(|| format!("wasm-opt changed the interface of {}", path.display()))?;
+    let shrunk = reassemble(&sections, main, &optimised);
+    wasmparser::Validator::new()
+        .validate_all(&shrunk)
+        .with_context(|| format!("the shrunk {} does not validate", path.display()))?;
+    let temporary = path.with_extension("shrunk.wasm");
+    std::fs::write(&temporary, &shrunk)
+        .with_context(|| format!("writing {}", temporary.display()))?;
+    // A rename, not a write in place: cargo hard-links its output into
+    // `deps/`, and that copy stays the linker's own.
+    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// Binaryen's `wasm-opt`: the one on `PATH`, else Debian's package
+/// (installed when we may, as for the other tools).
+pub fn find_wasm_opt() -> Result<PathBuf> {
+    if let Some(found) = crate::toolchain::which("wasm-opt") {
+        return Ok(found);
+    }
+    crate::apt::ensure(
+        &[("binaryen", "/usr/bin/wasm-opt")],
+        "shrinking the components",
+        "(or put Binaryen's wasm-opt on PATH another way: `brew install binaryen`, \
+         `cargo install wasm-opt`)",
+    )?;
+    Ok(PathBuf::from("/usr/bin/wasm-opt"))
+}
+
+/// One top-level section of a component: its id and contents.
+#[derive(Debug, Clone, Copy)]
+struct Section<'a> {
+    id: u8,
+    contents: &'a [u8],
+}
+
+const CUSTOM_SECTION: u8 = 0;
+const CORE_MODULE_SECTION: u8 = 1;
+
+impl Section<'_> {
+    /// The name of a custom section (None for any other section).
+    fn custom_name(&self) -> Option<&str> {
+        if self.id != CUSTOM_SECTION {
+            return None;
+        }
+        let (length, used) = read_leb_u32(self.contents).ok()?;
+        let name = self.contents.get(used..used + length as usize)?;
+        std::str::from_utf8(name).ok()
+    }
+}
+
+/// The sections of a component's outermost level, in order. Nested modules
+/// and components are single sections here, their contents untouched.
+fn top_level_sections(bytes: &[u8]) -> Result<Vec<Section<'_>>> {
+    const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\0\x01\0";
+    ensure!(
+        bytes.starts_with(&COMPONENT_HEADER),
+        "not a WebAssembly component (header {:02x?})",
+        &bytes[..bytes.len().min(8)]
+    );
+    let mut sections = Vec::new();
+    let mut rest = &bytes[COMPONENT_HEADER.len()..];
+    while let Some((&id, after_id)) = rest.split_first() {
+        let (size, used) = read_leb_u32(after_id)?;
+        let body = &after_id[used..];
+        let size = size as usize;
+        ensure!(
+            size <= body.len(),
+            "section {id} runs past the end of the file"
+        );
+        sections.push(Section {
+            id,
+            contents: &body[..size],
+        });
+        rest = &body[size..];
+    }
+    Ok(sections)
+}
+
+/// The component's own code: its largest core module. wit-component's other
+/// modules (the shims that let imports reach the main module's memory and
+/// allocator) are a few hundred bytes each.
+fn main_module_index(sections: &[Section]) -> Result<usize> {
+    sections
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.id == CORE_MODULE_SECTION)
+        .max_by_key(|(_, s)| s.contents.len())
+        .map(|(index, _)| index)
+        .context("the component holds no core module")
+}
+
+/// `wasm-opt -Oz` over one core module, through two files beside the
+/// component.
+fn run_wasm_opt(wasm_opt: &Path, module: &[u8], component: &Path) -> Result<Vec<u8>> {
+    let input = component.with_extension("core.wasm");
+    let output = component.with_extension("core-oz.wasm");
+    std::fs::write(&input, module).with_context(|| format!("writing {}", input.display()))?;
+    let status = Command::new(wasm_opt)
+        .arg("-Oz")
+        .args(WASM_FEATURES)
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .status()
+        .with_context(|| format!("running {}", wasm_opt.display()));
+    let optimised = match status {
+        Ok(s) if s.success() => std::fs::read(&output).context("reading wasm-opt's output"),
+        Ok(s) => Err(anyhow::anyhow!(
+            "`wasm-opt -Oz` failed on the core module of {} ({s})",
+            component.display()
+        )),
+        Err(e) => Err(e),
+    };
+    let _ = std::fs::remove_file(&input);
+    let _ = std::fs::remove_file(&output);
+    optimised
+}
+
+/// A core module's imports (module, name, kind) and exports (name, kind).
+type Interface = (Vec<(String, String, String)>, Vec<(String, String)>);
+
+/// Fails unless the optimised module exports the same items, in the same
+/// order and of the same kinds, and imports nothing new: the component's
+/// canonical functions use those exports by name, and its instantiations
+/// provide those imports. wasm-opt may drop an import no code calls (an
+/// instantiation may offer more than a module takes); validation then
+/// checks the types.
+fn check_same_interface(before: &[u8], after: &[u8]) -> Result<()> {
+    let (imports_before, exports_before) = interface(before)?;
+    let (imports_after, exports_after) = interface(after)?;
+    let mut remaining = imports_before.iter();
+    for import in &imports_after {
+        ensure!(
+            remaining.any(|kept| kept == import),
+            "it imports {}/{} ({}), which it did not, or not there",
+            import.0,
+            import.1,
+            import.2
+        );
+    }
+    ensure!(exports_before == exports_after, "its exports differ");
+    Ok(())
+}
+
+fn interface(module: &[u8]) -> Result<Interface> {
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    for payload in wasmparser::Parser::new(0).parse_all(module) {
+        match payload? {
+            wasmparser::Payload::ImportSection(section) => {
+                for import in section.into_imports() {
+                    let import = import?;
+                    let kind = format!("{:?}", import.ty)
+                        .split('(')
+                        .next()
+                        .unwrap_or("")
+                        .into();
+                    imports.push((import.module.to_string(), import.name.to_string(), kind));
+                }
+            }
+            wasmparser::Payload::ExportSection(section) => {
+                for export in section {
+                    let export = export?;
+                    exports.push((export.name.to_string(), format!("{:?}", export.kind)));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((imports, exports))
+}
+
+/// The component again, with `module` in place of the section at
+/// `main`, without its debug names, and marked as shrunk.
+fn reassemble(sections: &[Section], main: usize, module: &[u8]) -> Vec<u8> {
+    let mut out = b"\0asm\x0d\0\x01\0".to_vec();
+    for (index, section) in sections.iter().enumerate() {
+        if section.custom_name() == Some(COMPONENT_NAMES) {
+            continue;
+        }
+        let contents = if index == main {
+            module
+        } else {
+            section.contents
+        };
+        push_section(&mut out, section.id, contents);
+    }
+    let mut marker = Vec::new();
+    push_leb_u32(&mut marker, SHRUNK_MARKER.len() as u32);
+    marker.extend_from_slice(SHRUNK_MARKER.as_bytes());
+    marker.extend_from_slice(b"wasm-opt -Oz");
+    push_section(&mut out, CUSTOM_SECTION, &marker);
+    out
+}
+
+fn push_section(out: &mut Vec<u8>, id: u8, contents: &[u8]) {
+    out.push(id);
+    push_leb_u32(out, contents.len() as u32);
+    out.extend_from_slice(contents);
+}
+
+fn push_leb_u32(out: &mut Vec<u8>, mut value: u32) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// An unsigned LEB128 number of at most 32 bits, and how many bytes it took.
+fn read_leb_u32(bytes: &[u8]) -> Result<(u32, usize)> {
+    let mut value: u64 = 0;
+    for (index, &byte) in bytes.iter().take(5).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * index);
+        if byte & 0x80 == 0 {
+            let value = u32::try_from(value).context("a section size over 4 GiB")?;
+            return Ok((value, index + 1));
+        }
+    }
+    bail!("a truncated or over-long section size")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component of: one tiny module, a names section, one larger module,
+    /// and a custom section of another name.
+    fn sample() -> Vec<u8> {
+        let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+        push_section(&mut bytes, CORE_MODULE_SECTION, b"\0asm\x01\0\0\0");
+        let mut names = Vec::new();
+        push_leb_u32(&mut names, COMPONENT_NAMES.len() as u32);
+        names.extend_from_slice(COMPONENT_NAMES.as_bytes());
+        names.extend_from_slice(&[7; 200]);
+        push_section(&mut bytes, CUSTOM_SECTION, &names);
+        push_section(&mut bytes, CORE_MODULE_SECTION, &[9; 300]);
+        let mut other = Vec::new();
+        push_leb_u32(&mut other, 9);
+        other.extend_from_slice(b"producers");
+        push_section(&mut bytes, CUSTOM_SECTION, &other);
+        bytes
+    }
+
+    #[test]
+    fn leb_round_trip() {
+        for value in [0, 1, 127, 128, 300, 16_383, 16_384, u32::MAX] {
+            let mut bytes = Vec::new();
+            push_leb_u32(&mut bytes, value);
+            assert_eq!(read_leb_u32(&bytes).unwrap(), (value, bytes.len()));
+        }
+        assert!(read_leb_u32(&[0x80, 0x80]).is_err());
+    }
+
+    #[test]
+    fn splits_the_top_level_and_finds_the_main_module() {
+        let bytes = sample();
+        let sections = top_level_sections(&bytes).unwrap();
+        let ids: Vec<u8> = sections.iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 0, 1, 0]);
+        assert_eq!(sections[1].custom_name(), Some(COMPONENT_NAMES));
+        assert_eq!(main_module_index(&sections).unwrap(), 2);
+    }
+
+    #[test]
+    fn reassembly_replaces_the_main_module_drops_names_and_marks() {
+        let bytes = sample();
+        let sections = top_level_sections(&bytes).unwrap();
+        let out = reassemble(&sections, 2, &[5; 150]);
+        let again = top_level_sections(&out).unwrap();
+        let ids: Vec<u8> = again.iter().map(|s| s.id).collect();
+        assert_eq!(ids, [1, 1, 0, 0]);
+        assert_eq!(again[0].contents, sections[0].contents);
+        assert_eq!(again[1].contents, &[5; 150][..]);
+        assert_eq!(again[2].custom_name(), Some("producers"));
+        assert_eq!(again[3].custom_name(), Some(SHRUNK_MARKER));
+    }
+
+    #[test]
+    fn refuses_core_modules_and_truncated_files() {
+        assert!(top_level_sections(b"\0asm\x01\0\0\0").is_err());
+        let mut truncated = sample();
+        truncated.truncate(truncated.len() - 3);
+        assert!(top_level_sections(&truncated).is_err());
+    }
+}
