@@ -102,7 +102,7 @@ fn run() -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     let workspace = workspace_root();
-    check_wasm(&workspace)?;
+    let component_bytes = check_wasm(&workspace)?;
     let rts = Runtimes {
         host: tokio::runtime::Runtime::new()?,
         clients: tokio::runtime::Builder::new_current_thread()
@@ -140,6 +140,7 @@ fn run() -> anyhow::Result<ExitCode> {
         redis,
         total: started.elapsed(),
         load: [load_at_start, report::load_average()],
+        component_bytes,
     };
     let goals = report.goals();
     report.print(&goals);
@@ -156,18 +157,22 @@ fn run() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Stops early, with the remedy, when a component was not built.
-fn check_wasm(workspace: &Path) -> anyhow::Result<()> {
-    for wasm in ["sessions_tutorial.wasm", "floor.wasm", "handover.wasm"] {
+/// Stops early, with the remedy, when a component was not built; returns
+/// the tutorial component's size in bytes.
+fn check_wasm(workspace: &Path) -> anyhow::Result<u64> {
+    let bytes = |wasm: &str| -> anyhow::Result<u64> {
         let path = workspace.join("target/wasm32-wasip2/release").join(wasm);
-        if !path.exists() {
-            bail!(
+        let metadata = std::fs::metadata(&path).with_context(|| {
+            format!(
                 "{} is missing: run `cargo xtask bench`, which builds it",
                 path.display()
-            );
-        }
-    }
-    Ok(())
+            )
+        })?;
+        Ok(metadata.len())
+    };
+    bytes("floor.wasm")?;
+    bytes("handover.wasm")?;
+    bytes("sessions_tutorial.wasm")
 }
 
 /// One store size on one backend: prefill, start the host, the GET phase

@@ -102,6 +102,9 @@ pub struct Report {
     /// The machine's load averages when the run started, and when it
     /// ended: other work on a shared machine shows up here.
     pub load: [Option<String>; 2],
+    /// The size in bytes of the tutorial component the run served, as
+    /// `cargo xtask build` (spin.toml's build command) left it.
+    pub component_bytes: u64,
 }
 
 /// One of the issue's goals, checked.
@@ -117,6 +120,8 @@ pub struct Goal {
 /// The goals' thresholds, from the issue on sessions at scale.
 const SCALE_MIN: f64 = 0.9;
 const FLOOR_MIN: f64 = 0.6;
+/// The tutorial component's largest size, from the library's issue.
+const COMPONENT_MAX_BYTES: u64 = 300_000;
 const GET_WRITES_MAX: f64 = 0.05;
 /// Means of kv operations per request closer than this count as "the same
 /// kv ops": a rare sweep step or touch moves a mean by far less.
@@ -175,6 +180,15 @@ fn checks(sizes: &[SizeResult]) -> Vec<Goal> {
     goals.push(writes_check(sizes));
     goals.push(admission_check(sizes));
     goals
+}
+
+/// The shipped tutorial component is at most 300 KB (the library's issue).
+fn component_size_check(bytes: u64) -> Goal {
+    Goal {
+        name: format!("the tutorial component is at most {COMPONENT_MAX_BYTES} bytes"),
+        pass: Some(bytes <= COMPONENT_MAX_BYTES),
+        detail: format!("{bytes} bytes"),
+    }
 }
 
 /// What admission control costs (the library's issue): an anonymous page
@@ -379,9 +393,12 @@ impl Report {
             .sum()
     }
 
-    /// Checks the issue's goals, on the SQLite figures.
+    /// Checks the issues' goals: the component's size, and the rest on
+    /// the SQLite figures.
     pub fn goals(&self) -> Vec<Goal> {
-        checks(&self.sizes)
+        let mut goals = vec![component_size_check(self.component_bytes)];
+        goals.extend(checks(&self.sizes));
+        goals
     }
 
     /// The same checks on the Redis figures: for comparison, not goals.
@@ -555,6 +572,7 @@ impl Report {
                 "largest_vs_smallest": scale_json(&self.redis),
                 "checks": goals_json(&self.redis_checks()),
             },
+            "component_bytes": self.component_bytes,
             "goals": goals_json(goals),
             "load_average": { "start": self.load[0], "end": self.load[1] },
             "errors": self.errors(),
@@ -731,6 +749,14 @@ mod tests {
             floor_pairs: Vec::new(),
             one_read_pairs: Vec::new(),
         }
+    }
+
+    #[test]
+    fn the_component_size_goal_is_300_000_bytes() {
+        assert_eq!(component_size_check(300_000).pass, Some(true));
+        let over = component_size_check(300_001);
+        assert_eq!(over.pass, Some(false));
+        assert_eq!(over.detail, "300001 bytes");
     }
 
     #[test]
