@@ -46,10 +46,11 @@ pub(crate) fn is_https<B>(request: &http::Request<B>) -> bool {
 /// judged carry them in `Vary`.
 pub const CROSS_ORIGIN_VARY: &str = "Origin, Sec-Fetch-Site";
 
-/// The client's address, for the quota of new sessions: from `header` when
-/// a trusted proxy sets one (its last entry: the one the proxy added), else
-/// from Spin's `spin-client-addr`, without the port. An IPv6 address counts
-/// by its /64 prefix, the block one subscriber gets.
+/// The client's address as the request gives it, for the quota of new
+/// sessions: from `header` when a trusted proxy sets one (its last entry:
+/// the one the proxy added), else Spin's `spin-client-addr`. Read on every
+/// load, made into the quota's key by [`quota_address`] only when a
+/// session is created: most requests create none.
 pub(crate) fn client_address<B>(
     request: &http::Request<B>,
     header: Option<&str>,
@@ -59,23 +60,28 @@ pub(crate) fn client_address<B>(
         let value = headers.get_all(name).iter().next_back()?.to_str().ok()?;
         Some(value.rsplit(',').next()?.trim().to_owned())
     });
-    let raw = from_proxy.filter(|v| !v.is_empty()).or_else(|| {
+    from_proxy.filter(|v| !v.is_empty()).or_else(|| {
         let value = headers.get("spin-client-addr")?.to_str().ok()?;
         Some(value.trim().to_owned())
-    })?;
+    })
+}
+
+/// The address a client's new sessions are counted under: without the
+/// port; an IPv6 address by its /64 prefix, the block one subscriber gets;
+/// anything that is no address (whatever a trusted proxy wrote) as it is.
+pub(crate) fn quota_address(raw: String) -> String {
     let ip = raw
         .parse::<std::net::SocketAddr>()
         .map(|addr| addr.ip())
         .or_else(|_| raw.parse::<std::net::IpAddr>());
-    Some(match ip {
+    match ip {
         Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
         Ok(std::net::IpAddr::V6(v6)) => {
             let s = v6.segments();
             format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
-        // Whatever a trusted proxy wrote: counted as it is.
         Err(_) => raw,
-    })
+    }
 }
 
 /// True when `request` changes state (not GET, HEAD or OPTIONS) and comes
@@ -226,30 +232,41 @@ mod tests {
 
     #[test]
     fn client_addresses() {
+        let quota = |request: &http::Request<()>, header| {
+            client_address(request, header).map(quota_address)
+        };
         let spin = |addr: &str| request(&[("spin-client-addr", addr)]);
         assert_eq!(
-            client_address(&spin("127.0.0.2:5123"), None).as_deref(),
+            quota(&spin("127.0.0.2:5123"), None).as_deref(),
             Some("127.0.0.2")
         );
         assert_eq!(
-            client_address(&spin("[2001:db8:1:2:3:4:5:6]:443"), None).as_deref(),
+            quota(&spin("[2001:db8:1:2:3:4:5:6]:443"), None).as_deref(),
             Some("2001:db8:1:2::/64")
         );
-        assert_eq!(client_address(&request(&[]), None), None);
+        assert_eq!(
+            quota(&spin(" 10.1.2.3 "), None).as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(
+            quota(&spin("not an address"), None).as_deref(),
+            Some("not an address")
+        );
+        assert_eq!(quota(&request(&[]), None), None);
         // A proxy's header is read only when configured, and then its last
         // entry counts (the one the proxy appended).
         let proxied = request(&[
             ("spin-client-addr", "10.0.0.1:999"),
             ("x-forwarded-for", "6.6.6.6, 203.0.113.9"),
         ]);
-        assert_eq!(client_address(&proxied, None).as_deref(), Some("10.0.0.1"));
+        assert_eq!(quota(&proxied, None).as_deref(), Some("10.0.0.1"));
         assert_eq!(
-            client_address(&proxied, Some("x-forwarded-for")).as_deref(),
+            quota(&proxied, Some("x-forwarded-for")).as_deref(),
             Some("203.0.113.9")
         );
         let missing = request(&[("spin-client-addr", "10.0.0.1:999")]);
         assert_eq!(
-            client_address(&missing, Some("x-forwarded-for")).as_deref(),
+            quota(&missing, Some("x-forwarded-for")).as_deref(),
             Some("10.0.0.1")
         );
     }

@@ -58,8 +58,9 @@ pub(crate) struct RequestFacts {
     pub unsafe_method: bool,
     /// It changes state and comes from another origin.
     pub cross_origin: bool,
-    /// The client's address, for the quota of new sessions, if known
-    /// (hashed only when a session is created: most requests create none).
+    /// The client's address as the request gave it, for the quota of new
+    /// sessions, if known (parsed and hashed only when a session is
+    /// created: most requests create none).
     pub client_address: Option<String>,
 }
 
@@ -351,9 +352,9 @@ impl<'s, S: SessionStore> Session<'s, S> {
         let client = self
             .request
             .client_address
-            .as_deref()
+            .clone()
             .filter(|_| quota > 0)
-            .map(client_key);
+            .map(|raw| client_key(&crate::request::quota_address(raw)));
         let admission = Admission {
             client: client.as_deref(),
             per_minute: quota,
