@@ -22,7 +22,8 @@
 //! two long phases minutes apart can drift by a fifth. A third component
 //! runs in each pair: the handover fixture making one key-value read and
 //! nothing else, whose ratio to the floor is the most a component that
-//! reads its session on every request can reach. Figures are printed and written as JSON
+//! reads its session on every request can reach. The scale goal compares the
+//! sizes through the same medians: their GET phases run minutes apart. Figures are printed and written as JSON
 //! to `target/bench/`; the goals are checked on the SQLite figures, the
 //! Redis ones are printed beside them.
 //!
