@@ -23,9 +23,10 @@
 //! runs in each pair: the handover fixture making one key-value read and
 //! nothing else, whose ratio to the floor is the most a component that
 //! reads its session on every request can reach. The scale goal compares the
-//! sizes through the same medians: their GET phases run minutes apart. Figures are printed and written as JSON
-//! to `target/bench/`; the goals are checked on the SQLite figures, the
-//! Redis ones are printed beside them.
+//! sizes through the same medians: their GET phases run minutes apart.
+//! Figures are printed and written as JSON to `target/bench/`; the goals
+//! are checked on the SQLite figures, the Redis ones are printed beside
+//! them.
 //!
 //! The clients speak HTTP/1.1 by hand ([`http`]): each request leaves in
 //! one write, as a browser sends it, and latency is what the client sees.

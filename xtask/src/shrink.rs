@@ -26,6 +26,9 @@ use anyhow::{bail, ensure, Context, Result};
 /// The custom section that marks a component as already shrunk.
 const SHRUNK_MARKER: &str = "shrunk-by-xtask";
 
+/// The preamble of a component: the wasm magic, version 0x0d, layer 1.
+const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\0\x01\0";
+
 /// The debug-names section wasm-component-ld writes.
 const COMPONENT_NAMES: &str = "component-name";
 
@@ -107,7 +110,6 @@ impl Section<'_> {
 /// The sections of a component's outermost level, in order. Nested modules
 /// and components are single sections here, their contents untouched.
 fn top_level_sections(bytes: &[u8]) -> Result<Vec<Section<'_>>> {
-    const COMPONENT_HEADER: [u8; 8] = *b"\0asm\x0d\0\x01\0";
     ensure!(
         bytes.starts_with(&COMPONENT_HEADER),
         "not a WebAssembly component (header {:02x?})",
@@ -205,11 +207,7 @@ fn interface(module: &[u8]) -> Result<Interface> {
             wasmparser::Payload::ImportSection(section) => {
                 for import in section.into_imports() {
                     let import = import?;
-                    let kind = format!("{:?}", import.ty)
-                        .split('(')
-                        .next()
-                        .unwrap_or("")
-                        .into();
+                    let kind = import_kind(&import.ty).to_string();
                     imports.push((import.module.to_string(), import.name.to_string(), kind));
                 }
             }
@@ -225,10 +223,24 @@ fn interface(module: &[u8]) -> Result<Interface> {
     Ok((imports, exports))
 }
 
+/// What kind of item an import is, without its type (whose indices
+/// wasm-opt may renumber; validation checks the types).
+fn import_kind(ty: &wasmparser::TypeRef) -> &'static str {
+    use wasmparser::TypeRef;
+    match ty {
+        TypeRef::Func(_) => "function",
+        TypeRef::FuncExact(_) => "exact function",
+        TypeRef::Table(_) => "table",
+        TypeRef::Memory(_) => "memory",
+        TypeRef::Global(_) => "global",
+        TypeRef::Tag(_) => "tag",
+    }
+}
+
 /// The component again, with `module` in place of the section at
 /// `main`, without its debug names, and marked as shrunk.
 fn reassemble(sections: &[Section], main: usize, module: &[u8]) -> Vec<u8> {
-    let mut out = b"\0asm\x0d\0\x01\0".to_vec();
+    let mut out = COMPONENT_HEADER.to_vec();
     for (index, section) in sections.iter().enumerate() {
         if section.custom_name() == Some(COMPONENT_NAMES) {
             continue;
@@ -286,7 +298,7 @@ mod tests {
     /// A component of: one tiny module, a names section, one larger module,
     /// and a custom section of another name.
     fn sample() -> Vec<u8> {
-        let mut bytes = b"\0asm\x0d\0\x01\0".to_vec();
+        let mut bytes = COMPONENT_HEADER.to_vec();
         push_section(&mut bytes, CORE_MODULE_SECTION, b"\0asm\x01\0\0\0");
         let mut names = Vec::new();
         push_leb_u32(&mut names, COMPONENT_NAMES.len() as u32);
