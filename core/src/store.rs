@@ -120,7 +120,12 @@ pub fn swap_and_confirm<S: SessionStore>(
 /// How many write ids a record or the cursor keeps (see
 /// [`swap_and_confirm`]): a write is recognised as long as fewer than this
 /// many writes landed on top of it before its writer read the key back.
-pub const RECENT_WRITES: usize = 8;
+///
+/// On Spin's Redis store that read-back comes through a new connection; on
+/// a loaded 2-core machine another instance once landed 8 writes in that
+/// gap (`tests/redis.rs`, two instances posting at once), and the update
+/// was applied twice. 32 ids cost at most ~500 bytes of a busy record.
+pub const RECENT_WRITES: usize = 32;
 
 /// The length of one write id: enough randomness that two writers never
 /// pick the same one.
