@@ -242,8 +242,8 @@ fn lying_lengths(app: &App, a: &Client, check: &Checker) {
 }
 
 /// Page views and bodies: two page views pipelined on one connection are
-/// both answered; a GET whose body is a whole form post answers the page
-/// once and runs nothing of the body.
+/// both answered; a GET whose body is a whole form post (with a length, or
+/// chunked) answers the page once and runs nothing of the body.
 fn get_bodies(app: &App, a: &Client, check: &Checker) {
     let page_view = |close: bool| {
         format!(
@@ -283,6 +283,23 @@ fn get_bodies(app: &App, a: &Client, check: &Checker) {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_one_answer(&response);
     check.unchanged("a GET whose body is a form post");
+
+    // The same body in chunks: no length declared, so only the transfer
+    // coding says that there is a body at all.
+    let mut bytes = format!(
+        "GET /2 HTTP/1.1\r\nHost: localhost\r\nCookie: {}\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n{:x}\r\n",
+        a.cookie(),
+        form.len()
+    )
+    .into_bytes();
+    bytes.extend_from_slice(&form);
+    bytes.extend_from_slice(b"\r\n0\r\n\r\n");
+    let response = exchange(app.addr, &bytes, After::Wait, EXCHANGE_TIMEOUT)
+        .answered("a chunked GET whose body is a form post");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_one_answer(&response);
+    check.unchanged("a chunked GET whose body is a form post");
     assert_eq!(api_session(app, &a.cookie()).1["v1"], "Ada");
 }
 

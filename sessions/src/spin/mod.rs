@@ -103,28 +103,60 @@ macro_rules! http_component {
 }
 
 fn read_request(request: IncomingRequest, max_body_bytes: usize) -> http::Request<RequestBody> {
-    let mut builder = http::Request::builder()
-        .method(method(request.method()))
-        .uri(request.path_with_query().unwrap_or_else(|| "/".to_owned()));
-    for (name, value) in request.headers().entries() {
-        builder = builder.header(name, value);
-    }
-    let declared_length = builder
-        .headers_ref()
-        .and_then(|headers| headers.get(http::header::CONTENT_LENGTH))
-        .and_then(|value| value.to_str().ok()?.trim().parse::<u64>().ok());
-    let body = if declared_length.is_some_and(|n| n > max_body_bytes as u64) {
+    let method = method(request.method());
+    let uri = request.path_with_query().unwrap_or_else(|| "/".to_owned());
+    let headers = read_headers(&request);
+    let body = if !has_body(&method, &headers) {
+        Ok(Vec::new())
+    } else if declared_length(&headers).is_some_and(|n| n > max_body_bytes as u64) {
         Err(BodyError::TooLarge {
             limit: max_body_bytes,
         })
     } else {
         read_body(request, max_body_bytes)
     };
-    builder.body(body).unwrap_or_else(|_| {
+    let Ok(uri) = http::Uri::try_from(uri) else {
         // A path Spin let through but `http` refuses: served as `/`, with
         // no headers, so the handler still answers.
-        http::Request::new(Err(BodyError::Incomplete))
-    })
+        return http::Request::new(Err(BodyError::Incomplete));
+    };
+    let mut converted = http::Request::new(body);
+    *converted.method_mut() = method;
+    *converted.uri_mut() = uri;
+    *converted.headers_mut() = headers;
+    converted
+}
+
+/// The request's header fields, in one call to the host. Spin's server
+/// lets through only fields `http` also takes; any other is left out.
+fn read_headers(request: &IncomingRequest) -> http::HeaderMap {
+    let entries = request.headers().entries();
+    let mut headers = http::HeaderMap::with_capacity(entries.len());
+    for (name, value) in entries {
+        let name = http::HeaderName::from_bytes(name.as_bytes());
+        let value = http::HeaderValue::from_bytes(&value);
+        if let (Ok(name), Ok(value)) = (name, value) {
+            headers.append(name, value);
+        }
+    }
+    headers
+}
+
+/// Whether the request may carry a body. A GET or HEAD declaring neither a
+/// length nor a transfer coding has none (RFC 9110 §6.4.1, RFC 9112 §6.3):
+/// nothing to read, and the calls to the host that reading takes are saved
+/// on every page view.
+fn has_body(method: &http::Method, headers: &http::HeaderMap) -> bool {
+    let bodiless_method = method == http::Method::GET || method == http::Method::HEAD;
+    !bodiless_method
+        || headers.contains_key(http::header::CONTENT_LENGTH)
+        || headers.contains_key(http::header::TRANSFER_ENCODING)
+}
+
+/// The body's length as the request declares it, when it does.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    let value = headers.get(http::header::CONTENT_LENGTH)?;
+    value.to_str().ok()?.trim().parse().ok()
 }
 
 fn method(method: Method) -> http::Method {
