@@ -258,8 +258,9 @@ fn field<'f>(fields: &'f [(String, String)], name: &str) -> Option<&'f str> {
         .map(|(_, v)| v.as_str())
 }
 
-/// Every header this app sends is a constant: taken as it is, neither
-/// checked nor copied again on each request.
+/// Every header this app sends is a constant: its value points at the
+/// static text instead of a copy (`from_static` still checks its bytes,
+/// and would panic on a bad one, which no constant here has).
 fn response(
     status: StatusCode,
     headers: &[(header::HeaderName, &'static str)],

@@ -352,9 +352,9 @@ impl<'s, S: SessionStore> Session<'s, S> {
         let client = self
             .request
             .client_address
-            .clone()
+            .as_ref()
             .filter(|_| quota > 0)
-            .map(|raw| client_key(&crate::request::quota_address(raw)));
+            .map(|raw| client_key(&crate::request::quota_address(raw.clone())));
         let admission = Admission {
             client: client.as_deref(),
             per_minute: quota,
