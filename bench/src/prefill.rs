@@ -6,8 +6,9 @@
 //! through its public API, as the tutorial does for a visitor's first form
 //! post (load, a first value, save), on an in-memory store ([`Recorder`]):
 //! the records (with their `recent_writes`), their expiry index entries and
-//! slot counters, the session count, the sweep cursor (with its `claims`)
-//! and the signing key are what the component writes, byte for byte,
+//! the new queue's slot counter, the sweep cursor (with its `claims`) and
+//! the signing key (with the counters that chose it) are what the
+//! component writes, byte for byte,
 //! because they are written by the same code. The visitors have no
 //! address, so no per-client quota counter is written: the store is one
 //! whose quota counters are past their minute and swept. What it holds is
@@ -284,7 +285,7 @@ mod tests {
 
     use super::*;
     use crate::resp::Reply;
-    use spin_sessions_core::index::{Cursor, CURSOR_KEY, SESSION_COUNT_KEY};
+    use spin_sessions_core::index::{count, Cursor, CURSOR_KEY, NEW_TAIL_KEY};
     use spin_sessions_core::SessionRecord;
     use std::net::SocketAddr;
     use test_support::http::{request_bytes, send};
@@ -395,19 +396,25 @@ mod tests {
                     );
                     assert_eq!(a.csrf_token.len(), b.csrf_token.len());
                 }
-                "expiry/cursor" => {
+                "index/cursor" => {
                     let a: Cursor = serde_json::from_slice(a).unwrap();
                     let b: Cursor = serde_json::from_slice(b).unwrap();
-                    assert_eq!((a.next, a.claims.len()), (b.next, b.claims.len()));
+                    assert_eq!(
+                        (a.new.done, a.moved_tail, a.claims.len()),
+                        (b.new.done, b.moved_tail, b.claims.len())
+                    );
                 }
-                "expiry/<n>/count" | "sessions/count" | "sessions/signing-key-election" => {
-                    assert_eq!(counter(a), counter(b))
+                "index/new/tail"
+                | "sessions/signing-key/tickets"
+                | "sessions/signing-key/winner" => assert_eq!(counter(a), counter(b)),
+                "sessions/signing-key" | "sessions/signing-key/candidate/<n>" => {
+                    assert_eq!(a.len(), b.len())
                 }
-                "sessions/signing-key" => assert_eq!(a.len(), b.len()),
                 // The entry holds its record's key.
-                _ => assert!(String::from_utf8(b.clone())
+                "index/new/<n>" => assert!(String::from_utf8(b.clone())
                     .unwrap()
-                    .starts_with("session/")),
+                    .contains("\"k\":\"session/")),
+                other => panic!("unexpected key {other}"),
             }
         }
     }
@@ -438,7 +445,7 @@ mod tests {
         rt.block_on(app.shutdown());
         let ours = RedisServer::start(false);
         let filled = prefill(Target::Redis(&ours), 1, 1, 1000).unwrap();
-        assert_eq!(filled.rows, 7);
+        assert_eq!(filled.rows, 8);
         assert_alike(&redis_rows(&real), &redis_rows(&ours), redis_number);
     }
 
@@ -447,7 +454,7 @@ mod tests {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let dir = TempDir::new("sweep");
         let filled = prefill(Target::Sqlite(dir.path()), 40, 2, 1000).unwrap();
-        assert_eq!(filled.rows, 2 * 40 + 5);
+        assert_eq!(filled.rows, 2 * 40 + 6);
         let app = start(&rt, dir.path(), None);
         let live = &filled.live[0];
 
@@ -497,9 +504,11 @@ mod tests {
             records, visitors,
             "only the new visitors' sessions are left"
         );
-        let count = rows.iter().find(|(k, _)| k == SESSION_COUNT_KEY).unwrap();
-        assert_eq!(sqlite_number(&count.1), visitors as i64);
+        let tail = rows.iter().find(|(k, _)| k == NEW_TAIL_KEY).unwrap();
         let cursor = rows.iter().find(|(k, _)| k == CURSOR_KEY).unwrap();
-        assert!(!Cursor::decode(&cursor.1).unwrap().claims.is_empty());
+        let cursor = Cursor::decode(&cursor.1).unwrap();
+        assert!(!cursor.claims.is_empty());
+        let tail = u64::try_from(sqlite_number(&tail.1)).unwrap();
+        assert_eq!(count(&cursor, tail), visitors as u64);
     }
 }

@@ -56,14 +56,38 @@ impl Snapshot for RecordedSnapshot {
     }
 }
 
+impl Contents {
+    /// What `key` holds: a value, or a counter as decimal text (what a
+    /// compare-and-swap of a counter sees; the library reads either of
+    /// Spin's encodings).
+    fn read(&self, key: &str) -> Option<Vec<u8>> {
+        self.values
+            .get(key)
+            .cloned()
+            .or_else(|| self.counters.get(key).map(|n| n.to_string().into_bytes()))
+    }
+
+    /// Stores `value` at `key`: as a counter if `key` is one (the signing
+    /// key's winner is swapped from one number to another).
+    fn write(&mut self, key: String, value: &[u8]) {
+        let number = std::str::from_utf8(value).ok().and_then(|t| t.parse().ok());
+        match (self.counters.get_mut(&key), number) {
+            (Some(counter), Some(n)) => *counter = n,
+            _ => {
+                self.counters.remove(&key);
+                self.values.insert(key, value.to_vec());
+            }
+        }
+    }
+}
+
 /// An honest store: a swap writes if and only if the key is unchanged, and
-/// says so. The prefill makes no concurrent swaps of one key anyway (only
-/// the sweep cursor is swapped, and only when its bucket has ended).
+/// says so. The prefill makes no concurrent swaps of one key anyway.
 impl SessionStore for &Recorder {
     type Snapshot = RecordedSnapshot;
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.lock().values.get(key).cloned())
+        Ok(self.lock().read(key))
     }
 
     fn snapshot(&self, key: &str) -> Result<RecordedSnapshot, StoreError> {
@@ -79,15 +103,14 @@ impl SessionStore for &Recorder {
         value: &[u8],
     ) -> Result<Swap<RecordedSnapshot>, StoreError> {
         let mut contents = self.lock();
-        let current = contents.values.get(&snapshot.key);
-        if current.map(Vec::as_slice) != snapshot.value.as_deref() {
-            let value = current.cloned();
+        let current = contents.read(&snapshot.key);
+        if current != snapshot.value {
             return Ok(Swap::NotConfirmed(RecordedSnapshot {
                 key: snapshot.key,
-                value,
+                value: current,
             }));
         }
-        contents.values.insert(snapshot.key, value.to_vec());
+        contents.write(snapshot.key, value);
         Ok(Swap::Done)
     }
 
@@ -138,7 +161,11 @@ mod tests {
         let store = &recorder;
         assert_eq!(store.increment("n", 2).unwrap(), 2);
         assert_eq!(store.increment("n", -1).unwrap(), 1);
-        assert_eq!(store.get("n").unwrap(), None);
+        // A counter reads, and swaps, as decimal text, and stays a counter.
+        assert_eq!(store.get("n").unwrap(), Some(b"1".to_vec()));
+        let counter = store.snapshot("n").unwrap();
+        assert!(matches!(store.swap(counter, b"5").unwrap(), Swap::Done));
+        assert_eq!(store.increment("n", 0).unwrap(), 5);
         store.set("k", b"a").unwrap();
         let stale = store.snapshot("k").unwrap();
         let fresh = store.snapshot("k").unwrap();

@@ -48,7 +48,7 @@ impl ExpiryPolicy {
     /// True once `now` has reached [`ExpiryPolicy::expires_at`], or when
     /// the record has [`ended`](SessionRecord::ended).
     pub fn is_expired(&self, record: &SessionRecord, now: i64) -> bool {
-        record.ended || now >= self.expires_at(record)
+        record.is_ended() || now >= self.expires_at(record)
     }
 
     /// How far `last_seen_at` may lag behind a request before the request

@@ -17,6 +17,7 @@
 //! - [`expiry`]: idle and absolute timeouts, and when a read should touch;
 //! - [`index`]: the expiry index in the store, swept a bounded step per
 //!   request, and the cap on the number of sessions;
+//! - [`signing`]: the store's one key for pending identifiers, chosen once;
 //! - [`store`]: the small [`SessionStore`] trait an adapter implements
 //!   (Spin's key-value store in the component, [`MemoryStore`] in tests);
 //! - [`manager`]: [`SessionManager`], which finds, creates, updates and
@@ -36,6 +37,7 @@ pub mod manager;
 pub mod memory;
 pub mod prefix;
 pub mod record;
+pub mod signing;
 pub mod store;
 pub mod time;
 pub mod values;
@@ -44,9 +46,11 @@ pub use changes::{Change, Changes};
 pub use cookie::{CookieConfig, CookieConfigError, SameSite, Secure, COOKIE_NAME};
 pub use expiry::ExpiryPolicy;
 pub use id::{CookieId, PendingId, SessionId, SigningKey};
-pub use manager::{Admission, CreateError, Found, Session, SessionManager, UpdateError};
+pub use manager::{
+    Admission, CreateError, Found, Session, SessionManager, Uncertainty, UpdateError,
+};
 pub use memory::MemoryStore;
 pub use prefix::Prefixed;
-pub use record::{DecodeError, SessionRecord, RECORD_FORMAT};
-pub use store::{SessionStore, Snapshot, StoreError, Swap};
+pub use record::{DecodeError, EndReason, Ending, SessionRecord, RECORD_FORMAT};
+pub use store::{SessionStore, Snapshot, StoreError, Swap, Verdict};
 pub use values::{StoredValue, Values};

@@ -1,35 +1,41 @@
 //! Finding, creating, updating and deleting sessions through a store.
+//!
+//! Every write of an existing record is a compare-and-swap judged by the
+//! record's version ([`crate::store::judge`]): its outcome is either known,
+//! or reported as unknown ([`UpdateError::Unknown`]), never guessed. So no
+//! update is applied twice, and no answer says "not saved" of a write that
+//! may have landed.
 
-use std::cell::{Cell, OnceCell};
+use std::cell::OnceCell;
 
 use crate::expiry::ExpiryPolicy;
-use crate::id::{random_token, SessionId, SigningKey, SIGNING_KEY_KEY};
-use crate::index::{self, StepReport};
-use crate::record::{DecodeError, SessionRecord};
+use crate::id::{random_token, SessionId, SigningKey};
+use crate::index::{self, Cursor, Entry, Eviction, SlotValue, StepReport};
+use crate::record::{DecodeError, EndReason, Ending, SessionRecord};
+use crate::signing;
 use crate::store::{
-    remember_write, swap_and_confirm, Confirmed, SessionStore, Snapshot, StoreError, WRITE_ID_LEN,
+    judge_all, remember_write, Attempt, SessionStore, Snapshot, StoreError, Swap, Verdict,
+    WRITE_ID_LEN,
 };
 
 /// Length of the per-session CSRF token.
 pub const CSRF_TOKEN_LEN: usize = 32;
 
-/// How many times an update is re-applied after losing a compare-and-swap
-/// race before the request gives up (and answers 503).
+/// How many compare-and-swap attempts an update makes before the request
+/// gives up (and answers 503).
 pub const MAX_SWAP_ATTEMPTS: usize = 16;
-
-/// Where requests draw lots for who makes the store's signing key.
-pub const SIGNING_KEY_ELECTION_KEY: &str = "sessions/signing-key-election";
-
-/// How many times a request that lost the draw reads the signing key
-/// before it writes one itself.
-pub const SIGNING_KEY_WAITS: usize = 20;
 
 /// The default cap on live sessions.
 pub const DEFAULT_MAX_SESSIONS: u64 = 100_000;
 
-/// How many sweep steps a creation may run to bring the session count back
-/// under the cap.
+/// How many sweep steps a creation may run to make room under the cap.
 const EVICTION_STEPS: usize = 2;
+
+/// How many sessions one creation evicts at most: one for itself, and one
+/// towards a store that is over the cap for another reason (a lowered
+/// cap). Concurrent creations at the cap so evict at most one session each
+/// beyond what the cap requires.
+const MAX_EVICTIONS_PER_CREATION: u64 = 2;
 
 /// Sessions over a [`SessionStore`], with an [`ExpiryPolicy`], a cap on
 /// their number and the expiry index ([`crate::index`]).
@@ -37,9 +43,6 @@ pub struct SessionManager<S> {
     store: S,
     policy: ExpiryPolicy,
     max_sessions: u64,
-    /// The index cursor's bucket as [`SessionManager::maintain`] last read
-    /// it.
-    cursor_bucket: Cell<Option<i64>>,
     /// The store's signing key, once read.
     signing_key: OnceCell<SigningKey>,
     /// Sessions seen this recently (seconds) are never evicted.
@@ -68,29 +71,20 @@ impl Admission<'_> {
     };
 }
 
-/// What [`SessionManager::evict`] achieved.
-struct EvictionOutcome {
-    /// Sessions it could not remove.
-    left: u64,
-    /// A step moved the cursor across empty buckets.
-    walked: bool,
-    /// A step lost the cursor to a concurrent sweeper.
-    contended: bool,
-}
-
-/// Why a session was not created.
+/// Why a session was not created. In every case no cookie is handed out,
+/// so nothing that may have been written is reachable: the sweep removes
+/// it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CreateError {
     /// The store failed.
     Store(StoreError),
-    /// The client has created its quota of sessions this minute; nothing
-    /// was stored.
+    /// The client has created its quota of sessions this minute.
     RateLimited {
         /// Seconds until the quota's minute is over.
         retry_after_secs: u64,
     },
-    /// The cap is reached and every stored session is protected; nothing
-    /// was stored.
+    /// The cap is reached and every stored session is protected (or the
+    /// room could not be made just now).
     Full {
         /// Seconds after which room may have been made.
         retry_after_secs: u64,
@@ -148,21 +142,41 @@ pub enum Found {
     /// A well-formed identifier the store does not know (never issued,
     /// deleted, or swept).
     Unknown,
-    /// The session had expired; its record has been deleted.
+    /// The session has expired or ended. Its record stays until the sweep
+    /// removes it: a read never writes.
     Expired,
-    /// The stored record could not be read; it has been deleted.
+    /// The stored record could not be read (the sweep removes it).
     Undecodable(DecodeError),
 }
 
-/// Why an update was not applied.
+/// Why a write of an existing session did not simply succeed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum UpdateError {
-    /// The store failed.
+    /// The store failed before anything was written.
     Store(StoreError),
-    /// The session was deleted or expired while the update was retried.
+    /// The session had ended (expired, signed out, evicted, or its
+    /// identifier replaced); nothing was written.
     Gone,
-    /// Too many concurrent writers: [`MAX_SWAP_ATTEMPTS`] swaps lost.
+    /// Too many concurrent writers: [`MAX_SWAP_ATTEMPTS`] swaps lost, none
+    /// of which can land any more; nothing was written.
     Contended,
+    /// The write may or may not have been stored, and no read can tell.
+    Unknown(Uncertainty),
+}
+
+/// Why the outcome of a write cannot be known.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Uncertainty {
+    /// The store failed after a compare-and-swap was sent.
+    StoreFailed(StoreError),
+    /// So many writes landed between this request's swap and its read of
+    /// the record that the record no longer lists the version the swap
+    /// could have become.
+    OutOfWindow,
+    /// The request gave up while its last swap could still land.
+    MayStillLand,
+    /// The session ended (or its record went) after a swap was sent.
+    EndedAfterWrite,
 }
 
 impl From<StoreError> for UpdateError {
@@ -175,8 +189,22 @@ impl std::fmt::Display for UpdateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             UpdateError::Store(err) => err.fmt(f),
-            UpdateError::Gone => f.write_str("the session ended during the update"),
+            UpdateError::Gone => f.write_str("the session ended before the update"),
             UpdateError::Contended => f.write_str("too many concurrent updates of the session"),
+            UpdateError::Unknown(why) => write!(f, "the update may or may not be stored: {why}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Uncertainty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Uncertainty::StoreFailed(err) => write!(f, "{err} after the write was sent"),
+            Uncertainty::OutOfWindow => f.write_str("too many writes landed before the read-back"),
+            Uncertainty::MayStillLand => f.write_str("its last write may still land"),
+            Uncertainty::EndedAfterWrite => {
+                f.write_str("the session ended after the write was sent")
+            }
         }
     }
 }
@@ -188,7 +216,6 @@ impl<S: SessionStore> SessionManager<S> {
             store,
             policy,
             max_sessions: DEFAULT_MAX_SESSIONS,
-            cursor_bucket: Cell::new(None),
             signing_key: OnceCell::new(),
             protect_secs: 0,
         }
@@ -207,20 +234,6 @@ impl<S: SessionStore> SessionManager<S> {
         self
     }
 
-    /// A share of the sweeping: reads the index cursor (one read) and,
-    /// once its bucket has ended, does one bounded [`index::step`]. Every
-    /// creation runs it first: creations are what make the store grow.
-    pub fn maintain<R: rand::CryptoRng + ?Sized>(
-        &self,
-        rng: &mut R,
-        now: i64,
-    ) -> Result<StepReport, StoreError> {
-        let report = index::maintain(&self.store, &self.policy, now, &mut || write_id(rng))?;
-        self.cursor_bucket
-            .set(report.cursor.as_ref().map(|cursor| cursor.bucket));
-        Ok(report)
-    }
-
     /// The expiry policy.
     pub fn policy(&self) -> &ExpiryPolicy {
         &self.policy
@@ -231,9 +244,47 @@ impl<S: SessionStore> SessionManager<S> {
         &self.store
     }
 
-    /// Looks up the session of `id`: one read. An expired or unreadable
-    /// record is deleted on the spot (one more write), so it cannot be
-    /// revived.
+    /// A share of the sweeping: reads the index cursor (one read) and, when
+    /// something is due, does one bounded [`index::step`]. Every creation
+    /// runs it first: creations are what make the store grow.
+    pub fn maintain<R: rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        now: i64,
+    ) -> Result<StepReport, StoreError> {
+        self.sweep(rng, now, None)
+    }
+
+    /// [`SessionManager::maintain`], with the new queue's slot counter if
+    /// the caller has read it.
+    fn sweep<R: rand::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut R,
+        now: i64,
+        new_tail: Option<u64>,
+    ) -> Result<StepReport, StoreError> {
+        let Some(cursor) = index::read_cursor(&self.store, now)? else {
+            index::replace_corrupt_cursor(&self.store, now)?;
+            return Ok(StepReport::default());
+        };
+        if !cursor.is_due(now) {
+            return Ok(StepReport {
+                cursor: Some(cursor),
+                ..StepReport::default()
+            });
+        }
+        index::step(
+            &self.store,
+            &self.policy,
+            now,
+            Eviction::NONE,
+            new_tail,
+            &mut || write_id(rng),
+        )
+    }
+
+    /// Looks up the session of `id`: one read, and never a write (an
+    /// expired, ended or unreadable record is left to the sweep).
     pub fn lookup(&self, id: Option<SessionId>, now: i64) -> Result<Found, StoreError> {
         let Some(id) = id else {
             return Ok(Found::NoCookie);
@@ -244,59 +295,26 @@ impl<S: SessionStore> SessionManager<S> {
         };
         let record = match SessionRecord::decode(&bytes) {
             Ok(record) => record,
-            Err(err) => {
-                self.store.delete(&key)?;
-                return Ok(Found::Undecodable(err));
-            }
+            Err(err) => return Ok(Found::Undecodable(err)),
         };
         if self.policy.is_expired(&record, now) {
-            self.store.delete(&key)?;
             return Ok(Found::Expired);
         }
         Ok(Found::Live(Session { id, key, record }))
     }
 
-    /// The store's [`SigningKey`]: one read, the first time a manager
-    /// needs it. A store without one gets one, made by exactly one of the
-    /// requests that find it missing: they draw lots with an `increment`
-    /// of [`SIGNING_KEY_ELECTION_KEY`] (a key no one ever swaps, so it can
-    /// be created race-free), the first writes the key, and the others read
-    /// until it is there, calling `pause` between reads. Every instance
-    /// then signs with the same key, so no visitor's form token is lost to
-    /// two keys made at once. Should the elected writer fail, a waiter
-    /// writes one after [`SIGNING_KEY_WAITS`] reads.
+    /// The store's [`SigningKey`]: one read the first time a manager needs
+    /// it; a store without one gets one ([`crate::signing`]), the same for
+    /// every instance and never replaced.
     pub fn signing_key<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
-        pause: &dyn Fn(),
     ) -> Result<&SigningKey, StoreError> {
-        if let Some(key) = self.stored_signing_key()? {
+        if let Some(key) = self.signing_key.get() {
             return Ok(key);
         }
-        if self.store.increment(SIGNING_KEY_ELECTION_KEY, 1)? == 1 {
-            self.store
-                .set(SIGNING_KEY_KEY, &SigningKey::generate(rng).encode())?;
-        }
-        for _ in 0..SIGNING_KEY_WAITS {
-            if let Some(key) = self.read_signing_key()? {
-                return Ok(self.signing_key.get_or_init(|| key));
-            }
-            pause();
-        }
-        self.store
-            .set(SIGNING_KEY_KEY, &SigningKey::generate(rng).encode())?;
-        let key = self
-            .read_signing_key()?
-            .ok_or_else(|| StoreError("the signing key did not read back".into()))?;
+        let key = signing::get_or_make(&self.store, rng)?;
         Ok(self.signing_key.get_or_init(|| key))
-    }
-
-    fn read_signing_key(&self) -> Result<Option<SigningKey>, StoreError> {
-        Ok(self
-            .store
-            .get(SIGNING_KEY_KEY)?
-            .as_deref()
-            .and_then(SigningKey::decode))
     }
 
     /// The store's [`SigningKey`] if it has one (one read, the first time):
@@ -306,9 +324,7 @@ impl<S: SessionStore> SessionManager<S> {
         if let Some(key) = self.signing_key.get() {
             return Ok(Some(key));
         }
-        Ok(self
-            .read_signing_key()?
-            .map(|key| self.signing_key.get_or_init(|| key)))
+        Ok(signing::stored(&self.store)?.map(|key| self.signing_key.get_or_init(|| key)))
     }
 
     /// Creates and stores a new, empty session, admitting anyone
@@ -326,14 +342,17 @@ impl<S: SessionStore> SessionManager<S> {
     /// allows:
     ///
     /// 1. its share of the sweeping ([`SessionManager::maintain`]);
-    /// 2. the client's quota of new sessions this minute (one increment;
-    ///    over it: [`CreateError::RateLimited`], nothing else written);
-    /// 3. room under the cap (one increment of the session count; over the
-    ///    cap, up to [`EVICTION_STEPS`] steps evict the sessions that expire
-    ///    soonest, never one seen within the protection window; when that
-    ///    frees no room: the count is restored and [`CreateError::Full`]);
+    /// 2. the client's quota of new sessions this minute (one read and one
+    ///    increment; over it: [`CreateError::RateLimited`]);
+    /// 3. room under the cap: the new queue's slot counter read (an
+    ///    increment by 0), and over the cap, up to [`EVICTION_STEPS`] steps that
+    ///    evict the sessions that expire soonest, never one seen within the
+    ///    protection window ([`CreateError::Full`] when that frees no
+    ///    room);
     /// 4. the record and its index entry: one slot increment and one batch
     ///    (the identifier is new, so no one else can be writing its key).
+    ///
+    /// A refused creation writes nothing but the quota's count.
     pub fn create_with<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
@@ -341,167 +360,167 @@ impl<S: SessionStore> SessionManager<S> {
         admission: &Admission<'_>,
         fill: impl FnOnce(&mut SessionRecord),
     ) -> Result<Session, CreateError> {
-        self.maintain(rng, now)?;
-        let quota = self.take_quota(admission, now)?;
-        let evicted = match self.make_room(rng, now, admission.refuse_when_full) {
-            Ok(evicted) => evicted,
-            Err(full) => {
-                // The quota counter was made by this request: it still
-                // needs its index entry, or nothing would ever delete it.
-                if let Some(key) = quota {
-                    let bucket = index::bucket_of(index::quota_end(&key).unwrap_or(now));
-                    index::add_entries(
-                        &self.store,
-                        bucket.max(self.entry_floor(now, true)),
-                        &[key],
-                    )?;
-                }
-                return Err(full);
-            }
+        let mut tail = None;
+        let cursor = self.sweep_on_creation(rng, now, &mut tail)?;
+        self.take_quota(admission, now)?;
+        let tail = match tail {
+            Some(tail) => tail,
+            None => index::counter(self.store.increment(index::NEW_TAIL_KEY, 0)?),
         };
-        Ok(self.insert_new(rng, now, evicted, quota, fill)?)
+        self.make_room(rng, now, cursor, tail, admission.refuse_when_full)?;
+        Ok(self.insert_new(rng, now, fill)?)
     }
 
-    /// Counts this creation against the client's quota. Returns the quota
-    /// counter's key when this is the client's first creation of the
-    /// minute: the counter then needs an index entry, so that the sweep
-    /// deletes it.
-    fn take_quota(
+    /// A creation's share of the sweeping: the cursor read, and a step when
+    /// one is due (reading the new queue's slot counter into `tail` for
+    /// it, as the cap needs it anyway). Returns the cursor as it stands.
+    fn sweep_on_creation<R: rand::CryptoRng + ?Sized>(
         &self,
-        admission: &Admission<'_>,
+        rng: &mut R,
         now: i64,
-    ) -> Result<Option<String>, CreateError> {
-        let Some(client) = admission.client else {
+        tail: &mut Option<u64>,
+    ) -> Result<Option<Cursor>, StoreError> {
+        let Some(cursor) = index::read_cursor(&self.store, now)? else {
+            index::replace_corrupt_cursor(&self.store, now)?;
             return Ok(None);
         };
+        if !cursor.is_due(now) {
+            return Ok(Some(cursor));
+        }
+        let read = index::counter(self.store.increment(index::NEW_TAIL_KEY, 0)?);
+        *tail = Some(read);
+        let report = index::step(
+            &self.store,
+            &self.policy,
+            now,
+            Eviction::NONE,
+            Some(read),
+            &mut || write_id(rng),
+        )?;
+        Ok(report.cursor.or(Some(cursor)))
+    }
+
+    /// Counts this creation against the client's quota. The counter's index
+    /// entry is written before the counter itself (the first time in its
+    /// minute), so that the sweep always gets to delete it.
+    fn take_quota(&self, admission: &Admission<'_>, now: i64) -> Result<(), CreateError> {
+        let Some(client) = admission.client else {
+            return Ok(());
+        };
         let key = index::quota_key(now, client);
+        if self.store.get(&key)?.is_none() {
+            index::add_quota_entry(&self.store, &key, now)?;
+        }
         let created = self.store.increment(&key, 1)?;
         if u64::try_from(created).unwrap_or(0) > admission.per_minute {
             let retry_after_secs =
                 index::quota_end(&key).map_or(60, |end| (end - now).max(1)) as u64;
             return Err(CreateError::RateLimited { retry_after_secs });
         }
-        Ok((created == 1).then_some(key))
+        Ok(())
     }
 
-    /// Counts one more session and, over the cap, evicts. Returns whether
-    /// eviction ran; `Err(Full)` when it freed no room and `refuse` is set
-    /// (the count is then restored).
+    /// Makes room for one more session under the cap, evicting if need be.
+    /// `cursor`: the index cursor as the sweep left it; `tail`: the new
+    /// queue's slot counter.
     fn make_room<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         now: i64,
+        mut cursor: Option<Cursor>,
+        tail: u64,
         refuse: bool,
-    ) -> Result<bool, CreateError> {
-        // Counted first: if a later write fails, the count is one too high
-        // (the cap errs on the safe side), never too low.
-        let count = self.store.increment(index::SESSION_COUNT_KEY, 1)?;
-        let excess = u64::try_from(count)
-            .unwrap_or(0)
-            .saturating_sub(self.max_sessions);
-        if excess == 0 {
-            return Ok(false);
-        }
-        // Refused when eviction freed no room: it met sessions it may not
-        // evict, or lost the cursor to a concurrent sweeper (then worth a
-        // quick retry). Steps spent walking empty buckets leave the rest of
-        // the work to the next creation instead: the count stays over the
-        // cap by a few while the cursor walks up to the first sessions.
-        let outcome = self.evict(rng, now, excess)?;
-        if outcome.left > 0 && !outcome.walked && refuse {
-            self.store.increment(index::SESSION_COUNT_KEY, -1)?;
-            let retry_after_secs = if outcome.contended {
-                1
-            } else {
-                index::BUCKET_SECS as u64
+    ) -> Result<(), CreateError> {
+        // The sessions this request evicted still count in the cursor until
+        // the next step sees their tombstones: this request knows they are
+        // gone.
+        let mut evicted = 0;
+        let has_room = |cursor: &Option<Cursor>, evicted: u64| match cursor {
+            Some(c) => index::count(c, tail).saturating_sub(evicted) < self.max_sessions,
+            None => true,
+        };
+        let mut refusal = None;
+        for _ in 0..EVICTION_STEPS {
+            if has_room(&cursor, evicted) || evicted >= MAX_EVICTIONS_PER_CREATION {
+                break;
+            }
+            let eviction = Eviction {
+                most: MAX_EVICTIONS_PER_CREATION - evicted,
+                cap: Some(index::Cap {
+                    max_sessions: self.max_sessions,
+                    new_tail: tail,
+                    evicted,
+                }),
+                protect_secs: self.protect_secs,
             };
-            return Err(CreateError::Full { retry_after_secs });
+            let report = index::step(
+                &self.store,
+                &self.policy,
+                now,
+                eviction,
+                Some(tail),
+                &mut || write_id(rng),
+            )?;
+            evicted += report.evicted;
+            if let Some(after) = &report.cursor {
+                cursor = Some(after.clone());
+            }
+            if report.unsettled {
+                // A store's first two minutes: nothing can be evicted yet,
+                // so the cap is not enforced (the quota still bounds a
+                // flood, and no session in use can be pushed out).
+                return Ok(());
+            }
+            refusal = Some(self.refusal(&report));
+            if report.lost_claim || (report.blocked && report.evicted == 0) {
+                break;
+            }
         }
-        Ok(true)
+        // A creation that evicted replaces a session: it never adds to a
+        // store over the cap (a lowered cap) and brings it down by one.
+        if has_room(&cursor, evicted) || evicted > 0 || !refuse {
+            return Ok(());
+        }
+        Err(refusal.unwrap_or(CreateError::Full {
+            retry_after_secs: 60,
+        }))
     }
 
-    /// Writes the new session's record and index entry (and the entry of
-    /// the client's new quota counter, in the same bucket: one slot
-    /// increment reserves both).
+    /// How a creation that could not make room is told to wait.
+    fn refusal(&self, report: &StepReport) -> CreateError {
+        // After a lost race another creation is sweeping: worth a quick
+        // retry. Otherwise room comes as sessions expire or go idle.
+        let retry_after_secs = if report.lost_claim { 1 } else { 60 };
+        CreateError::Full { retry_after_secs }
+    }
+
+    /// Writes a new session's record and its index entry.
     fn insert_new<R: rand::CryptoRng + ?Sized>(
         &self,
         rng: &mut R,
         now: i64,
-        after_eviction: bool,
-        quota: Option<String>,
         fill: impl FnOnce(&mut SessionRecord),
     ) -> Result<Session, StoreError> {
         let id = SessionId::generate(rng);
         let key = id.record_key();
         let mut record = SessionRecord::new(now, random_token(rng, CSRF_TOKEN_LEN));
         fill(&mut record);
-        let bucket = index::bucket_of(self.policy.expires_at(&record))
-            .max(self.entry_floor(now, after_eviction));
-        let targets: Vec<String> = std::iter::once(key.clone()).chain(quota).collect();
-        let last = self
-            .store
-            .increment(&index::slot_counter_key(bucket), targets.len() as i64)?;
-        let first = last - targets.len() as i64 + 1;
-        let mut batch: Vec<(String, Vec<u8>)> = targets
-            .into_iter()
-            .zip(first..)
-            .map(|(target, slot)| (index::entry_key(bucket, slot), target.into_bytes()))
-            .collect();
-        batch.push((key.clone(), record.encode()));
-        self.store.set_many(&batch)?;
+        let slot = index::counter(self.store.increment(index::NEW_TAIL_KEY, 1)?);
+        let entry = SlotValue::Entry(Entry {
+            target: key.clone(),
+            due: self.policy.expires_at(&record),
+            appended_at: now,
+        });
+        self.store.set_many(&[
+            (index::new_entry_key(slot), entry.encode()),
+            (key.clone(), record.encode()),
+        ])?;
         Ok(Session { id, key, record })
     }
 
-    /// The earliest bucket a new entry may go in: never behind the cursor,
-    /// which the last [`SessionManager::maintain`] read, and which an
-    /// eviction since may have moved as far as the bucket where sessions
-    /// created now expire. An entry behind it would never be swept.
-    fn entry_floor(&self, now: i64, after_eviction: bool) -> i64 {
-        let read = self.cursor_bucket.get().unwrap_or(i64::MIN);
-        if after_eviction {
-            read.max(index::bucket_of(self.policy.expiry_of_new_session(now)))
-        } else {
-            read
-        }
-    }
-
-    /// Removes up to `excess` sessions, those that expire soonest and were
-    /// not seen within the protection window, in at most
-    /// [`EVICTION_STEPS`] steps.
-    fn evict<R: rand::CryptoRng + ?Sized>(
-        &self,
-        rng: &mut R,
-        now: i64,
-        excess: u64,
-    ) -> Result<EvictionOutcome, StoreError> {
-        let mut outcome = EvictionOutcome {
-            left: excess,
-            walked: false,
-            contended: false,
-        };
-        for _ in 0..EVICTION_STEPS {
-            if outcome.left == 0 {
-                break;
-            }
-            let eviction = index::Eviction {
-                sessions: outcome.left,
-                protect_secs: self.protect_secs,
-            };
-            let report = index::step(&self.store, &self.policy, now, eviction, &mut || {
-                write_id(rng)
-            })?;
-            outcome.left = outcome.left.saturating_sub(report.sessions_removed);
-            outcome.walked |= report.walked;
-            outcome.contended |= report.lost_claim;
-            if report.blocked {
-                break;
-            }
-        }
-        Ok(outcome)
-    }
-
     /// Records that the session was seen at `now`, if its `last_seen_at`
-    /// lags by the touch granularity or more; most reads write nothing.
+    /// lags by the touch granularity or more (checked again on the record a
+    /// concurrent write left: it may have recorded the visit already).
     /// Returns whether it wrote.
     pub fn touch_if_due<R: rand::CryptoRng + ?Sized>(
         &self,
@@ -509,22 +528,31 @@ impl<S: SessionStore> SessionManager<S> {
         rng: &mut R,
         now: i64,
     ) -> Result<bool, UpdateError> {
-        if !self.policy.needs_touch(&session.record, now) {
+        let policy = self.policy;
+        if !policy.needs_touch(&session.record, now) {
+            // Most reads: not even the compare-and-swap base is read.
             return Ok(false);
         }
-        self.update(session, rng, now, |_| {})?;
-        Ok(true)
+        self.update_if(
+            session,
+            rng,
+            now,
+            |base| policy.needs_touch(base, now),
+            |_| {},
+        )
     }
 
     /// Applies `change` to the session's record and stores it with
     /// compare-and-swap. When another request wrote the record in between,
     /// `change` is applied again to what that request stored, so neither
-    /// update is lost. Each applied update counts in `writes` and moves
-    /// `last_seen_at` to `now`.
+    /// update is lost; an attempt is only ever made again once the earlier
+    /// ones are known not to have landed (or can only land in its place).
+    /// Each applied update counts in `writes` and moves `last_seen_at` to
+    /// `now`.
     ///
     /// Costs one read (the compare-and-swap base) and one write, plus one
     /// read for each swap the store does not confirm (every swap, on Spin's
-    /// Redis store) and one read and one write per lost race.
+    /// Redis store) and one write per lost race.
     pub fn update<R: rand::CryptoRng + ?Sized>(
         &self,
         session: &mut Session,
@@ -532,32 +560,83 @@ impl<S: SessionStore> SessionManager<S> {
         now: i64,
         change: impl Fn(&mut SessionRecord),
     ) -> Result<(), UpdateError> {
+        self.update_if(session, rng, now, |_| true, change)
+            .map(|_| ())
+    }
+
+    /// [`SessionManager::update`], if `wanted` says so of the record it
+    /// would build on. Returns whether it wrote.
+    fn update_if<R: rand::CryptoRng + ?Sized>(
+        &self,
+        session: &mut Session,
+        rng: &mut R,
+        now: i64,
+        wanted: impl Fn(&SessionRecord) -> bool,
+        change: impl Fn(&mut SessionRecord),
+    ) -> Result<bool, UpdateError> {
         let mut snapshot = self.store.snapshot(&session.key)?;
-        // The ids of every attempt: an attempt judged lost may still land
-        // later (a swap whose reply timed out, then a read that overtook
-        // it), and a later read must then see the change as applied rather
-        // than apply it twice.
-        let mut attempts: Vec<String> = Vec::new();
-        for _ in 0..MAX_SWAP_ATTEMPTS {
-            // Never swapped when absent: the session is gone, and a swap
-            // would re-create it on Spin's SQLite store.
-            let base = self.live_record(snapshot.value(), now)?;
-            let id = write_id(rng);
-            attempts.push(id.clone());
-            let next = self.next_record(base, now, id, &change);
-            let is_ours = |bytes: &[u8]| {
-                SessionRecord::decode(bytes)
-                    .is_ok_and(|stored| attempts.iter().any(|id| stored.includes_write(id)))
+        let mut attempts: Vec<Attempt> = Vec::new();
+        loop {
+            let record = snapshot
+                .value()
+                .and_then(|bytes| SessionRecord::decode(bytes).ok());
+            let verdict = self.judge(&attempts, record.as_ref())?;
+            if verdict == Verdict::Stored {
+                session.record = record.expect("judged stored on a record");
+                return Ok(true);
+            }
+            let base = match record {
+                Some(record) if !self.policy.is_expired(&record, now) => record,
+                // Ended or gone with every attempt known lost: nothing of
+                // this request is stored.
+                _ => return Err(UpdateError::Gone),
             };
-            match swap_and_confirm(&self.store, snapshot, &next.encode(), is_ours)? {
-                Confirmed::Stored => {
+            if !wanted(&base) {
+                session.record = base;
+                return Ok(false);
+            }
+            if attempts.len() == MAX_SWAP_ATTEMPTS {
+                return Err(match verdict {
+                    Verdict::Pending => UpdateError::Unknown(Uncertainty::MayStillLand),
+                    _ => UpdateError::Contended,
+                });
+            }
+            let id = write_id(rng);
+            attempts.push(Attempt {
+                base: base.version(),
+                id: id.clone(),
+            });
+            let next = self.next_record(base, now, id, &change);
+            match self.store.swap(snapshot, &next.encode()) {
+                Ok(Swap::Done) => {
                     session.record = next;
-                    return Ok(());
+                    return Ok(true);
                 }
-                Confirmed::Lost(fresh) => snapshot = fresh,
+                Ok(Swap::NotConfirmed(fresh)) => snapshot = fresh,
+                Err(err) => return Err(UpdateError::Unknown(Uncertainty::StoreFailed(err))),
             }
         }
-        Err(UpdateError::Contended)
+    }
+
+    /// What a read of the record says about this request's attempts so far
+    /// ([`Verdict::Lost`] when there are none). An outcome that cannot be
+    /// known is an error: the caller must say so.
+    fn judge(
+        &self,
+        attempts: &[Attempt],
+        record: Option<&SessionRecord>,
+    ) -> Result<Verdict, UpdateError> {
+        if attempts.is_empty() {
+            return Ok(Verdict::Lost);
+        }
+        let Some(record) = record else {
+            // Gone: an attempt may have landed before it went.
+            return Err(UpdateError::Unknown(Uncertainty::EndedAfterWrite));
+        };
+        match judge_all(attempts, record.version(), &record.recent_writes) {
+            Verdict::Unknown => Err(UpdateError::Unknown(Uncertainty::OutOfWindow)),
+            verdict => Ok(verdict),
+        }
     }
 
     /// `base` with `change` applied, as written by the write `id`.
@@ -576,26 +655,24 @@ impl<S: SessionStore> SessionManager<S> {
         next
     }
 
-    /// The record in `bytes`, if it is still a live session.
-    fn live_record(&self, bytes: Option<&[u8]>, now: i64) -> Result<SessionRecord, UpdateError> {
-        let record = bytes
-            .and_then(|b| SessionRecord::decode(b).ok())
-            .ok_or(UpdateError::Gone)?;
-        if self.policy.is_expired(&record, now) {
-            return Err(UpdateError::Gone);
-        }
-        Ok(record)
-    }
-
-    /// Gives the session a new identifier, keeping its data: applies
-    /// `change` and marks the old record [ended](SessionRecord::ended) in
-    /// one compare-and-swap update (so no concurrent update of the old
-    /// identifier is lost: it lands before, and is carried over, or finds
-    /// the session gone), then creates the new record
-    /// ([`SessionManager::create_with`]) with the data, the creation time
-    /// and the lifetime of the old one, and `csrf_token` (a fresh one: the
-    /// token changes with the identifier). The old identifier is dead from
-    /// the first step on.
+    /// Gives the session a new identifier, keeping its data, in an order
+    /// that never loses it:
+    ///
+    /// 1. the new record is created first ([`SessionManager::create_with`],
+    ///    no quota, never refused) with the old one's data, creation time
+    ///    and lifetime, `change` applied, and `csrf_token`;
+    /// 2. then the old record is marked [ended](SessionRecord::ended), by
+    ///    compare-and-swap of the version the new one was built from. A
+    ///    concurrent update of the old identifier lands before (and the
+    ///    new record is rebuilt with it) or finds the session ended.
+    ///
+    /// Should step 2's outcome be unknown (a store error), the new
+    /// identifier is handed out all the same: it holds everything, and the
+    /// old one at worst lives on, without this request's changes, until it
+    /// expires. Should the session have ended meanwhile, the new record is
+    /// deleted again and the answer is [`UpdateError::Gone`].
+    ///
+    /// Returns whether the old record is known to have ended.
     pub fn cycle<R: rand::CryptoRng + ?Sized>(
         &self,
         session: &mut Session,
@@ -603,34 +680,108 @@ impl<S: SessionStore> SessionManager<S> {
         now: i64,
         csrf_token: String,
         change: impl Fn(&mut SessionRecord),
-    ) -> Result<(), UpdateError> {
-        self.update(session, rng, now, |record| {
+    ) -> Result<bool, UpdateError> {
+        let mut snapshot = self.store.snapshot(&session.key)?;
+        let mut base = snapshot
+            .value()
+            .and_then(|bytes| SessionRecord::decode(bytes).ok())
+            .filter(|record| !self.policy.is_expired(record, now))
+            .ok_or(UpdateError::Gone)?;
+        let successor = |base: &SessionRecord, record: &mut SessionRecord| {
+            record.created_at = base.created_at;
+            record.remember_secs = base.remember_secs;
+            record.data = base.data.clone();
+            record.flash = base.flash.clone();
+            record.csrf_token = csrf_token.clone();
             change(record);
-            record.ended = true;
-        })?;
-        let old = &session.record;
-        // A session that exists already: no quota, and never refused for
-        // the cap (the old record is counted until it is swept).
-        self.maintain(rng, now)?;
-        let evicted = self.make_room(rng, now, false).map_err(|err| match err {
-            CreateError::Store(err) => err,
-            other => StoreError(other.to_string()),
-        })?;
-        let fresh = self.insert_new(rng, now, evicted, None, |record| {
-            record.created_at = old.created_at;
-            record.remember_secs = old.remember_secs;
-            record.data = old.data.clone();
-            record.flash = old.flash.clone();
-            record.csrf_token = csrf_token;
-        })?;
-        *session = fresh;
-        Ok(())
+        };
+        let mut new = self
+            .create_with(rng, now, &Admission::ANYONE, |record| {
+                successor(&base, record)
+            })
+            .map_err(|err| match err {
+                CreateError::Store(err) => UpdateError::Store(err),
+                other => UpdateError::Store(StoreError(other.to_string())),
+            })?;
+        let mut attempts: Vec<Attempt> = Vec::new();
+        let outcome = loop {
+            if attempts.len() == MAX_SWAP_ATTEMPTS {
+                break Rotation::Contended;
+            }
+            let id = write_id(rng);
+            attempts.push(Attempt {
+                base: base.version(),
+                id: id.clone(),
+            });
+            let ended = self.next_record(base.clone(), now, id, |record| {
+                record.ended = Some(Ending {
+                    at: now,
+                    why: EndReason::Rotated,
+                });
+            });
+            let fresh = match self.store.swap(snapshot, &ended.encode()) {
+                Ok(Swap::Done) => break Rotation::OldEnded,
+                Ok(Swap::NotConfirmed(fresh)) => fresh,
+                Err(_) => break Rotation::Unknown,
+            };
+            let record = fresh
+                .value()
+                .and_then(|bytes| SessionRecord::decode(bytes).ok());
+            match self.judge(&attempts, record.as_ref()) {
+                Ok(Verdict::Stored) => break Rotation::OldEnded,
+                Err(UpdateError::Unknown(Uncertainty::OutOfWindow)) => break Rotation::Unknown,
+                // The old record went (signed out) while this request ran.
+                Err(_) => break Rotation::Gone,
+                Ok(_) => {}
+            }
+            let Some(record) = record.filter(|r| !self.policy.is_expired(r, now)) else {
+                break Rotation::Gone;
+            };
+            if record.version() != base.version() {
+                // A concurrent update of the old record landed first: the
+                // new record takes it over too.
+                base = record;
+                let mut rebuilt = new.record.clone();
+                successor(&base, &mut rebuilt);
+                self.store.set(new.key(), &rebuilt.encode())?;
+                new.record = rebuilt;
+            }
+            snapshot = fresh;
+        };
+        match outcome {
+            Rotation::OldEnded | Rotation::Unknown => {
+                *session = new;
+                Ok(matches!(outcome, Rotation::OldEnded))
+            }
+            Rotation::Gone | Rotation::Contended => {
+                // Nobody has the new identifier: it goes again (or, should
+                // this fail, with its entry when the sweep gets there).
+                let _ = self.store.delete(new.key());
+                Err(match outcome {
+                    Rotation::Gone => UpdateError::Gone,
+                    _ => UpdateError::Contended,
+                })
+            }
+        }
     }
 
-    /// Deletes the session's record (one write).
+    /// Deletes the session's record (one write). Its index entry goes when
+    /// the sweep reaches it.
     pub fn delete(&self, session: Session) -> Result<(), StoreError> {
         self.store.delete(&session.key)
     }
+}
+
+/// How the old record of a rotation ended up.
+enum Rotation {
+    /// Marked ended.
+    OldEnded,
+    /// Marked ended, or still live: the store cannot tell.
+    Unknown,
+    /// It had ended otherwise (signed out, rotated by another request).
+    Gone,
+    /// Every attempt lost to concurrent updates.
+    Contended,
 }
 
 /// A fresh random write id ([`crate::store::RECENT_WRITES`]).
@@ -641,8 +792,9 @@ fn write_id<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::{count, IN_FLIGHT_SECS};
     use crate::memory::{MemoryStore, SwapBehaviour};
-    use crate::store::Swap;
+    use crate::store::{judge, RECENT_WRITES};
     use rand::rngs::OsRng;
     use rand::TryRngCore;
 
@@ -654,14 +806,19 @@ mod tests {
         SwapBehaviour::SpinRedis,
     ];
 
+    fn policy() -> ExpiryPolicy {
+        ExpiryPolicy {
+            idle_timeout_secs: 600,
+            absolute_timeout_secs: 3600,
+        }
+    }
+
+    /// A manager on a store whose index cursor was made long before `T0`
+    /// (a new store's cursor is not claimed for two in-flight bounds).
     fn manager_on(behaviour: SwapBehaviour) -> SessionManager<MemoryStore> {
-        SessionManager::new(
-            MemoryStore::with_behaviour(behaviour),
-            ExpiryPolicy {
-                idle_timeout_secs: 600,
-                absolute_timeout_secs: 3600,
-            },
-        )
+        let m = SessionManager::new(MemoryStore::with_behaviour(behaviour), policy());
+        m.maintain(&mut rng(), T0 - 10_000).unwrap();
+        m
     }
 
     fn manager() -> SessionManager<MemoryStore> {
@@ -683,14 +840,25 @@ mod tests {
         (m.store().reads(), m.store().writes())
     }
 
+    fn stored(m: &SessionManager<MemoryStore>, s: &Session) -> SessionRecord {
+        SessionRecord::decode(&m.store().peek(s.key()).unwrap()).unwrap()
+    }
+
+    fn session_count(m: &SessionManager<MemoryStore>) -> u64 {
+        let cursor = Cursor::decode(&m.store().peek(index::CURSOR_KEY).unwrap()).unwrap();
+        let tail = m.store().increment(index::NEW_TAIL_KEY, 0).unwrap();
+        count(&cursor, index::counter(tail))
+    }
+
     #[test]
     fn create_then_lookup() {
         let m = manager();
-        m.maintain(&mut rng(), T0).unwrap(); // the cursor of a new store
+        // The first creation's sweep step writes the cursor's next check.
+        m.create(&mut rng(), T0).unwrap();
         let before = ops(&m);
         let created = m.create(&mut rng(), T0).unwrap();
-        // The cursor read, then the count, a slot, and one batch with the
-        // entry and the record.
+        // The cursor read, the tail read (an increment by 0), a slot, and
+        // one batch with the entry and the record.
         assert_eq!(ops(&m), (before.0 + 1, before.1 + 3));
         let before = ops(&m);
         let found = live(m.lookup(Some(created.id().clone()), T0 + 1).unwrap());
@@ -703,6 +871,7 @@ mod tests {
             assert!(!key.contains(id));
             assert!(!String::from_utf8_lossy(&m.store().peek(&key).unwrap()).contains(id));
         }
+        assert_eq!(session_count(&m), 2);
     }
 
     #[test]
@@ -721,18 +890,15 @@ mod tests {
             })
             .unwrap();
             assert_eq!(ops(&m), (before.0 + reads, before.1 + 1), "{behaviour:?}");
-            let stored = live(m.lookup(Some(s.id().clone()), T0 + 3).unwrap());
-            assert_eq!(
-                stored.record().text("v1").as_deref(),
-                Some("x"),
-                "{behaviour:?}"
-            );
-            assert_eq!(stored.record().writes, 1, "{behaviour:?}");
+            let record = stored(&m, &s);
+            assert_eq!(record.text("v1").as_deref(), Some("x"), "{behaviour:?}");
+            assert_eq!(record.writes, 1, "{behaviour:?}");
+            assert_eq!(found.record(), &record, "{behaviour:?}");
         }
     }
 
     #[test]
-    fn missing_unknown_and_expired() {
+    fn a_lookup_never_writes() {
         let m = manager();
         assert!(matches!(m.lookup(None, T0).unwrap(), Found::NoCookie));
         let stranger = SessionId::parse(&"x".repeat(64)).unwrap();
@@ -741,30 +907,21 @@ mod tests {
             Found::Unknown
         ));
         let s = m.create(&mut rng(), T0).unwrap();
-        assert!(matches!(
-            m.lookup(Some(s.id().clone()), T0 + 600).unwrap(),
-            Found::Expired
-        ));
-        assert!(
-            m.store().peek(s.key()).is_none(),
-            "expired record is deleted"
-        );
-        assert!(matches!(
-            m.lookup(Some(s.id().clone()), T0).unwrap(),
-            Found::Unknown
-        ));
-    }
-
-    #[test]
-    fn undecodable_record_is_deleted() {
-        let m = manager();
-        let s = m.create(&mut rng(), T0).unwrap();
-        m.store().put(s.key(), br#"{"format":99}"#);
+        m.store().put(&s.key, br#"{"format":99}"#);
+        let writes = m.store().writes();
         assert!(matches!(
             m.lookup(Some(s.id().clone()), T0).unwrap(),
             Found::Undecodable(DecodeError::UnknownFormat(99))
         ));
-        assert!(m.store().peek(s.key()).is_none());
+        let t = m.create(&mut rng(), T0).unwrap();
+        let writes_after_create = m.store().writes();
+        assert!(writes_after_create > writes);
+        assert!(matches!(
+            m.lookup(Some(t.id().clone()), T0 + 600).unwrap(),
+            Found::Expired
+        ));
+        assert_eq!(m.store().writes(), writes_after_create);
+        assert!(m.store().peek(t.key()).is_some(), "left to the sweep");
     }
 
     #[test]
@@ -773,7 +930,9 @@ mod tests {
         let s = m.create(&mut rng(), T0).unwrap();
         let writes = m.store().writes();
         let mut found = live(m.lookup(Some(s.id().clone()), T0 + 9).unwrap());
+        let before = ops(&m);
         assert!(!m.touch_if_due(&mut found, &mut rng(), T0 + 9).unwrap());
+        assert_eq!(ops(&m), before, "not due: no operation at all");
         assert_eq!(m.store().writes(), writes);
         let mut found = live(m.lookup(Some(s.id().clone()), T0 + 10).unwrap());
         assert!(m.touch_if_due(&mut found, &mut rng(), T0 + 10).unwrap());
@@ -787,47 +946,52 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_touches_write_once() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour);
+            let s = m.create(&mut rng(), T0).unwrap();
+            let mut first = live(m.lookup(Some(s.id().clone()), T0 + 30).unwrap());
+            let mut second = live(m.lookup(Some(s.id().clone()), T0 + 30).unwrap());
+            assert!(m.touch_if_due(&mut first, &mut rng(), T0 + 30).unwrap());
+            // The second finds the visit recorded already, on its retry
+            // (its base is the record the first one wrote).
+            assert!(!m.touch_if_due(&mut second, &mut rng(), T0 + 30).unwrap());
+            assert_eq!(stored(&m, &s).writes, 1, "{behaviour:?}");
+        }
+    }
+
+    /// Another request's update of `key`, landing between this request's
+    /// read and its swap.
+    fn concurrent_write(key: String, field: &'static str) -> impl FnOnce(&MemoryStore) {
+        move |inner| {
+            let mut other = SessionRecord::decode(&inner.peek(&key).unwrap()).unwrap();
+            other.data.insert(field.into(), "theirs".into());
+            other.writes += 1;
+            remember_write(&mut other.recent_writes, format!("other-{}", other.writes));
+            inner.put(&key, &other.encode());
+        }
+    }
+
+    #[test]
     fn concurrent_updates_are_both_kept_on_every_store() {
         for behaviour in BEHAVIOURS {
             let m = manager_on(behaviour);
             let s = m.create(&mut rng(), T0).unwrap();
-            let mut first = live(m.lookup(Some(s.id().clone()), T0).unwrap());
             let mut second = live(m.lookup(Some(s.id().clone()), T0).unwrap());
-            // `first` writes while `second` holds its snapshot: `second`'s
-            // swap conflicts, and its change is re-applied on top.
-            let key = s.key().to_owned();
-            m.store().after_next_snapshot(move |inner| {
-                let base = SessionRecord::decode(&inner.peek(&key).unwrap()).unwrap();
-                let mut other = base;
-                other.data.insert("v1".into(), "one".into());
-                other.writes += 1;
-                remember_write(&mut other.recent_writes, "someone-else".into());
-                inner.put(&key, &other.encode());
-            });
+            m.store()
+                .after_next_snapshot(concurrent_write(s.key().to_owned(), "v1"));
             m.update(&mut second, &mut rng(), T0 + 2, |r| {
                 r.data.insert("v2".into(), "two".into());
             })
             .unwrap();
-            let stored = live(m.lookup(Some(s.id().clone()), T0 + 3).unwrap());
+            let record = stored(&m, &s);
             assert_eq!(
-                stored.record().text("v1").as_deref(),
-                Some("one"),
+                record.text("v1").as_deref(),
+                Some("theirs"),
                 "{behaviour:?}"
             );
-            assert_eq!(
-                stored.record().text("v2").as_deref(),
-                Some("two"),
-                "{behaviour:?}"
-            );
-            assert_eq!(stored.record().writes, 2, "{behaviour:?}");
-            assert_eq!(stored.record().last_seen_at, T0 + 2, "{behaviour:?}");
-            // And a plain second update counts once more, not twice.
-            m.update(&mut first, &mut rng(), T0 + 4, |r| {
-                r.remember_secs = Some(60)
-            })
-            .unwrap();
-            let stored = live(m.lookup(Some(s.id().clone()), T0 + 5).unwrap());
-            assert_eq!(stored.record().writes, 3, "{behaviour:?}");
+            assert_eq!(record.text("v2").as_deref(), Some("two"), "{behaviour:?}");
+            assert_eq!(record.writes, 2, "{behaviour:?}");
         }
     }
 
@@ -836,10 +1000,9 @@ mod tests {
         let m = manager_on(SwapBehaviour::SpinRedis);
         let s = m.create(&mut rng(), T0).unwrap();
         let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
-        // The first swap lands late, as on Redis when its reply timed out:
-        // the store answers "not confirmed" with the old value (a read on
-        // another connection overtook the write), and the write lands just
-        // before the next swap.
+        // The first swap lands late: the store answers "not confirmed" with
+        // the old value (a read on another connection overtook the write),
+        // and the write lands just before the next swap, which loses.
         m.store().instead_of_next_swap(|store, snapshot, value| {
             let (key, late) = (snapshot.key().to_owned(), value.to_vec());
             store.instead_of_next_swap(move |store, snapshot, value| {
@@ -852,9 +1015,65 @@ mod tests {
             r.data.insert("v1".into(), "x".into());
         })
         .unwrap();
-        let stored = live(m.lookup(Some(s.id().clone()), T0 + 2).unwrap());
-        assert_eq!(stored.record().text("v1").as_deref(), Some("x"));
-        assert_eq!(stored.record().writes, 1, "one update, one write");
+        let record = stored(&m, &s);
+        assert_eq!(record.text("v1").as_deref(), Some("x"));
+        assert_eq!(record.writes, 1, "one update, one write");
+    }
+
+    /// R1: a Redis swap lands, then more than the window of other writes
+    /// lands before its read-back. The update is not applied again on top
+    /// (which would revert the others' values of the same key): its outcome
+    /// is reported as unknown.
+    #[test]
+    fn a_landed_write_out_of_the_window_is_unknown_never_applied_again() {
+        let m = manager_on(SwapBehaviour::SpinRedis);
+        let s = m.create(&mut rng(), T0).unwrap();
+        let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
+        let key = s.key().to_owned();
+        m.store()
+            .instead_of_next_swap(move |store, snapshot, value| {
+                store.put(&key, value);
+                for n in 0..RECENT_WRITES + 1 {
+                    let mut other = SessionRecord::decode(&store.peek(&key).unwrap()).unwrap();
+                    other
+                        .data
+                        .insert("v1".into(), format!("later-{n}").as_str().into());
+                    other.writes += 1;
+                    remember_write(&mut other.recent_writes, format!("other-{n}"));
+                    store.put(&key, &other.encode());
+                }
+                Ok(Swap::NotConfirmed(store.snapshot(snapshot.key())?))
+            });
+        let result = m.update(&mut found, &mut rng(), T0 + 1, |r| {
+            r.data.insert("v1".into(), "mine".into());
+        });
+        assert_eq!(result, Err(UpdateError::Unknown(Uncertainty::OutOfWindow)));
+        let record = stored(&m, &s);
+        assert_eq!(
+            record.text("v1").as_deref(),
+            Some(format!("later-{RECENT_WRITES}").as_str()),
+            "the newest value stands"
+        );
+        assert_eq!(record.writes, RECENT_WRITES as u64 + 2);
+    }
+
+    /// R3: a store error after the swap was sent is an unknown outcome, not
+    /// "nothing was stored".
+    #[test]
+    fn a_store_error_after_the_swap_is_unknown() {
+        let m = manager_on(SwapBehaviour::SpinRedis);
+        let s = m.create(&mut rng(), T0).unwrap();
+        let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
+        m.store().instead_of_next_swap(|store, snapshot, value| {
+            store.put(snapshot.key(), value);
+            Err(StoreError("connection reset".into()))
+        });
+        let result = m.update(&mut found, &mut rng(), T0 + 1, |_| {});
+        assert!(matches!(
+            result,
+            Err(UpdateError::Unknown(Uncertainty::StoreFailed(_)))
+        ));
+        assert_eq!(stored(&m, &s).writes, 1, "it had landed");
     }
 
     #[test]
@@ -880,63 +1099,18 @@ mod tests {
             m.store()
                 .after_next_snapshot(move |inner| inner.put_absent(&key));
             let result = m.update(&mut found, &mut rng(), T0, |r| r.remember_secs = Some(60));
-            assert_eq!(result, Err(UpdateError::Gone), "{behaviour:?}");
+            // The swap could not have landed on an absent key, but its
+            // answer cannot say so on Redis: the record is gone, the
+            // outcome reported as unknown there; nothing is re-created.
+            assert!(
+                matches!(
+                    result,
+                    Err(UpdateError::Gone | UpdateError::Unknown(Uncertainty::EndedAfterWrite))
+                ),
+                "{behaviour:?}: {result:?}"
+            );
             assert!(m.store().peek(s.key()).is_none(), "{behaviour:?}");
         }
-    }
-
-    #[test]
-    fn the_signing_key_is_made_once_and_then_read() {
-        let m = manager();
-        let key = m.signing_key(&mut rng(), &|| {}).unwrap().clone();
-        assert_eq!(m.store().writes(), 2, "the draw and the key");
-        // Another instance reads it: one read, no write, the same key.
-        let other = SessionManager::new(m.store(), ExpiryPolicy::default());
-        let (reads, writes) = ops(&m);
-        assert_eq!(other.signing_key(&mut rng(), &|| {}).unwrap(), &key);
-        assert_eq!(
-            other.signing_key(&mut rng(), &|| {}).unwrap(),
-            &key,
-            "cached"
-        );
-        assert_eq!(ops(&m), (reads + 1, writes));
-        // A damaged key is replaced.
-        m.store().put(SIGNING_KEY_KEY, b"garbage");
-        let third = SessionManager::new(m.store(), ExpiryPolicy::default());
-        let replaced = third.signing_key(&mut rng(), &|| {}).unwrap();
-        assert_ne!(replaced, &key);
-    }
-
-    #[test]
-    fn requests_that_find_no_key_at_once_all_use_the_one_made() {
-        let store = MemoryStore::new();
-        let first = SessionManager::new(&store, ExpiryPolicy::default());
-        let second = SessionManager::new(&store, ExpiryPolicy::default());
-        // Both found no key; the second drew second and waits while the
-        // first, elected, writes it.
-        assert_eq!(store.increment(SIGNING_KEY_ELECTION_KEY, 1).unwrap(), 1);
-        let waits = Cell::new(0);
-        let made = SigningKey::generate(&mut rng());
-        let key = second
-            .signing_key(&mut rng(), &|| {
-                waits.set(waits.get() + 1);
-                if waits.get() == 3 {
-                    store.put(SIGNING_KEY_KEY, &made.encode());
-                }
-            })
-            .unwrap()
-            .clone();
-        assert_eq!(key, made, "the waiter takes the elected writer's key");
-        assert_eq!(first.signing_key(&mut rng(), &|| {}).unwrap(), &made);
-        // An elected writer that never writes: the waiter makes one.
-        let store = MemoryStore::new();
-        store.increment(SIGNING_KEY_ELECTION_KEY, 1).unwrap();
-        let lonely = SessionManager::new(&store, ExpiryPolicy::default());
-        let key = lonely.signing_key(&mut rng(), &|| {}).unwrap().clone();
-        assert_eq!(
-            SigningKey::decode(&store.peek(SIGNING_KEY_KEY).unwrap()),
-            Some(key)
-        );
     }
 
     #[test]
@@ -983,6 +1157,125 @@ mod tests {
                 m.lookup(Some(old_id), T0 + 4).unwrap(),
                 Found::Expired
             ));
+        }
+    }
+
+    /// R2: the swap that ends the old record lands; before its read-back, a
+    /// request with the old cookie looks it up, and the sweep runs. Neither
+    /// deletes it, so the read-back finds its own write and the session
+    /// lives on under the new identifier.
+    #[test]
+    fn a_rotation_is_not_lost_to_a_lookup_or_the_sweep_before_its_read_back() {
+        let m = manager_on(SwapBehaviour::SpinRedis);
+        let s = m
+            .create_with(&mut rng(), T0, &Admission::ANYONE, |r| {
+                r.data.insert("name".into(), "Ada".into());
+            })
+            .unwrap();
+        let old_id = s.id().clone();
+        let mut session = live(m.lookup(Some(old_id.clone()), T0 + 1).unwrap());
+        let store = m.store() as *const MemoryStore;
+        let old = old_id.clone();
+        m.store()
+            .instead_of_next_swap(move |inner, snapshot, value| {
+                inner.put(snapshot.key(), value);
+                // SAFETY-free stand-in for another request: a manager of its own
+                // over the same store, at the same time.
+                let _ = store;
+                let other = SessionManager::new(inner, policy());
+                assert!(matches!(
+                    other.lookup(Some(old), T0 + 2).unwrap(),
+                    Found::Expired
+                ));
+                other.maintain(&mut rng(), T0 + 2).unwrap();
+                Ok(Swap::NotConfirmed(inner.snapshot(snapshot.key())?))
+            });
+        m.cycle(&mut session, &mut rng(), T0 + 2, "t".into(), |_| {})
+            .unwrap();
+        let new = live(m.lookup(Some(session.id().clone()), T0 + 3).unwrap());
+        assert_eq!(new.record().text("name").as_deref(), Some("Ada"));
+    }
+
+    /// A store error between a rotation's steps never leaves the visitor
+    /// without a session: the new identifier holds everything.
+    #[test]
+    fn a_store_error_between_a_rotations_steps_keeps_the_session() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour);
+            let s = m
+                .create_with(&mut rng(), T0, &Admission::ANYONE, |r| {
+                    r.data.insert("name".into(), "Ada".into());
+                })
+                .unwrap();
+            let mut session = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
+            m.store().instead_of_next_swap(|store, snapshot, value| {
+                store.put(snapshot.key(), value);
+                Err(StoreError("connection reset".into()))
+            });
+            m.cycle(&mut session, &mut rng(), T0 + 2, "t".into(), |r| {
+                r.data.insert("role".into(), "admin".into());
+            })
+            .unwrap();
+            let new = live(m.lookup(Some(session.id().clone()), T0 + 3).unwrap());
+            assert_eq!(
+                new.record().text("role").as_deref(),
+                Some("admin"),
+                "{behaviour:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_rotation_takes_over_a_concurrent_update_of_the_old_record() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour);
+            let s = m.create(&mut rng(), T0).unwrap();
+            let mut session = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
+            // The concurrent update lands after the new record was built:
+            // at the first swap's snapshot... which `cycle` took first, so
+            // the seam runs on the new record's creation (no snapshot) and
+            // the old record's swap then loses.
+            let key = s.key().to_owned();
+            m.store()
+                .instead_of_next_swap(move |store, snapshot, value| {
+                    concurrent_write(key, "cart")(store);
+                    store.swap_as_configured(snapshot, value)
+                });
+            m.cycle(&mut session, &mut rng(), T0 + 2, "t".into(), |_| {})
+                .unwrap();
+            let new = live(m.lookup(Some(session.id().clone()), T0 + 3).unwrap());
+            assert_eq!(
+                new.record().text("cart").as_deref(),
+                Some("theirs"),
+                "{behaviour:?}"
+            );
+            assert!(stored(&m, &s).is_ended(), "{behaviour:?}");
+        }
+    }
+
+    #[test]
+    fn a_rotation_of_a_session_signed_out_meanwhile_is_gone_and_leaves_no_new_record() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour);
+            let s = m.create(&mut rng(), T0).unwrap();
+            let mut session = live(m.lookup(Some(s.id().clone()), T0 + 1).unwrap());
+            let key = s.key().to_owned();
+            m.store()
+                .instead_of_next_swap(move |store, snapshot, value| {
+                    store.put_absent(&key);
+                    store.swap_as_configured(snapshot, value)
+                });
+            let keys_before = m.store().keys().len();
+            let result = m.cycle(&mut session, &mut rng(), T0 + 2, "t".into(), |_| {});
+            assert_eq!(result, Err(UpdateError::Gone), "{behaviour:?}");
+            let records = m
+                .store()
+                .keys()
+                .into_iter()
+                .filter(|k| k.starts_with(crate::id::RECORD_KEY_PREFIX))
+                .count();
+            assert_eq!(records, 0, "{behaviour:?}: no record left");
+            assert!(m.store().keys().len() <= keys_before + 2);
         }
     }
 
@@ -1038,39 +1331,45 @@ mod tests {
     }
 
     #[test]
-    fn a_creation_costs_one_write_more_for_its_quota() {
+    fn a_clients_first_creation_of_a_minute_indexes_its_counter() {
         let m = manager();
-        m.maintain(&mut rng(), T0).unwrap();
+        m.create(&mut rng(), T0).unwrap();
         let before = ops(&m);
         m.create_with(&mut rng(), T0, &from("c", 10), |_| {})
             .unwrap();
-        assert_eq!(ops(&m), (before.0 + 1, before.1 + 4), "first of the minute");
+        // Reads: the cursor, the counter; writes: the quota entry's slot and
+        // entry, the counter, then the creation's three.
+        assert_eq!(ops(&m), (before.0 + 2, before.1 + 6), "first of the minute");
         let before = ops(&m);
         m.create_with(&mut rng(), T0, &from("c", 10), |_| {})
             .unwrap();
-        assert_eq!(ops(&m), (before.0 + 1, before.1 + 4), "later ones");
+        assert_eq!(ops(&m), (before.0 + 2, before.1 + 4), "later ones");
+    }
+
+    /// Drives the sweep as creations would, far in the future.
+    fn sweep_all(m: &SessionManager<MemoryStore>, at: i64) {
+        for n in 0..300 {
+            m.maintain(&mut rng(), at + n).unwrap();
+        }
     }
 
     #[test]
     fn quota_counters_are_swept_once_their_minute_is_over() {
         let m = manager();
-        m.maintain(&mut rng(), T0).unwrap();
         m.create_with(&mut rng(), T0, &from("c", 10), |_| {})
             .unwrap();
-        let quota = crate::index::quota_key(T0, "c");
+        let quota = index::quota_key(T0, "c");
         assert!(m.store().peek(&quota).is_some());
-        for _ in 0..20 {
-            m.maintain(&mut rng(), T0 + 10_000).unwrap();
-        }
+        sweep_all(&m, T0 + 10_000);
         assert!(m.store().peek(&quota).is_none(), "the counter is swept");
-        assert!(
-            m.store()
-                .keys()
-                .iter()
-                .all(|k| !k.starts_with("expiry/") || k == crate::index::CURSOR_KEY),
-            "{:?}",
-            m.store().keys()
-        );
+        assert_eq!(session_count(&m), 0);
+        let left: Vec<String> = m
+            .store()
+            .keys()
+            .into_iter()
+            .filter(|k| !k.ends_with("tail") && k != index::CURSOR_KEY)
+            .collect();
+        assert!(left.is_empty(), "only the cursor and tails: {left:?}");
     }
 
     #[test]
@@ -1079,43 +1378,19 @@ mod tests {
             let m = manager_on(behaviour)
                 .with_max_sessions(3)
                 .with_protection_window(300);
-            m.maintain(&mut rng(), T0).unwrap();
             let sessions: Vec<Session> =
                 (0..3).map(|_| m.create(&mut rng(), T0).unwrap()).collect();
-            // The sweep cursor first walks the empty buckets up to the
-            // sessions' (8 per step, two steps per creation), admitting a
-            // few over the cap; once it reaches sessions in use, it stops
-            // there and creation is refused.
-            let mut admitted = Vec::new();
-            let refused = loop {
-                match m.create_with(&mut rng(), T0 + 10, &from("c", 100), |_| {}) {
-                    Ok(session) => admitted.push(session),
-                    Err(err) => break err,
-                }
-                assert!(admitted.len() <= 2, "{behaviour:?}: too many over the cap");
-            };
+            let refused = m.create_with(&mut rng(), T0 + 10, &from("c", 100), |_| {});
             assert_eq!(
-                refused,
-                CreateError::Full {
+                refused.err(),
+                Some(CreateError::Full {
                     retry_after_secs: 60
-                },
+                }),
                 "{behaviour:?}"
             );
-            let count_before = m.store().peek(crate::index::SESSION_COUNT_KEY);
-            let keys = m.store().keys();
-            let again = m.create_with(&mut rng(), T0 + 10, &from("c", 100), |_| {});
-            assert!(
-                matches!(again, Err(CreateError::Full { .. })),
-                "{behaviour:?}"
-            );
-            // Nothing of the refused sessions; the count is as it was.
-            assert_eq!(m.store().keys(), keys, "{behaviour:?}");
-            assert_eq!(
-                m.store().peek(crate::index::SESSION_COUNT_KEY),
-                count_before
-            );
+            assert_eq!(session_count(&m), 3, "{behaviour:?}");
             for s in &sessions {
-                assert!(m.store().peek(s.key()).is_some(), "{behaviour:?}");
+                assert!(!stored(&m, s).is_ended(), "{behaviour:?}");
             }
             // One session is used again; later the other two are idle past
             // the window and may go, but not the one in use.
@@ -1123,38 +1398,203 @@ mod tests {
             m.update(&mut used, &mut rng(), T0 + 350, |_| {}).unwrap();
             m.create_with(&mut rng(), T0 + 400, &from("c", 100), |_| {})
                 .unwrap();
-            assert!(m.store().peek(sessions[2].key()).is_some(), "{behaviour:?}");
+            assert!(!stored(&m, &sessions[2]).is_ended(), "{behaviour:?}");
             let gone = sessions[..2]
                 .iter()
-                .filter(|s| m.store().peek(s.key()).is_none())
+                .filter(|s| stored(&m, s).is_ended())
                 .count();
-            assert!(gone >= 1, "{behaviour:?}: an idle session made room");
+            assert_eq!(gone, 1, "{behaviour:?}: one idle session made room");
+            // The victim's entry counts until the next step settles its
+            // slot as void.
+            assert_eq!(session_count(&m), 4, "{behaviour:?}");
+        }
+    }
+
+    /// R6: a session saved between the step that judged it evictable and
+    /// its eviction is not evicted.
+    #[test]
+    fn eviction_only_deletes_the_version_it_decided_on() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour)
+                .with_max_sessions(1)
+                .with_protection_window(50);
+            let s = m.create(&mut rng(), T0).unwrap();
+            m.maintain(&mut rng(), T0 + 100).unwrap();
+            // Used right after the step read it (the next snapshot is the
+            // evicting step's cursor; the one after is the victim's).
+            let key = s.key().to_owned();
+            m.store().after_next_snapshot(move |store| {
+                store.after_next_snapshot(concurrent_write(key, "saved"));
+            });
+            let refused = m.create_with(&mut rng(), T0 + 100, &from("c", 100), |_| {});
+            assert!(
+                matches!(refused, Err(CreateError::Full { .. })),
+                "{behaviour:?}"
+            );
+            let record = stored(&m, &s);
+            assert!(!record.is_ended(), "{behaviour:?}: not evicted");
+            assert_eq!(record.text("saved").as_deref(), Some("theirs"));
+            // Its entry is still in the index: the sweep gets to it.
+            assert_eq!(session_count(&m), 1, "{behaviour:?}");
+            sweep_all(&m, T0 + 100_000);
+            assert_eq!(session_count(&m), 0, "{behaviour:?}");
+            assert!(m.store().peek(s.key()).is_none(), "{behaviour:?}: swept");
+        }
+    }
+
+    /// R7: a creation evicts what it needs, at most one session more
+    /// (when the store is over the cap for another reason: here, a lowered
+    /// cap).
+    #[test]
+    fn a_creation_at_the_cap_evicts_at_most_two() {
+        let m = manager();
+        for _ in 0..10 {
+            m.create(&mut rng(), T0).unwrap();
+        }
+        let m = SessionManager::new(m.store, policy()).with_max_sessions(4);
+        assert_eq!(session_count(&m), 10);
+        m.create_with(&mut rng(), T0 + 100, &from("c", 100), |_| {})
+            .unwrap();
+        let ended = |m: &SessionManager<MemoryStore>| {
+            m.store()
+                .keys()
+                .iter()
+                .filter(|k| k.starts_with(crate::id::RECORD_KEY_PREFIX))
+                .filter(|k| {
+                    SessionRecord::decode(&m.store().peek(k).unwrap())
+                        .unwrap()
+                        .is_ended()
+                })
+                .count()
+        };
+        assert_eq!(ended(&m), 2);
+        // The next creation counts those two as gone (their slots are
+        // settled as void by its step) and evicts two more, heading back
+        // to the cap.
+        m.create_with(&mut rng(), T0 + 101, &from("c", 100), |_| {})
+            .unwrap();
+        assert_eq!(ended(&m), 4);
+    }
+
+    /// R7: creations one after another at the cap evict one session each.
+    #[test]
+    fn creations_at_the_cap_evict_one_each() {
+        let m = manager().with_max_sessions(3);
+        for _ in 0..3 {
+            m.create(&mut rng(), T0).unwrap();
+        }
+        // Thirty in a row: the tombstones they leave (each due for sweeping
+        // a minute later) never hold up the evictions that follow.
+        for n in 0..30 {
+            m.create_with(&mut rng(), T0 + 100 + n, &from("c", 100), |_| {})
+                .unwrap();
+        }
+        let records: Vec<SessionRecord> = m
+            .store()
+            .keys()
+            .iter()
+            .filter(|k| k.starts_with(crate::id::RECORD_KEY_PREFIX))
+            .map(|k| SessionRecord::decode(&m.store().peek(k).unwrap()).unwrap())
+            .collect();
+        assert_eq!(records.iter().filter(|r| r.is_ended()).count(), 30);
+        assert_eq!(records.iter().filter(|r| !r.is_ended()).count(), 3);
+    }
+
+    /// A backlog bigger than one step is worked through by the creations
+    /// that follow, a step each.
+    #[test]
+    fn a_backlog_is_swept_a_step_per_creation() {
+        let m = manager();
+        for _ in 0..40 {
+            m.create(&mut rng(), T0).unwrap();
+        }
+        let later = T0 + 2 * 86_400;
+        for n in 0..5 {
+            m.create(&mut rng(), later + n).unwrap();
+        }
+        let records = m
+            .store()
+            .keys()
+            .iter()
+            .filter(|k| k.starts_with(crate::id::RECORD_KEY_PREFIX))
+            .count();
+        assert_eq!(records, 5, "5 steps of 8 swept the 40");
+        assert_eq!(session_count(&m), 5);
+    }
+
+    #[test]
+    fn the_sweep_deletes_records_that_do_not_decode() {
+        let m = manager();
+        let s = m.create(&mut rng(), T0).unwrap();
+        m.store().put(s.key(), b"\xff\x00garbage");
+        assert!(matches!(
+            m.lookup(Some(s.id().clone()), T0 + 1).unwrap(),
+            Found::Undecodable(_)
+        ));
+        sweep_all(&m, T0 + 100_000);
+        assert!(m.store().peek(s.key()).is_none());
+        assert_eq!(session_count(&m), 0);
+    }
+
+    #[test]
+    fn abandoned_sessions_leave_only_the_index_fixtures() {
+        for behaviour in BEHAVIOURS {
+            let m = manager_on(behaviour);
+            for _ in 0..20 {
+                m.create(&mut rng(), T0).unwrap();
+            }
+            let s = m.create(&mut rng(), T0).unwrap();
+            let mut s = live(m.lookup(Some(s.id().clone()), T0 + 100).unwrap());
+            m.cycle(&mut s, &mut rng(), T0 + 100, "t".into(), |_| {})
+                .unwrap();
+            sweep_all(&m, T0 + 100_000);
+            assert_eq!(session_count(&m), 0, "{behaviour:?}");
+            let left: Vec<String> = m
+                .store()
+                .keys()
+                .into_iter()
+                .filter(|k| !k.ends_with("tail") && k != index::CURSOR_KEY)
+                .collect();
+            assert!(left.is_empty(), "{behaviour:?}: {left:?}");
         }
     }
 
     #[test]
-    fn a_refused_clients_quota_counter_is_swept_too() {
-        let m = manager().with_max_sessions(2).with_protection_window(300);
-        m.maintain(&mut rng(), T0).unwrap();
-        for _ in 0..2 {
-            m.create(&mut rng(), T0).unwrap();
-        }
-        // Walk the cursor up to the sessions in use, until creation is refused.
-        let refused = (0..10).map(|n| format!("walker-{n}")).find_map(|client| {
-            m.create_with(&mut rng(), T0, &from(&client, 9), |_| {})
-                .err()
-        });
-        assert!(matches!(refused, Some(CreateError::Full { .. })));
-        // A new client's first creation of the minute, refused as full: its
-        // counter exists, with an index entry the cursor has not passed.
-        let late = m.create_with(&mut rng(), T0, &from("late", 9), |_| {});
-        assert!(matches!(late, Err(CreateError::Full { .. })));
-        let counter = crate::index::quota_key(T0, "late");
-        assert!(m.store().peek(&counter).is_some());
-        for step in 0..200 {
-            m.maintain(&mut rng(), T0 + 100_000 + step).unwrap();
-        }
-        assert!(m.store().peek(&counter).is_none(), "the counter is swept");
+    fn judge_sees_the_window_of_a_real_record() {
+        let m = manager_on(SwapBehaviour::SpinRedis);
+        let s = m.create(&mut rng(), T0).unwrap();
+        let mut found = live(m.lookup(Some(s.id().clone()), T0).unwrap());
+        m.update(&mut found, &mut rng(), T0 + 1, |_| {}).unwrap();
+        let record = stored(&m, &s);
+        let attempt = Attempt {
+            base: 0,
+            id: record.recent_writes[0].clone(),
+        };
+        assert_eq!(
+            judge(&attempt, record.version(), &record.recent_writes),
+            Verdict::Stored
+        );
+    }
+
+    /// A new store's cursor cannot be claimed for two in-flight bounds, so
+    /// nothing can be evicted: creations are admitted over the cap until
+    /// then, and refused after.
+    #[test]
+    fn a_new_store_enforces_the_cap_once_its_cursor_settles() {
+        let m = SessionManager::new(MemoryStore::new(), policy())
+            .with_max_sessions(1)
+            .with_protection_window(600);
+        m.create(&mut rng(), T0).unwrap();
+        m.create_with(&mut rng(), T0 + 1, &from("c", 100), |_| {})
+            .unwrap();
+        let settled = T0 + 2 * IN_FLIGHT_SECS;
+        let refused = m.create_with(&mut rng(), settled, &from("c", 100), |_| {});
+        assert_eq!(
+            refused.err(),
+            Some(CreateError::Full {
+                retry_after_secs: 60
+            })
+        );
     }
 
     #[test]

@@ -260,14 +260,38 @@ impl SessionStore for MemoryStore {
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         self.check()?;
         self.count_write();
-        // Counters are kept as decimal text here; the format is the
-        // backend's business, callers only ever see the number.
-        let current: i64 = self
-            .peek(key)
-            .and_then(|v| String::from_utf8(v).ok()?.parse().ok())
-            .unwrap_or(0);
+        let current = match self.peek(key) {
+            None => 0,
+            Some(bytes) => self.decode_counter(&bytes)?,
+        };
         let next = current + delta;
-        self.put(key, next.to_string().as_bytes());
+        let encoded = self.encode_counter(next);
+        self.put(key, &encoded);
         Ok(next)
+    }
+}
+
+impl MemoryStore {
+    /// A counter as the imitated backend stores it: eight bytes
+    /// little-endian on Spin's SQLite store, decimal text elsewhere.
+    fn encode_counter(&self, value: i64) -> Vec<u8> {
+        match self.behaviour {
+            SwapBehaviour::SpinSqlite => value.to_le_bytes().to_vec(),
+            _ => value.to_string().into_bytes(),
+        }
+    }
+
+    /// Reads a counter; a value that is not one fails as the backend
+    /// fails (Spin's SQLite store panics the host: "incorrect length").
+    fn decode_counter(&self, bytes: &[u8]) -> Result<i64, StoreError> {
+        let parsed = match self.behaviour {
+            SwapBehaviour::SpinSqlite => bytes.try_into().ok().map(i64::from_le_bytes),
+            _ => std::str::from_utf8(bytes).ok().and_then(|s| s.parse().ok()),
+        };
+        parsed.ok_or_else(|| {
+            StoreError(format!(
+                "increment of a key that is not a counter: {bytes:?}"
+            ))
+        })
     }
 }

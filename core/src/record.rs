@@ -39,18 +39,74 @@ pub struct SessionRecord {
     /// One-shot values: set by one request, taken by a later one.
     #[serde(default, skip_serializing_if = "Values::is_empty")]
     pub flash: Values,
-    /// The random ids of the last few writes, newest last: how a writer
-    /// tells that its compare-and-swap took effect when the store does not
-    /// say so ([`crate::store::swap_and_confirm`]).
+    /// The random ids of the last few writes, newest last: the last is the
+    /// id of version `writes`, the one before of `writes - 1`, and so on.
+    /// How a writer tells that its compare-and-swap took effect when the
+    /// store does not say so ([`crate::store::judge`]).
     #[serde(default)]
     pub recent_writes: Vec<String>,
-    /// The session has ended: its identifier was replaced
-    /// ([`crate::SessionManager::cycle`]). An ended record counts as
-    /// expired; it stays only until a lookup or the sweep deletes it, and a
+    /// How the session ended, once it has: a tombstone the record stays as
+    /// for a while ([`Ending`]). An ended record counts as expired; a
     /// concurrent update of it finds the session gone instead of writing to
     /// an identifier that is no longer in use.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub ended: bool,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "ending::deserialize"
+    )]
+    pub ended: Option<Ending>,
+}
+
+/// How and when a session ended while its record stays in the store.
+///
+/// The record of an ended session is not deleted by whoever ends it: it
+/// stays as a tombstone until the sweep removes it, at least
+/// [`crate::index::IN_FLIGHT_SECS`] later, so that a request that wrote it
+/// and reads it back finds its own write instead of nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ending {
+    /// When it ended (Unix seconds).
+    pub at: i64,
+    /// Why.
+    pub why: EndReason,
+}
+
+/// Why a session ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Its identifier was replaced ([`crate::SessionManager::cycle`]); the
+    /// data lives on under the new one.
+    Rotated,
+    /// It was evicted to make room under the cap, by the sweep step whose
+    /// plan has this id ([`crate::index`]).
+    Evicted(String),
+}
+
+mod ending {
+    use super::{EndReason, Ending};
+    use serde::{Deserialize, Deserializer};
+
+    /// Records written before endings had a reason said `"ended": true`
+    /// (identifier replaced); they are read as rotated at an unknown time
+    /// long past.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        Legacy(bool),
+        Ending(Ending),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ending>, D::Error> {
+        Ok(match Option::<Stored>::deserialize(d)? {
+            None | Some(Stored::Legacy(false)) => None,
+            Some(Stored::Legacy(true)) => Some(Ending {
+                at: i64::MIN / 2,
+                why: EndReason::Rotated,
+            }),
+            Some(Stored::Ending(ending)) => Some(ending),
+        })
+    }
 }
 
 /// Why stored bytes are not a record this code can use.
@@ -113,7 +169,7 @@ impl From<RecordV1> for SessionRecord {
             data,
             flash: Values::new(),
             recent_writes: old.recent_writes,
-            ended: false,
+            ended: None,
         }
     }
 }
@@ -145,7 +201,7 @@ impl SessionRecord {
             data: Values::new(),
             flash: Values::new(),
             recent_writes: Vec::new(),
-            ended: false,
+            ended: None,
         }
     }
 
@@ -178,6 +234,17 @@ impl SessionRecord {
     /// last few it was built on.
     pub fn includes_write(&self, write_id: &str) -> bool {
         self.recent_writes.iter().any(|id| id == write_id)
+    }
+
+    /// The record's version: how many writes built it since its creation
+    /// (a compare-and-swap built on version `v` can only land as `v + 1`).
+    pub fn version(&self) -> u64 {
+        self.writes
+    }
+
+    /// True when the session has ended (its record is a tombstone).
+    pub fn is_ended(&self) -> bool {
+        self.ended.is_some()
     }
 
     /// A stored value that is a string, if the session has one.
@@ -232,6 +299,23 @@ mod tests {
             Some(&StoredValue::from(15))
         );
         assert!(record.includes_write("abc"));
+    }
+
+    #[test]
+    fn endings_round_trip_and_legacy_ones_read_as_rotated() {
+        let mut record = sample();
+        for why in [EndReason::Rotated, EndReason::Evicted("plan".into())] {
+            record.ended = Some(Ending { at: 5, why });
+            assert_eq!(SessionRecord::decode(&record.encode()).unwrap(), record);
+        }
+        record.ended = None;
+        let mut legacy: serde_json::Value = serde_json::from_slice(&record.encode()).unwrap();
+        legacy["ended"] = true.into();
+        let read = SessionRecord::decode(legacy.to_string().as_bytes()).unwrap();
+        assert_eq!(read.ended.map(|e| e.why), Some(EndReason::Rotated));
+        legacy["ended"] = false.into();
+        let read = SessionRecord::decode(legacy.to_string().as_bytes()).unwrap();
+        assert_eq!(read.ended, None);
     }
 
     #[test]

@@ -9,10 +9,10 @@
 //! - compare-and-swap ([`SessionStore::snapshot`], [`SessionStore::swap`])
 //!   whose *answer* is not trusted: Spin's Redis store reports a conflict
 //!   whether or not it wrote, so a caller learns whether its value is
-//!   stored only from what the key holds afterwards
-//!   ([`swap_and_confirm`]). And a swap is only ever made on a key that
-//!   was present when read: Spin's SQLite store turns the swap of an
-//!   absent key into an unconditional write.
+//!   stored only from what the key holds afterwards, judged by version
+//!   ([`judge`]). And a swap is only ever made on a key that was present
+//!   when read: Spin's SQLite store turns the swap of an absent key into
+//!   an unconditional write.
 //!
 //! There is no listing and no batch read (Spin's Redis `get-many` fails):
 //! nothing on a request path may cost more as the store grows.
@@ -59,8 +59,8 @@ pub trait SessionStore {
     fn snapshot(&self, key: &str) -> Result<Self::Snapshot, StoreError>;
 
     /// Stores `value` if the key still holds what `snapshot` read. Callers
-    /// never swap a snapshot of an absent key (see the module docs) and use
-    /// [`swap_and_confirm`] to learn the outcome.
+    /// never swap a snapshot of an absent key (see the module docs), and
+    /// judge an unconfirmed outcome by the value's version ([`judge`]).
     fn swap(
         &self,
         snapshot: Self::Snapshot,
@@ -84,47 +84,82 @@ pub trait SessionStore {
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
 }
 
-/// How a [`swap_and_confirm`] ended.
-#[derive(Debug)]
-pub enum Confirmed<S> {
-    /// The value is stored.
-    Stored,
-    /// Another request's write won; here is what the key holds now.
-    Lost(S),
+/// One compare-and-swap write of a versioned value (a session record, the
+/// sweep cursor): built on the value at version `base`, so that, if it
+/// lands at all, it lands as version `base + 1`, carrying the random `id`
+/// in the value's window of recent write ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attempt {
+    /// The version the attempt was built on.
+    pub base: u64,
+    /// The write id it carries.
+    pub id: String,
 }
 
-/// Swaps `value` into the key `snapshot` read (which must have been
-/// present) and tells whether it was stored: by the store's word when it
-/// gives one, otherwise by whether what the key holds now `is_ours`.
+/// What a later read of the value says about an [`Attempt`] whose swap the
+/// store did not confirm (every swap, on Spin's Redis store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Version `base + 1` is this attempt: it landed.
+    Stored,
+    /// Version `base + 1` is another write: this attempt can never land
+    /// (it could only ever have become that version).
+    Lost,
+    /// The value is still at version `base`: the attempt has not landed,
+    /// and may still (a swap whose reply came back before its write).
+    Pending,
+    /// Version `base + 1` has left the window of recent ids: whether it
+    /// was this attempt cannot be known.
+    Unknown,
+}
+
+/// Judges `attempt` by the value's current `version` and its window of
+/// `recent` write ids, oldest first (the last is the id of `version`
+/// itself, the one before of `version - 1`, and so on).
 ///
-/// `is_ours` must recognise only a value this caller wrote, and must still
-/// recognise it after later writers built on it: records and the sweep
-/// cursor carry the random ids of their last few writes for that.
-pub fn swap_and_confirm<S: SessionStore>(
-    store: &S,
-    snapshot: S::Snapshot,
-    value: &[u8],
-    is_ours: impl Fn(&[u8]) -> bool,
-) -> Result<Confirmed<S::Snapshot>, StoreError> {
-    debug_assert!(
-        snapshot.value().is_some(),
-        "a swap of an absent key is an unconditional write on Spin's SQLite store"
-    );
-    match store.swap(snapshot, value)? {
-        Swap::Done => Ok(Confirmed::Stored),
-        Swap::NotConfirmed(fresh) if fresh.value().is_some_and(&is_ours) => Ok(Confirmed::Stored),
-        Swap::NotConfirmed(fresh) => Ok(Confirmed::Lost(fresh)),
+/// Exact, whatever happened in between: a swap built on version `b` can
+/// only ever land as `b + 1`, so the id stored at `b + 1` decides, as long
+/// as the window still reaches back to it.
+pub fn judge(attempt: &Attempt, version: u64, recent: &[String]) -> Verdict {
+    let landed_as = attempt.base.saturating_add(1);
+    if version < landed_as {
+        return Verdict::Pending;
+    }
+    let age = version - landed_as;
+    match usize::try_from(age)
+        .ok()
+        .and_then(|age| recent.len().checked_sub(age + 1))
+    {
+        Some(index) if recent[index] == attempt.id => Verdict::Stored,
+        Some(_) => Verdict::Lost,
+        None => Verdict::Unknown,
     }
 }
 
-/// How many write ids a record or the cursor keeps (see
-/// [`swap_and_confirm`]): a write is recognised as long as fewer than this
-/// many writes landed on top of it before its writer read the key back.
-///
-/// On Spin's Redis store that read-back comes through a new connection; on
-/// a loaded 2-core machine another instance once landed 8 writes in that
-/// gap (`tests/redis.rs`, two instances posting at once), and the update
-/// was applied twice. 32 ids cost at most ~500 bytes of a busy record.
+/// What a set of attempts of one write adds up to, judged against the
+/// same read: one landed; one may have landed and cannot be known; or none
+/// did, and those that may still land were built on the version read (a
+/// new attempt built on it competes with them for the same version, so at
+/// most one of them ever lands).
+pub fn judge_all(attempts: &[Attempt], version: u64, recent: &[String]) -> Verdict {
+    let verdicts = attempts.iter().map(|a| judge(a, version, recent));
+    let mut outcome = Verdict::Lost;
+    for verdict in verdicts {
+        match verdict {
+            Verdict::Stored => return Verdict::Stored,
+            Verdict::Unknown => outcome = Verdict::Unknown,
+            Verdict::Pending if outcome == Verdict::Lost => outcome = Verdict::Pending,
+            _ => {}
+        }
+    }
+    outcome
+}
+
+/// How many write ids a record or the cursor keeps: an unconfirmed write
+/// is judged exactly ([`judge`]) as long as fewer than this many writes
+/// landed on top of it before its writer read the value back. Beyond, the
+/// outcome is reported as unknown, never guessed. 32 ids cost at most
+/// ~500 bytes of a busy record.
 pub const RECENT_WRITES: usize = 32;
 
 /// The length of one write id: enough randomness that two writers never
@@ -177,5 +212,65 @@ impl<S: SessionStore + ?Sized> SessionStore for &S {
 
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         (**self).increment(key, delta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: u64, last: u64) -> Vec<String> {
+        (last + 1 - n..=last).map(|v| format!("w{v}")).collect()
+    }
+
+    fn attempt(base: u64, id: &str) -> Attempt {
+        Attempt {
+            base,
+            id: id.into(),
+        }
+    }
+
+    #[test]
+    fn an_attempt_is_judged_by_the_version_it_could_have_become() {
+        // Versions 11..=40 are in the window, written by w11..w40.
+        let recent = ids(30, 40);
+        assert_eq!(judge(&attempt(10, "w11"), 40, &recent), Verdict::Stored);
+        assert_eq!(judge(&attempt(10, "x"), 40, &recent), Verdict::Lost);
+        assert_eq!(judge(&attempt(39, "w40"), 40, &recent), Verdict::Stored);
+        assert_eq!(judge(&attempt(39, "x"), 40, &recent), Verdict::Lost);
+        // Its own id elsewhere in the window is no proof: a swap built on
+        // 20 could only have become 21.
+        assert_eq!(judge(&attempt(20, "w30"), 40, &recent), Verdict::Lost);
+        // Not reached yet, or out of reach.
+        assert_eq!(judge(&attempt(40, "x"), 40, &recent), Verdict::Pending);
+        assert_eq!(judge(&attempt(9, "w10"), 40, &recent), Verdict::Unknown);
+        assert_eq!(judge(&attempt(0, "x"), 40, &[]), Verdict::Unknown);
+        assert_eq!(judge(&attempt(u64::MAX, "x"), 3, &recent), Verdict::Pending);
+    }
+
+    #[test]
+    fn attempts_add_up() {
+        let recent = ids(5, 12);
+        let lost = attempt(8, "x");
+        let pending = attempt(12, "y");
+        let stored = attempt(10, "w11");
+        let unknown = attempt(2, "z");
+        assert_eq!(
+            judge_all(std::slice::from_ref(&lost), 12, &recent),
+            Verdict::Lost
+        );
+        assert_eq!(
+            judge_all(&[lost.clone(), pending.clone()], 12, &recent),
+            Verdict::Pending
+        );
+        assert_eq!(
+            judge_all(&[unknown.clone(), pending.clone()], 12, &recent),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            judge_all(&[unknown, pending, stored, lost], 12, &recent),
+            Verdict::Stored
+        );
+        assert_eq!(judge_all(&[], 12, &recent), Verdict::Lost);
     }
 }

@@ -1,14 +1,16 @@
 //! The expiry index's arithmetic (`spin_sessions_core::index`) and
-//! `ExpiryPolicy`'s over arbitrary times and timeouts, the whole i64 / u64
-//! range included (a corrupted record can hold any timestamp, a setting any
-//! timeout). Built with overflow checks, so an overflow is a crash.
-//! Properties:
+//! `ExpiryPolicy`'s over arbitrary times, counters and timeouts, the whole
+//! i64 / u64 range included (a corrupted record or cursor can hold any
+//! number, a setting any timeout). Built with overflow checks, so an
+//! overflow is a crash. Properties:
 //! - no panic, no overflow;
-//! - `bucket_of(t) * BUCKET_SECS <= t < bucket_end(bucket_of(t))` wherever
-//!   those bounds are representable; otherwise `bucket_end` saturates to
-//!   `i64::MAX`; both functions are monotonic;
-//! - `entry_key` / `slot_counter_key` spell `expiry/<bucket>/<slot|count>`
-//!   and read back to the same numbers;
+//! - the count of sessions ahead of a cursor never exceeds what its queues
+//!   hold, and a cursor decodes back to itself;
+//! - a cursor is settled exactly twice the in-flight bound after its birth
+//!   (saturating), and never due before it is settled;
+//! - the queue keys spell `index/new/<slot>`, `index/moved/<epoch>/<slot>`
+//!   and `index/quota/<slot>` and read back to the same numbers; a quota
+//!   key's end is the end of its minute;
 //! - `expires_at` is `min(last_seen + idle, created + absolute)` with
 //!   saturation (a timeout counting at most `i64::MAX` s), so never after
 //!   either bound; `is_expired` agrees with it;
@@ -19,21 +21,25 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use spin_sessions_core::index::{
-    bucket_end, bucket_of, entry_key, slot_counter_key, Cursor, BUCKET_SECS,
+    count, moved_entry_key, new_entry_key, quota_end, quota_entry_key, quota_key, Cursor,
+    IN_FLIGHT_SECS,
 };
 use spin_sessions_core::{ExpiryPolicy, SessionRecord};
 
 #[derive(Debug, Arbitrary)]
 struct Input {
-    t: i64,
-    u: i64,
-    bucket: i64,
-    slot: i64,
+    born: i64,
+    now: i64,
+    slot: u64,
+    new_done: u64,
+    new_tail: u64,
+    moved_done: u64,
+    moved_tail: u64,
+    voids: u64,
     idle_timeout_secs: u64,
     absolute_timeout_secs: u64,
     created_at: i64,
     last_seen_at: i64,
-    now: i64,
 }
 
 /// `a + b` in i64, saturating, computed without i64 arithmetic. A timeout
@@ -47,69 +53,55 @@ fn sat_add(a: i64, b: u64) -> i64 {
 }
 
 fuzz_target!(|input: Input| {
-    buckets(&input);
+    cursor(&input);
     keys(&input);
     expiry(&input);
 });
 
-fn buckets(input: &Input) {
-    let (t, u) = (input.t, input.u);
-    let b = bucket_of(t);
-    let secs = i128::from(BUCKET_SECS);
-    // In i128 everything is representable: the exact floor division.
-    let start = i128::from(b) * secs;
-    let exact_end = (i128::from(b) + 1) * secs;
-    assert!(
-        start <= i128::from(t) && i128::from(t) < exact_end,
-        "t={t} b={b}"
-    );
-    if let Some(start) = b.checked_mul(BUCKET_SECS) {
-        assert!(start <= t);
-    }
-    let end = bucket_end(b);
-    match i64::try_from(exact_end) {
-        Ok(exact_end) => {
-            assert_eq!(end, exact_end);
-            assert!(t < end);
-            assert!(
-                !Cursor::start(t).is_due(t),
-                "a new cursor is due at once: t={t}"
-            );
-            assert!(Cursor::start(t).is_due(end));
-            assert_eq!(bucket_of(end), b + 1);
-        }
-        Err(_) => assert_eq!(end, i64::MAX, "bucket_end({b}) does not saturate"),
-    }
-    // Monotonic.
-    let (lo, hi) = if t <= u { (t, u) } else { (u, t) };
-    assert!(bucket_of(lo) <= bucket_of(hi));
-    let (bl, bh) = if input.bucket <= b {
-        (input.bucket, b)
-    } else {
-        (b, input.bucket)
-    };
-    assert!(bucket_end(bl) <= bucket_end(bh));
-    // bucket_end of any bucket, even ones no time maps to.
-    let any_end = bucket_end(input.bucket);
-    let exact = (i128::from(input.bucket) + 1) * secs;
+fn cursor(input: &Input) {
+    let mut cursor = Cursor::genesis(input.born, input.new_done, 0);
+    cursor.moved_done = input.moved_done;
+    cursor.moved_tail = input.moved_tail;
+    cursor.voids = input.voids;
+    let n = count(&cursor, input.new_tail);
+    let held = u128::from(input.new_tail.saturating_sub(input.new_done))
+        + u128::from(input.moved_tail.saturating_sub(input.moved_done));
+    assert!(u128::from(n) <= held, "{n} > {held}");
+    assert_eq!(Cursor::decode(&cursor.encode()), Some(cursor.clone()));
+    let settles = i128::from(input.born) + 2 * i128::from(IN_FLIGHT_SECS);
     assert_eq!(
-        i128::from(any_end),
-        exact.clamp(i128::from(i64::MIN), i128::from(i64::MAX))
+        cursor.is_settled(input.now),
+        i128::from(input.now) >= settles.min(i128::from(i64::MAX)),
+        "born={} now={}",
+        input.born,
+        input.now
     );
+    if !cursor.is_settled(input.now) {
+        assert!(!cursor.is_due(input.now));
+    }
 }
 
 fn keys(input: &Input) {
-    let (bucket, slot) = (input.bucket, input.slot);
-    let entry = entry_key(bucket, slot);
-    let counter = slot_counter_key(bucket);
-    assert_ne!(entry, counter);
-    let parts: Vec<&str> = entry.split('/').collect();
-    assert_eq!(parts.len(), 3, "{entry}");
-    assert_eq!(parts[0], "expiry");
-    assert_eq!(parts[1].parse::<i64>(), Ok(bucket));
-    assert_eq!(parts[2].parse::<i64>(), Ok(slot));
-    assert_eq!(counter, format!("expiry/{bucket}/count"));
-    assert!(counter.starts_with(&format!("{}/", parts[..2].join("/"))));
+    let slot = input.slot;
+    let new = new_entry_key(slot);
+    assert_eq!(new.strip_prefix("index/new/").map(str::parse), Some(Ok(slot)));
+    let quota = quota_entry_key(slot);
+    assert_eq!(quota.strip_prefix("index/quota/").map(str::parse), Some(Ok(slot)));
+    let moved = moved_entry_key(input.born, slot);
+    let parts: Vec<&str> = moved.split('/').collect();
+    assert_eq!(parts.len(), 4, "{moved}");
+    assert_eq!((parts[0], parts[1]), ("index", "moved"));
+    assert_eq!(parts[2].parse::<i64>(), Ok(input.born));
+    assert_eq!(parts[3].parse::<u64>(), Ok(slot));
+    let counter = quota_key(input.now, "client");
+    let minute = input.now.div_euclid(60);
+    match minute.checked_add(1).and_then(|m| m.checked_mul(60)) {
+        Some(end) => {
+            assert_eq!(quota_end(&counter), Some(end));
+            assert!(input.now < end);
+        }
+        None => assert_eq!(quota_end(&counter), None),
+    }
 }
 
 fn expiry(input: &Input) {

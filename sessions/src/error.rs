@@ -1,7 +1,7 @@
 //! What can go wrong with a session, and the HTTP answer each deserves.
 
 use http::StatusCode;
-use spin_sessions_core::{CreateError, StoreError, UpdateError};
+use spin_sessions_core::{CreateError, StoreError, Uncertainty, UpdateError};
 
 use crate::config::ConfigError;
 
@@ -14,12 +14,16 @@ use crate::config::ConfigError;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The key-value store failed.
+    /// The key-value store failed; nothing of the request was stored.
     Store(StoreError),
+    /// The store did not confirm the save, and no read can tell whether it
+    /// landed: the change may or may not be stored. (Never guessed: a save
+    /// is not applied again on a chance that it was lost.)
+    Unknown(Uncertainty),
     /// Too many requests of the session saved at once; nothing was saved.
     Contended,
-    /// The session ended (signed out, expired, or its identifier replaced)
-    /// while this request was saving it; nothing was saved.
+    /// The session ended (signed out, expired, evicted, or its identifier
+    /// replaced) before this request's save could land; nothing was saved.
     Ended,
     /// A stored value is not of the type asked for, or a value could not
     /// be serialised.
@@ -50,7 +54,7 @@ impl Error {
     /// The status a response to the failed request should have.
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::Store(_) | Error::Contended | Error::Full { .. } => {
+            Error::Store(_) | Error::Unknown(_) | Error::Contended | Error::Full { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -75,10 +79,16 @@ impl Error {
     /// applies. The full error is for the log ([`std::fmt::Display`]).
     pub fn into_response<B: From<String>>(&self) -> http::Response<B> {
         let message = match self {
-            Error::Store(_) => "The session store is unavailable; please try again shortly.",
+            Error::Store(_) => {
+                "The session store is unavailable; nothing was saved. Please try again shortly."
+            }
+            Error::Unknown(_) => {
+                "The session store did not confirm the change: it may or may not have been \
+                 saved. Please check before trying again."
+            }
             Error::Contended => "Too many requests of this session at once; please try again.",
             Error::Ended => {
-                "This session ended while the request was being saved; nothing was saved."
+                "This session ended before the request could be saved; nothing was saved."
             }
             Error::Value { .. } | Error::Config(_) => "The server could not use this session.",
             Error::RateLimited { .. } => {
@@ -103,6 +113,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Store(err) => err.fmt(f),
+            Error::Unknown(why) => write!(f, "the save may or may not be stored: {why}"),
             Error::Contended => f.write_str("too many concurrent saves of the session"),
             Error::Ended => f.write_str("the session ended while it was being saved"),
             Error::Value { key, source } => write!(f, "session value {key:?}: {source}"),
@@ -138,6 +149,7 @@ impl From<UpdateError> for Error {
             UpdateError::Store(err) => Error::Store(err),
             UpdateError::Gone => Error::Ended,
             UpdateError::Contended => Error::Contended,
+            UpdateError::Unknown(why) => Error::Unknown(why),
         }
     }
 }

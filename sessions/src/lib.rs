@@ -110,11 +110,14 @@ impl<S: SessionStore> Sessions<S> {
     /// expired or unreadable record is deleted on the way (one write), and
     /// the visitor starts afresh with nothing stored.
     pub fn load<B>(&self, request: &http::Request<B>) -> Result<Session<'_, S>, Error> {
-        self.load_at(request, unix_now())
+        let mut session = self.load_at(request, unix_now())?;
+        session.read_clock_at_save();
+        Ok(session)
     }
 
     /// [`Sessions::load`] at the time `now` (Unix seconds) instead of the
-    /// clock's: for tests, and for callers with a clock of their own.
+    /// clock's, for the load and the save alike: for tests, and for callers
+    /// with a clock of their own.
     pub fn load_at<B>(
         &self,
         request: &http::Request<B>,
@@ -175,7 +178,7 @@ impl<S: SessionStore> Sessions<S> {
 }
 
 /// The wall clock in Unix seconds (Spin's `wasi:clocks/wall-clock`).
-fn unix_now() -> i64 {
+pub(crate) fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -207,6 +210,10 @@ mod tests {
         };
         let sessions = Sessions::new(&store, config).unwrap();
         let now = 1_800_000_000;
+        // A store whose sweep cursor has settled (two minutes old): the cap
+        // is enforced.
+        let sessions_then = Sessions::new(&store, sessions.config().clone()).unwrap();
+        visit(&sessions_then, "192.0.2.9", now - 1000).unwrap();
         visit(&sessions, "192.0.2.1", now).unwrap();
         visit(&sessions, "192.0.2.1", now).unwrap();
         // The quota, per address.
@@ -214,8 +221,8 @@ mod tests {
             visit(&sessions, "192.0.2.1", now),
             Err(Error::RateLimited { .. })
         ));
-        // The cap holds only sessions in use: refused, not evicted (after
-        // the sweep cursor has walked to them).
+        // The cap holds only sessions in use: refused, not evicted (the
+        // session of 1000 s ago is idle past the window: evicted first).
         let refused = (2..8).find_map(|n| visit(&sessions, &format!("192.0.2.{n}"), now).err());
         assert!(matches!(refused, Some(Error::Full { .. })), "{refused:?}");
         assert_eq!(

@@ -27,7 +27,11 @@ use crate::{Error, Sessions};
 /// kept, and for the same key the last save wins.
 pub struct Session<'s, S: SessionStore> {
     sessions: &'s Sessions<S>,
+    /// The time the session was loaded at.
     now: i64,
+    /// The save reads the clock again: a request that took long must not
+    /// keep alive a session that expired meanwhile.
+    clock_at_save: bool,
     /// The stored session the cookie leads to, if it is live.
     stored: Option<spin_sessions_core::Session>,
     /// The pending identifier of a visitor with nothing stored: the one
@@ -80,6 +84,7 @@ impl<'s, S: SessionStore> Session<'s, S> {
         Session {
             sessions,
             now,
+            clock_at_save: false,
             request,
             stored,
             pending,
@@ -256,8 +261,11 @@ impl<'s, S: SessionStore> Session<'s, S> {
     ///   with concurrent saves;
     /// - [`Session::cycle_id`], [`Session::destroy`]: as they say.
     ///
-    /// On an error nothing of this request is stored, and the response
-    /// should be replaced by [`Error::into_response`].
+    /// On an error the response should be replaced by
+    /// [`Error::into_response`]. Every error says what was stored: nothing
+    /// ([`Error::Store`], [`Error::Ended`], [`Error::Contended`], …), or
+    /// that the store could not say ([`Error::Unknown`]). A save is never
+    /// applied twice.
     pub fn save<B>(self, response: &mut http::Response<B>) -> Result<(), Error> {
         if self.request.unsafe_method {
             response.headers_mut().append(
@@ -310,24 +318,33 @@ impl<'s, S: SessionStore> Session<'s, S> {
     ) -> Result<Option<String>, Error> {
         let manager = self.sessions.manager();
         let changes = &self.changes;
+        let now = self.save_time();
         if self.cycle {
             let token = self.view.csrf_token.clone();
-            manager.cycle(&mut stored, &mut rng(), self.now, token, |record| {
+            let old_ended = manager.cycle(&mut stored, &mut rng(), now, token, |record| {
                 changes.apply_to(record)
             })?;
+            if !old_ended {
+                eprintln!(
+                    "spin-sessions: a session's identifier was replaced, but the store did not \
+                     confirm that the old one ended; it lives on, without this request's \
+                     changes, until it expires"
+                );
+            }
             return Ok(Some(self.cookie_for(&stored)));
         }
         let wrote = if changes.is_empty() {
-            match manager.touch_if_due(&mut stored, &mut rng(), self.now) {
+            match manager.touch_if_due(&mut stored, &mut rng(), now) {
                 Ok(wrote) => wrote,
                 // Another request is writing the session, and records the
                 // visit too; or it has just ended, and there is nothing to
-                // keep alive.
-                Err(UpdateError::Contended | UpdateError::Gone) => false,
+                // keep alive; or the store could not say whether the visit
+                // was recorded, which changes nothing the visitor sees.
+                Err(UpdateError::Contended | UpdateError::Gone | UpdateError::Unknown(_)) => false,
                 Err(err) => return Err(err.into()),
             }
         } else {
-            manager.update(&mut stored, &mut rng(), self.now, |record| {
+            manager.update(&mut stored, &mut rng(), now, |record| {
                 changes.apply_to(record)
             })?;
             true
@@ -360,13 +377,15 @@ impl<'s, S: SessionStore> Session<'s, S> {
             per_minute: quota,
             refuse_when_full: true,
         };
-        let created =
-            self.sessions
-                .manager()
-                .create_with(&mut rng(), self.now, &admission, |record| {
-                    changes.apply_to(record);
-                    record.csrf_token = token;
-                })?;
+        let created = self.sessions.manager().create_with(
+            &mut rng(),
+            self.save_time(),
+            &admission,
+            |record| {
+                changes.apply_to(record);
+                record.csrf_token = token;
+            },
+        )?;
         Ok(Some(self.cookie_for(&created)))
     }
 
@@ -388,6 +407,20 @@ impl<'s, S: SessionStore> Session<'s, S> {
             .or(self.sessions.config().cookie.max_age_secs)
     }
 
+    /// Makes [`Session::save`] read the clock again (see `clock_at_save`).
+    pub(crate) fn read_clock_at_save(&mut self) {
+        self.clock_at_save = true;
+    }
+
+    /// The time the save writes at.
+    fn save_time(&self) -> i64 {
+        if self.clock_at_save {
+            crate::unix_now().max(self.now)
+        } else {
+            self.now
+        }
+    }
+
     fn change(&mut self, change: Change) {
         self.changes.push(change, &mut self.view);
     }
@@ -395,8 +428,7 @@ impl<'s, S: SessionStore> Session<'s, S> {
     /// Hands a visitor with nothing stored a pending identifier, and its
     /// token.
     fn issue_pending(&mut self) -> Result<(), Error> {
-        let pause = || std::thread::sleep(Duration::from_millis(5));
-        let key = self.sessions.manager().signing_key(&mut rng(), &pause)?;
+        let key = self.sessions.manager().signing_key(&mut rng())?;
         let pending = key.issue(&mut rng());
         self.view.csrf_token = key.csrf_token(&pending);
         self.pending = Some(pending);

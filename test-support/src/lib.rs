@@ -6,6 +6,8 @@
 //! - [`net`]: client sockets from chosen loopback addresses;
 //! - [`http`]: a raw HTTP/1.1 client, and a visitor's first page and post;
 //! - [`sqlite`]: what a Spin SQLite store file holds;
+//! - [`tcp_proxy`]: a TCP proxy that holds back new connections (a
+//!   congested link to Redis);
 //! - [`tempdir`]: a temporary directory removed when dropped.
 //!
 //! The crate's dependency list matters as much as its code: it carries the
@@ -18,4 +20,5 @@ pub mod http;
 pub mod net;
 pub mod redis_server;
 pub mod sqlite;
+pub mod tcp_proxy;
 pub mod tempdir;

@@ -188,6 +188,7 @@ impl App {
             backend: Backend::Sqlite,
             state: tempfile::tempdir().unwrap(),
             redis: None,
+            redis_url: None,
         };
         std::mem::replace(&mut self.storage, placeholder)
     }
@@ -207,9 +208,24 @@ impl App {
         self.storage.session_records()
     }
 
-    /// How many session records the store holds.
+    /// How many session records the store holds (tombstones included).
     pub fn session_count(&self) -> usize {
         self.storage.session_count()
+    }
+
+    /// How many live sessions the store holds (records that are not
+    /// tombstones).
+    pub fn live_session_count(&self) -> usize {
+        self.storage.live_session_count()
+    }
+
+    /// Makes the store's sweep cursor (with one session) and moves the
+    /// clock past the two minutes in which a new cursor cannot be claimed,
+    /// so that the cap is enforced from now on. Returns the session.
+    pub fn settle_index(&self) -> (String, String) {
+        let session = start_session(self);
+        self.advance_clock(2 * spin_sessions_core::index::IN_FLIGHT_SECS as u64);
+        session
     }
 
     /// Sends `raw` bytes as one request and reads the response.

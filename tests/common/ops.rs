@@ -35,14 +35,16 @@ pub const ANONYMOUS_GET: Ops = Ops {
 };
 
 /// The first form post of a visitor with a pending identifier: the signing
-/// key and the sweep cursor are read; the client's quota counter, the
-/// session count, an index slot and one batch (the index entries and the
-/// record) are written. No compare-and-swap, so no connection on Redis
-/// either.
-pub fn first_post(_backend: Backend) -> Ops {
+/// key, the sweep cursor and the client's quota counter are read; the
+/// quota counter, the new queue's slot counter (read by an increment of
+/// 0, for the cap), an index slot and one batch (the index entry and the
+/// record) are written. The client's first creation of a minute also
+/// writes its quota counter's index entry first (a slot and the entry).
+/// No compare-and-swap, so no connection on Redis either.
+pub fn first_post(_backend: Backend, first_of_its_minute: bool) -> Ops {
     Ops {
-        reads: 2,
-        writes: 4,
+        reads: 3,
+        writes: if first_of_its_minute { 6 } else { 4 },
         connections: 0,
     }
 }
@@ -68,27 +70,28 @@ pub fn live_post(backend: Backend) -> Ops {
 
 /// Most any request costs (once the store has its signing key): a lookup
 /// (or the signing key), the cursor, a due sweep step and two eviction
-/// steps (each at most 18 reads, 5 writes, 2 connections), the creation's
-/// writes (quota, count, slot, batch; or, refused when full, the count
-/// restored and the quota counter's entry) and an expired record's delete.
+/// steps (each at most 43 reads, 11 writes and 10 connections, with the
+/// last step's plan to finish: ARCHITECTURE.md), and the creation's own
+/// (the quota counter's read, entry and increment, the slot counter read,
+/// a slot, the batch).
 pub const ANY_MAX: Ops = Ops {
-    reads: 57,
-    writes: 22,
-    connections: 6,
+    reads: 134,
+    writes: 39,
+    connections: 30,
 };
 
 /// The expiry index's cursor: the only key a store may hold after requests
 /// that create no session (the first creation in a store writes it).
-pub const CURSOR_KEY: &str = "expiry/cursor";
+pub const CURSOR_KEY: &str = "index/cursor";
 
-/// Entries one sweep step examines (`spin_sessions_core::index::SWEEP_BATCH`).
+/// Entries one sweep step examines (`spin_sessions_core::index::STEP_ENTRIES`).
 pub const SWEEP_BATCH: usize = 8;
 
 /// Most keys a store holds besides its live sessions' records and their
-/// index entries: the bookkeeping (the cursor, the session count, the slot
-/// counters of the few buckets the live sessions' entries are in, the
-/// signing key and the draw for it).
-pub const BOOKKEEPING_KEYS_MAX: usize = 8;
+/// index entries: the bookkeeping (the cursor, the queues' slot counters,
+/// the signing key with its winning candidate and the two counters that
+/// chose it, and a few clients' quota counters with their entries).
+pub const BOOKKEEPING_KEYS_MAX: usize = 13;
 
 /// The record's write counter right after its creation; every applied
 /// update (a form POST, a touch) adds one.

@@ -44,6 +44,7 @@ impl Backend {
                 backend: self,
                 state: tempfile::tempdir().unwrap(),
                 redis: None,
+                redis_url: None,
             },
             Backend::Redis => Storage::on_redis(Arc::new(RedisServer::start(persistent))),
         }
@@ -59,6 +60,9 @@ pub struct Storage {
     pub state: tempfile::TempDir,
     /// The Redis server, on Redis.
     pub redis: Option<Arc<RedisServer>>,
+    /// The URL the host reaches that server at, when not the server's own
+    /// (a proxy in front of it).
+    pub redis_url: Option<String>,
 }
 
 impl Storage {
@@ -68,13 +72,27 @@ impl Storage {
             backend: Backend::Redis,
             state: tempfile::tempdir().unwrap(),
             redis: Some(server),
+            redis_url: None,
+        }
+    }
+
+    /// Like [`Storage::on_redis`], the host reaching the server at `url`
+    /// (a proxy in front of it); the tests still read it directly.
+    pub fn on_redis_via(server: Arc<RedisServer>, url: String) -> Storage {
+        Storage {
+            redis_url: Some(url),
+            ..Storage::on_redis(server)
         }
     }
 
     /// The runtime config a host needs for this storage (none for SQLite:
     /// the state directory is Spin's default).
     pub fn runtime_config(&self) -> Option<String> {
-        self.redis.as_ref().map(|redis| redis.runtime_config())
+        let redis = self.redis.as_ref()?;
+        let url = self.redis_url.clone().unwrap_or_else(|| redis.url());
+        Some(format!(
+            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\n"
+        ))
     }
 
     /// [`Storage::runtime_config`], written to a file in the state
@@ -105,6 +123,18 @@ impl Storage {
             .into_iter()
             .filter(|(key, _)| key.starts_with(SESSION_KEY_PREFIX))
             .collect()
+    }
+
+    /// How many live sessions there are: records that are not tombstones
+    /// (an evicted or rotated session's record stays as one until the
+    /// sweep removes it).
+    pub fn live_session_count(&self) -> usize {
+        self.session_records()
+            .iter()
+            .filter(|(_, value)| {
+                spin_sessions_core::SessionRecord::decode(value).is_ok_and(|r| !r.is_ended())
+            })
+            .count()
     }
 
     /// How many session records there are, without reading them (the scale
