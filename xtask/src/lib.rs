@@ -4,6 +4,7 @@
 //!   that Kubernetes CustomResourceDefinitions use, so the SpinKube manifests
 //!   in `deploy/spinkube/` can be checked against SpinKube's SpinApp CRD
 //!   without a cluster and without a JSON-schema crate.
+//! - [`pattern`]: CRD `pattern`s with RE2's meaning, on the `regex` crate.
 //! - [`yaml`]: reading Kubernetes manifests (multi-document YAML) into the
 //!   validator's [`openapi::Value`], plus a lint for the scalars Kubernetes'
 //!   YAML 1.1 reader types differently from a YAML 1.2 one.
