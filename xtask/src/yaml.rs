@@ -11,32 +11,41 @@ use serde::Deserialize;
 use crate::openapi::Value;
 
 /// Parses every document of a YAML stream (`---`-separated), skipping empty
-/// ones, into JSON values as Kubernetes would see them.
+/// ones, into JSON values as Kubernetes would see them. YAML 1.1 merge keys
+/// (`<<: *anchor`) are applied, as Kubernetes' reader applies them.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
     let mut documents = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let yaml = serde_yaml_ng::Value::deserialize(document)
-            .map_err(|err| format!("document {}: {err}", index + 1))?;
-        let value = convert(&yaml, "").map_err(|err| format!("document {}: {err}", index + 1))?;
-        if value != Value::Null {
+        let in_document = |err: String| format!("document {}: {err}", index + 1);
+        let mut yaml = serde_yaml_ng::Value::deserialize(document)
+            .map_err(|err| in_document(err.to_string()))?;
+        yaml.apply_merge()
+            .map_err(|err| in_document(err.to_string()))?;
+        let value = to_json(&yaml, "").map_err(in_document)?;
+        if !value.is_null() {
             documents.push(value);
         }
     }
     Ok(documents)
 }
 
-fn convert(yaml: &serde_yaml_ng::Value, path: &str) -> Result<Value, String> {
+/// The JSON value of a YAML one, refusing what JSON cannot hold (keys that
+/// are not strings, tags, non-finite numbers) with the field's path.
+fn to_json(yaml: &serde_yaml_ng::Value, path: &str) -> Result<Value, String> {
     use serde_yaml_ng::Value as Y;
     Ok(match yaml {
         Y::Null => Value::Null,
         Y::Bool(b) => Value::Bool(*b),
         Y::Number(n) => {
             if let Some(i) = n.as_i64() {
-                Value::Integer(i.into())
+                Value::from(i)
             } else if let Some(u) = n.as_u64() {
-                Value::Integer(u.into())
+                Value::from(u)
             } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .ok_or_else(|| format!("{path}: {n} has no JSON equivalent"))?
             }
         }
         Y::String(s) => Value::String(s.clone()),
@@ -44,28 +53,23 @@ fn convert(yaml: &serde_yaml_ng::Value, path: &str) -> Result<Value, String> {
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| convert(item, &format!("{path}[{i}]")))
+                .map(|(i, item)| to_json(item, &format!("{path}[{i}]")))
                 .collect::<Result<_, _>>()?,
         ),
         Y::Mapping(mapping) => {
-            let mut fields = Vec::with_capacity(mapping.len());
+            let mut fields = serde_json::Map::with_capacity(mapping.len());
             for (key, value) in mapping {
                 let Y::String(key) = key else {
                     return Err(format!(
                         "{path}: a key that is not a string ({key:?}): JSON has only string keys"
                     ));
                 };
-                // YAML 1.1 merge keys: Kubernetes' reader applies them, this
-                // one would keep `<<` as a field. Manifests here do without.
-                if key == "<<" {
-                    return Err(format!("{path}: merge keys (`<<`) are not supported"));
-                }
                 let field_path = if path.is_empty() {
                     key.clone()
                 } else {
                     format!("{path}.{key}")
                 };
-                fields.push((key.clone(), convert(value, &field_path)?));
+                fields.insert(key.clone(), to_json(value, &field_path)?);
             }
             Value::Object(fields)
         }

@@ -9,6 +9,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use serde_json::{json, Map};
 use xtask::openapi::{Crd, Value, Violation};
 use xtask::yaml::{parse_documents, yaml11_booleans};
 
@@ -173,7 +174,7 @@ fn every_spinapp_manifest_satisfies_the_crd() {
 fn the_spinapp_runs_three_replicas_on_one_redis_store_from_a_secret() {
     let app = the_spinapp();
     let spec = field(&app, "spec");
-    assert_eq!(field(spec, "replicas"), &Value::Integer(3));
+    assert_eq!(field(spec, "replicas"), &json!(3));
     assert_eq!(
         field(spec, "executor").as_str(),
         Some("containerd-shim-spin")
@@ -181,7 +182,7 @@ fn the_spinapp_runs_three_replicas_on_one_redis_store_from_a_secret() {
     let stores = field(spec, "runtimeConfig.keyValueStores")
         .as_array()
         .unwrap();
-    let [store] = stores else {
+    let [store] = stores.as_slice() else {
         panic!(
             "expected exactly the `default` store, found {} stores",
             stores.len()
@@ -190,7 +191,7 @@ fn the_spinapp_runs_three_replicas_on_one_redis_store_from_a_secret() {
     assert_eq!(field(store, "name").as_str(), Some("default"));
     assert_eq!(field(store, "type").as_str(), Some("redis"));
     let options = field(store, "options").as_array().unwrap();
-    let [url] = options else {
+    let [url] = options.as_slice() else {
         panic!("expected the `url` option alone, found {options:?}");
     };
     assert_eq!(field(url, "name").as_str(), Some("url"));
@@ -289,10 +290,7 @@ fn steps(path: &'static str) -> Vec<Step> {
 fn at<'a>(value: &'a mut Value, path: &[Step]) -> &'a mut Value {
     path.iter().fold(value, |v, step| match step {
         Key(key) => v.get_mut(key).unwrap_or_else(|| panic!("no field `{key}`")),
-        Index(i) => match v {
-            Value::Array(items) => &mut items[*i],
-            _ => panic!("not a list at [{i}]"),
-        },
+        Index(i) => v.get_mut(i).unwrap_or_else(|| panic!("no list item [{i}]")),
     })
 }
 
@@ -300,7 +298,7 @@ fn at<'a>(value: &'a mut Value, path: &[Step]) -> &'a mut Value {
 fn parent_fields<'a>(
     document: &'a mut Value,
     path: &'static str,
-) -> (&'a mut Vec<(String, Value)>, &'static str) {
+) -> (&'a mut Map<String, Value>, &'static str) {
     let steps = steps(path);
     let (Key(last), parent) = steps.split_last().unwrap() else {
         panic!("{path} does not end with a key")
@@ -314,18 +312,13 @@ fn parent_fields<'a>(
 /// Sets (or adds) the field at the end of `path`.
 fn set(document: &mut Value, path: &'static str, value: Value) {
     let (fields, last) = parent_fields(document, path);
-    match fields.iter_mut().find(|(k, _)| k == last) {
-        Some((_, v)) => *v = value,
-        None => fields.push((last.to_string(), value)),
-    }
+    fields.insert(last.to_owned(), value);
 }
 
 /// Removes the field at the end of `path`, which must be there.
 fn remove(document: &mut Value, path: &'static str) {
     let (fields, last) = parent_fields(document, path);
-    let before = fields.len();
-    fields.retain(|(k, _)| k != last);
-    assert_eq!(fields.len(), before - 1, "no field `{last}` to remove");
+    assert!(fields.remove(last).is_some(), "no field `{last}` to remove");
 }
 
 fn string(s: &str) -> Value {
@@ -359,7 +352,7 @@ fn broken_copies_of_the_spinapp_are_rejected() {
     let cases: &[(&str, Break, &str, &str)] = &[
         (
             "unknown field (a typo of replicas)",
-            |d| set(d, "spec.replica", Value::Integer(3)),
+            |d| set(d, "spec.replica", json!(3)),
             "spec",
             "unknown field `replica`",
         ),
@@ -391,7 +384,7 @@ fn broken_copies_of_the_spinapp_are_rejected() {
             "wrong type: a variable's value unquoted",
             |d| {
                 let path = "spec.variables[1].value";
-                set(d, path, Value::Integer(100000))
+                set(d, path, json!(100000))
             },
             "spec.variables[1].value",
             "expected string, found integer 100000 (quote it)",
@@ -400,18 +393,14 @@ fn broken_copies_of_the_spinapp_are_rejected() {
             "wrong type: the store list as a map",
             |d| {
                 let path = "spec.runtimeConfig.keyValueStores";
-                set(
-                    d,
-                    path,
-                    Value::Object(vec![("default".into(), string("redis"))]),
-                )
+                set(d, path, json!({"default": "redis"}))
             },
             "spec.runtimeConfig.keyValueStores",
             "expected array, found object",
         ),
         (
             "replicas beyond int32",
-            |d| set(d, "spec.replicas", Value::Integer(1 << 33)),
+            |d| set(d, "spec.replicas", json!(1_i64 << 33)),
             "spec.replicas",
             "does not fit in int32",
         ),

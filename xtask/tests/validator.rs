@@ -2,6 +2,7 @@
 //! keyword, the CRD-level checks (apiVersion, kind, metadata) and the YAML
 //! reader. `spinkube.rs` uses them on the real CRD and manifests.
 
+use serde_json::json;
 use xtask::openapi::{Crd, Schema, Value};
 use xtask::pattern::Pattern;
 use xtask::yaml::{parse_documents, yaml11_booleans};
@@ -248,6 +249,9 @@ fn schema_refuses_keywords_it_does_not_implement() {
         ("{oneOf: []}", "/oneOf"),
         ("{type: string, pattern: \"(?=a)\"}", "/pattern"),
         ("{type: null}", "/type"),
+        ("{type: string, minLength: -1}", "/minLength"),
+        ("{type: object, required: [1]}", "/required/0"),
+        ("{type: object, properties: {a: 1}}", "/properties/a"),
     ] {
         let errors = Schema::compile(&yaml(text)).unwrap_err();
         assert!(
@@ -367,13 +371,16 @@ fn yaml_documents_and_types() {
     .unwrap();
     assert_eq!(docs.len(), 2, "the empty document is skipped");
     let first = &docs[0];
-    assert_eq!(first.get("a"), Some(&Value::Integer(1)));
+    assert_eq!(first.get("a"), Some(&json!(1)));
     assert_eq!(first.get("b"), Some(&Value::String("1".into())));
-    assert_eq!(first.get("c"), Some(&Value::Float(1.5)));
+    assert_eq!(first.get("c"), Some(&json!(1.5)));
     assert_eq!(first.get("d"), Some(&Value::Bool(true)));
     // YAML 1.2: a string here, a boolean to Kubernetes; see yaml11_booleans.
     assert_eq!(first.get("e"), Some(&Value::String("yes".into())));
     assert_eq!(first.get("f"), Some(&Value::Null));
+    // YAML 1.1 merge keys, which Kubernetes' reader applies.
+    let merged = parse_documents("base: &b {x: 1, y: 2}\nc: {<<: *b, y: 3}\n").unwrap();
+    assert_eq!(merged[0].get("c"), Some(&json!({"x": 1, "y": 3})));
     assert!(parse_documents("1: a\n").is_err(), "non-string key");
     assert!(parse_documents("a: !custom b\n").is_err(), "tag");
     assert!(parse_documents("a: [\n").is_err(), "syntax");
