@@ -21,7 +21,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
+use wasm_encoder::{ComponentSectionId, CustomSection, RawSection};
 
 /// The custom section that marks a component as already shrunk.
 const SHRUNK_MARKER: &str = "shrunk-by-xtask";
@@ -92,8 +93,8 @@ struct Section<'a> {
     contents: &'a [u8],
 }
 
-const CUSTOM_SECTION: u8 = 0;
-const CORE_MODULE_SECTION: u8 = 1;
+const CUSTOM_SECTION: u8 = ComponentSectionId::CoreCustom as u8;
+const CORE_MODULE_SECTION: u8 = ComponentSectionId::CoreModule as u8;
 
 impl Section<'_> {
     /// The name of a custom section (None for any other section).
@@ -101,9 +102,9 @@ impl Section<'_> {
         if self.id != CUSTOM_SECTION {
             return None;
         }
-        let (length, used) = read_leb_u32(self.contents).ok()?;
-        let name = self.contents.get(used..used + length as usize)?;
-        std::str::from_utf8(name).ok()
+        wasmparser::BinaryReader::new(self.contents, 0)
+            .read_string()
+            .ok()
     }
 }
 
@@ -115,21 +116,13 @@ fn top_level_sections(bytes: &[u8]) -> Result<Vec<Section<'_>>> {
         "not a WebAssembly component (header {:02x?})",
         &bytes[..bytes.len().min(8)]
     );
+    let mut reader = wasmparser::BinaryReader::new(&bytes[COMPONENT_HEADER.len()..], 8);
     let mut sections = Vec::new();
-    let mut rest = &bytes[COMPONENT_HEADER.len()..];
-    while let Some((&id, after_id)) = rest.split_first() {
-        let (size, used) = read_leb_u32(after_id)?;
-        let body = &after_id[used..];
-        let size = size as usize;
-        ensure!(
-            size <= body.len(),
-            "section {id} runs past the end of the file"
-        );
-        sections.push(Section {
-            id,
-            contents: &body[..size],
-        });
-        rest = &body[size..];
+    while !reader.eof() {
+        let id = reader.read_u8()?;
+        let size = reader.read_var_u32()?;
+        let contents = reader.read_bytes(size as usize)?;
+        sections.push(Section { id, contents });
     }
     Ok(sections)
 }
@@ -240,55 +233,26 @@ fn import_kind(ty: &wasmparser::TypeRef) -> &'static str {
 /// The component again, with `module` in place of the section at
 /// `main`, without its debug names, and marked as shrunk.
 fn reassemble(sections: &[Section], main: usize, module: &[u8]) -> Vec<u8> {
-    let mut out = COMPONENT_HEADER.to_vec();
+    let mut component = wasm_encoder::Component::new();
     for (index, section) in sections.iter().enumerate() {
         if section.custom_name() == Some(COMPONENT_NAMES) {
             continue;
         }
-        let contents = if index == main {
+        let data = if index == main {
             module
         } else {
             section.contents
         };
-        push_section(&mut out, section.id, contents);
+        component.section(&RawSection {
+            id: section.id,
+            data,
+        });
     }
-    let mut marker = Vec::new();
-    push_leb_u32(&mut marker, SHRUNK_MARKER.len() as u32);
-    marker.extend_from_slice(SHRUNK_MARKER.as_bytes());
-    marker.extend_from_slice(b"wasm-opt -Oz");
-    push_section(&mut out, CUSTOM_SECTION, &marker);
-    out
-}
-
-fn push_section(out: &mut Vec<u8>, id: u8, contents: &[u8]) {
-    out.push(id);
-    push_leb_u32(out, contents.len() as u32);
-    out.extend_from_slice(contents);
-}
-
-fn push_leb_u32(out: &mut Vec<u8>, mut value: u32) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-/// An unsigned LEB128 number of at most 32 bits, and how many bytes it took.
-fn read_leb_u32(bytes: &[u8]) -> Result<(u32, usize)> {
-    let mut value: u64 = 0;
-    for (index, &byte) in bytes.iter().take(5).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * index);
-        if byte & 0x80 == 0 {
-            let value = u32::try_from(value).context("a section size over 4 GiB")?;
-            return Ok((value, index + 1));
-        }
-    }
-    bail!("a truncated or over-long section size")
+    component.section(&CustomSection {
+        name: SHRUNK_MARKER.into(),
+        data: b"wasm-opt -Oz".into(),
+    });
+    component.finish()
 }
 
 #[cfg(test)]
@@ -298,29 +262,29 @@ mod tests {
     /// A component of: one tiny module, a names section, one larger module,
     /// and a custom section of another name.
     fn sample() -> Vec<u8> {
-        let mut bytes = COMPONENT_HEADER.to_vec();
-        push_section(&mut bytes, CORE_MODULE_SECTION, b"\0asm\x01\0\0\0");
-        let mut names = Vec::new();
-        push_leb_u32(&mut names, COMPONENT_NAMES.len() as u32);
-        names.extend_from_slice(COMPONENT_NAMES.as_bytes());
-        names.extend_from_slice(&[7; 200]);
-        push_section(&mut bytes, CUSTOM_SECTION, &names);
-        push_section(&mut bytes, CORE_MODULE_SECTION, &[9; 300]);
-        let mut other = Vec::new();
-        push_leb_u32(&mut other, 9);
-        other.extend_from_slice(b"producers");
-        push_section(&mut bytes, CUSTOM_SECTION, &other);
-        bytes
+        let mut component = wasm_encoder::Component::new();
+        let custom = |name: &'static str, size| CustomSection {
+            name: name.into(),
+            data: vec![7; size].into(),
+        };
+        component.section(&RawSection {
+            id: CORE_MODULE_SECTION,
+            data: b"\0asm\x01\0\0\0",
+        });
+        component.section(&custom(COMPONENT_NAMES, 200));
+        component.section(&RawSection {
+            id: CORE_MODULE_SECTION,
+            data: &[9; 300],
+        });
+        component.section(&custom("producers", 0));
+        component.finish()
     }
 
     #[test]
-    fn leb_round_trip() {
-        for value in [0, 1, 127, 128, 300, 16_383, 16_384, u32::MAX] {
-            let mut bytes = Vec::new();
-            push_leb_u32(&mut bytes, value);
-            assert_eq!(read_leb_u32(&bytes).unwrap(), (value, bytes.len()));
-        }
-        assert!(read_leb_u32(&[0x80, 0x80]).is_err());
+    fn the_header_is_wasm_encoders() {
+        assert!(wasm_encoder::Component::new()
+            .finish()
+            .starts_with(&COMPONENT_HEADER));
     }
 
     #[test]
@@ -330,6 +294,7 @@ mod tests {
         let ids: Vec<u8> = sections.iter().map(|s| s.id).collect();
         assert_eq!(ids, [1, 0, 1, 0]);
         assert_eq!(sections[1].custom_name(), Some(COMPONENT_NAMES));
+        assert_eq!(sections[2].contents, &[9; 300][..]);
         assert_eq!(main_module_index(&sections).unwrap(), 2);
     }
 
@@ -353,5 +318,9 @@ mod tests {
         let mut truncated = sample();
         truncated.truncate(truncated.len() - 3);
         assert!(top_level_sections(&truncated).is_err());
+        // A section size of more than five LEB128 bytes.
+        let mut overlong = COMPONENT_HEADER.to_vec();
+        overlong.extend_from_slice(&[1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+        assert!(top_level_sections(&overlong).is_err());
     }
 }
