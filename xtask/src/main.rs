@@ -12,6 +12,8 @@
 //! - `lint`: `cargo fmt --check` and clippy with warnings denied.
 //! - `bench`: build, then run the benchmark (`bench/`).
 //! - `fuzz [TARGET] [-- SECONDS]`: run the libFuzzer targets of `fuzz/`.
+//! - `shrink FILE…` (not in the usage): shrink built components as `build`
+//!   does; `tests/shrink.rs` runs two at once on one file.
 
 mod apt;
 mod fuzz;
@@ -44,6 +46,7 @@ fn run() -> Result<()> {
         "lint" => lint(),
         "bench" => bench(&rest),
         "fuzz" => fuzz::fuzz(&rest),
+        "shrink" => shrink_files(&rest),
         "" | "help" | "--help" | "-h" => {
             println!("{}", USAGE);
             Ok(())
@@ -65,6 +68,18 @@ const USAGE: &str = "usage: cargo xtask <task>
   fuzz [TARGET] [-- SECONDS]
                      run the fuzz targets (cookie, form, record, index; all by
                      default) for SECONDS each (60 by default); needs nightly";
+
+/// Shrinks each component named, in place (`src/shrink.rs`).
+fn shrink_files(files: &[String]) -> Result<()> {
+    if files.is_empty() {
+        bail!("usage: cargo xtask shrink FILE.wasm…");
+    }
+    let wasm_opt = shrink::find_wasm_opt()?;
+    for file in files {
+        shrink::shrink_component(Path::new(file), &wasm_opt)?;
+    }
+    Ok(())
+}
 
 fn up(host_flags: &[String]) -> Result<()> {
     toolchain::build_components()?;

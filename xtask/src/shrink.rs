@@ -15,9 +15,18 @@
 //! it replaces the file: the module's exports must be the ones it had, its
 //! imports some of the ones it had, and the whole component must validate.
 //!
-//! A shrunk component carries a small custom section saying so, so running
-//! the build again (cargo did not relink) leaves it as it is.
+//! A shrunk component carries a small custom section saying so, so shrinking
+//! it again leaves it as it is.
+//!
+//! Two builds may shrink the same file at once (two `cargo xtask up` in one
+//! checkout). Each holds a lock on a file beside the component while it
+//! shrinks, so the second waits, then finds the marker and stops; wasm-opt
+//! works on files of its own in a fresh temporary directory; and the result
+//! replaces the component by an atomic rename, so no reader ever sees half
+//! a file.
 
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -44,8 +53,13 @@ const WASM_FEATURES: &[&str] = &[
     "--enable-reference-types",
 ];
 
-/// Shrinks the component at `path` in place, unless it already is.
+/// Shrinks the component at `path` in place, unless it already is. Safe to
+/// run from several processes at once on one file (see the module's doc).
 pub fn shrink_component(path: &Path, wasm_opt: &Path) -> Result<()> {
+    let _lock = exclusive_lock(
+        &path.with_extension("wasm.lock"),
+        &format!("another build's shrinking of {}", path.display()),
+    )?;
     let original = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let sections = top_level_sections(&original)
         .with_context(|| format!("reading the sections of {}", path.display()))?;
@@ -63,12 +77,49 @@ pub fn shrink_component(path: &Path, wasm_opt: &Path) -> Result<()> {
     wasmparser::Validator::new()
         .validate_all(&shrunk)
         .with_context(|| format!("the shrunk {} does not validate", path.display()))?;
-    let temporary = path.with_extension("shrunk.wasm");
-    std::fs::write(&temporary, &shrunk)
-        .with_context(|| format!("writing {}", temporary.display()))?;
-    // A rename, not a write in place: cargo hard-links its output into
-    // `deps/`, and that copy stays the linker's own.
-    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))
+    replace_atomically(path, &shrunk)
+}
+
+/// Holds an exclusive lock on the file at `path` (created if missing) until
+/// the returned handle is dropped; says once on stderr that it waits for
+/// `holder` when the lock is taken.
+pub fn exclusive_lock(path: &Path, holder: &str) -> Result<File> {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => return Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => eprintln!("xtask: waiting for {holder}"),
+        Err(std::fs::TryLockError::Error(err)) => {
+            return Err(err).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+    file.lock()
+        .with_context(|| format!("locking {}", path.display()))?;
+    Ok(file)
+}
+
+/// Writes `bytes` to a new file beside `path` and renames it over `path`.
+/// A rename, not a write in place: readers see the old file or the new one,
+/// never a part, and cargo's hard link of its output into `deps/` stays the
+/// linker's own.
+fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let directory = path.parent().unwrap_or(Path::new("."));
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".shrunk-")
+        .suffix(".wasm")
+        .tempfile_in(directory)
+        .with_context(|| format!("creating a temporary file in {}", directory.display()))?;
+    temporary
+        .write_all(bytes)
+        .with_context(|| format!("writing {}", temporary.path().display()))?;
+    temporary
+        .persist(path)
+        .with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
 }
 
 /// Binaryen's `wasm-opt`: the one on `PATH`, else Debian's package
@@ -140,11 +191,12 @@ fn main_module_index(sections: &[Section]) -> Result<usize> {
         .context("the component holds no core module")
 }
 
-/// `wasm-opt -Oz` over one core module, through two files beside the
-/// component.
+/// `wasm-opt -Oz` over one core module, through two files in a temporary
+/// directory of this call's own (removed when it returns).
 fn run_wasm_opt(wasm_opt: &Path, module: &[u8], component: &Path) -> Result<Vec<u8>> {
-    let input = component.with_extension("core.wasm");
-    let output = component.with_extension("core-oz.wasm");
+    let directory = tempfile::tempdir().context("creating a temporary directory for wasm-opt")?;
+    let input = directory.path().join("core.wasm");
+    let output = directory.path().join("core-oz.wasm");
     std::fs::write(&input, module).with_context(|| format!("writing {}", input.display()))?;
     let status = Command::new(wasm_opt)
         .arg("-Oz")
@@ -153,18 +205,13 @@ fn run_wasm_opt(wasm_opt: &Path, module: &[u8], component: &Path) -> Result<Vec<
         .arg("-o")
         .arg(&output)
         .status()
-        .with_context(|| format!("running {}", wasm_opt.display()));
-    let optimised = match status {
-        Ok(s) if s.success() => std::fs::read(&output).context("reading wasm-opt's output"),
-        Ok(s) => Err(anyhow::anyhow!(
-            "`wasm-opt -Oz` failed on the core module of {} ({s})",
-            component.display()
-        )),
-        Err(e) => Err(e),
-    };
-    let _ = std::fs::remove_file(&input);
-    let _ = std::fs::remove_file(&output);
-    optimised
+        .with_context(|| format!("running {}", wasm_opt.display()))?;
+    ensure!(
+        status.success(),
+        "`wasm-opt -Oz` failed on the core module of {} ({status})",
+        component.display()
+    );
+    std::fs::read(&output).context("reading wasm-opt's output")
 }
 
 /// A core module's imports (module, name, kind) and exports (name, kind).

@@ -69,6 +69,7 @@ fn tools_dir() -> PathBuf {
 /// paths of the `.wasm` files.
 pub fn build_components() -> Result<Vec<PathBuf>> {
     let wasm_opt = crate::shrink::find_wasm_opt()?;
+    let _turn = take_turn_at_building()?;
     let mut command = if rustup_has_wasm_target() {
         let mut c = Command::new(host_cargo());
         c.args(["build", "--release", "--target", WASM_TARGET]);
@@ -100,6 +101,22 @@ pub fn build_components() -> Result<Vec<PathBuf>> {
         crate::shrink::shrink_component(wasm, &wasm_opt)?;
     }
     Ok(outputs)
+}
+
+/// Makes concurrent builds of the components (two `cargo xtask up` in one
+/// checkout) take turns, from cargo's build to the last shrink, until the
+/// returned lock is dropped. Cargo waits for its own lock, but then, even
+/// with nothing to compile, puts its unshrunk output back in place of the
+/// shrunk one (it removes the file, then links it again), which would pull
+/// a component from under the other build's shrink.
+fn take_turn_at_building() -> Result<std::fs::File> {
+    let directory = target_dir();
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    crate::shrink::exclusive_lock(
+        &directory.join("xtask-components.lock"),
+        "another build of the components in this target directory",
+    )
 }
 
 /// A WASI 0.2 component starts with the wasm magic and the component
