@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::toolchain::{host_cargo, project_root};
+use crate::toolchain::{host_cargo, project_root, target_dir};
 
 /// The targets of `fuzz/Cargo.toml`, with what each one fuzzes.
 pub const TARGETS: &[(&str, &str)] = &[
@@ -112,13 +112,6 @@ fn run_targets(targets: &[&str], secs: u64) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// The main target directory (as `toolchain.rs` picks it).
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| project_root().join("target"))
 }
 
 /// `target/fuzz`: builds, scratch corpora, crashes, logs.

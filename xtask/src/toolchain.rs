@@ -123,8 +123,7 @@ fn take_turn_at_building() -> Result<std::fs::File> {
 /// "layer" (1) in its version field, where a core module has layer 0.
 fn check_is_component(wasm: &Path) -> Result<()> {
     let bytes = std::fs::read(wasm).with_context(|| format!("reading {}", wasm.display()))?;
-    let is_component = bytes.len() > 8 && &bytes[0..4] == b"\0asm" && bytes[6..8] == [1, 0];
-    if !is_component {
+    if !wasmparser::Parser::is_component(&bytes) {
         bail!(
             "{} is a core wasm module, not a component: the linker was not wasm-component-ld",
             wasm.display()
