@@ -88,49 +88,25 @@ const YAML11_BOOLEANS: &[&str] = &[
     "OFF",
 ];
 
-/// Lines (1-based) holding an unquoted scalar that Kubernetes' YAML 1.1
-/// reader takes for a boolean while this parser takes it for a string, with
-/// the scalar. A line-based check: it looks at block values (`key: yes`,
-/// `- yes`) and the items of one-line flow lists (`[a, yes]`), which is how
-/// manifests write scalars.
+/// Lines (1-based) holding a plain (unquoted, untagged) scalar that
+/// Kubernetes' YAML 1.1 reader takes for a boolean while this parser takes
+/// it for a string, with the scalar: values, keys, list items, in block or
+/// flow style. Read from the parser's events (saphyr-parser), so quoted
+/// scalars, comments and the text of block scalars are never mistaken for
+/// one. Stops at a syntax error, which [`parse_documents`] reports.
 pub fn yaml11_booleans(text: &str) -> Vec<(usize, String)> {
     let mut found = Vec::new();
-    for (index, line) in text.lines().enumerate() {
-        let line = strip_comment(line).trim();
-        let mut rest = line;
-        while let Some(item) = rest.strip_prefix("- ") {
-            rest = item.trim_start();
-        }
-        let value = match rest.find(": ") {
-            Some(at) if !rest.starts_with(['"', '\'']) => rest[at + 2..].trim(),
-            _ => rest,
+    for next in saphyr_parser::Parser::new_from_str(text) {
+        let Ok((event, span)) = next else {
+            break;
         };
-        let scalars: Vec<&str> = match value.strip_prefix('[').and_then(|v| v.strip_suffix(']')) {
-            Some(items) => items.split(',').map(str::trim).collect(),
-            None => vec![value],
-        };
-        for scalar in scalars {
-            if YAML11_BOOLEANS.contains(&scalar) {
-                found.push((index + 1, scalar.to_owned()));
+        if let saphyr_parser::Event::Scalar(value, saphyr_parser::ScalarStyle::Plain, _, None) =
+            event
+        {
+            if YAML11_BOOLEANS.contains(&value.as_ref()) {
+                found.push((span.start.line(), value.into_owned()));
             }
         }
     }
     found
-}
-
-/// The line without a trailing `# comment` (a `#` after whitespace and
-/// outside quotes starts one).
-fn strip_comment(line: &str) -> &str {
-    let mut quote = None;
-    let mut previous = ' ';
-    for (at, c) in line.char_indices() {
-        match (quote, c) {
-            (None, '"' | '\'') => quote = Some(c),
-            (Some(q), c) if c == q => quote = None,
-            (None, '#') if previous.is_whitespace() => return &line[..at],
-            _ => {}
-        }
-        previous = c;
-    }
-    line
 }

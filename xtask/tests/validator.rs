@@ -389,15 +389,39 @@ fn yaml_documents_and_types() {
 
 #[test]
 fn yaml11_boolean_lint() {
-    let text = "a: yes\nb: \"yes\"\nc: 'on'\n- off\nd: [\"x\", no]\ne: yesterday # on\nf: \"a: on\"\n  - - Y\ng: off # comment\n";
+    let text = "\
+a: yes
+b: \"yes\"
+c: 'on'
+d: [\"x\", no]
+e: yesterday # on
+f: \"a: on\"
+g:
+  - off
+  - - Y
+h: off # comment
+i: {k: On}
+yes: 1
+j: |
+  - yes
+k: [a,
+  n]
+l: !!str off
+";
+    assert!(parse_documents(text).is_ok(), "the text is valid YAML");
     assert_eq!(
         yaml11_booleans(text),
         vec![
             (1, "yes".to_owned()),
-            (4, "off".to_owned()),
-            (5, "no".to_owned()),
-            (8, "Y".to_owned()),
-            (9, "off".to_owned()),
+            (4, "no".to_owned()),
+            (8, "off".to_owned()),
+            (9, "Y".to_owned()),
+            (10, "off".to_owned()),
+            // What a line-by-line reading missed: a flow mapping's value, a
+            // key, an item on the next line of a flow list.
+            (11, "On".to_owned()),
+            (12, "yes".to_owned()),
+            (16, "n".to_owned()),
         ]
     );
 }
