@@ -18,57 +18,58 @@
 //!   `WATCH key` + `GET`; `swap` is `MULTI`/`SET`/`EXEC` and then `UNWATCH
 //!   key`, which Redis refuses (UNWATCH takes no argument), so every swap
 //!   reports `cas-failed`, whether `EXEC` wrote or not;
-//! - the store's shared connection is made at the store's first open (an
-//!   open fails while that cannot connect), and every open pings it,
-//!   ignoring the outcome;
+//! - the store's shared connection is a redis-rs `ConnectionManager`, made
+//!   at the store's first open that succeeds (the open waits for it), and
+//!   every open pings it, ignoring the outcome;
+//! - every compare-and-swap handle gets a connection manager of its own;
+//! - no operation has a timeout, and no command is ever sent twice: when
+//!   Redis goes away, the command that meets the dead connection fails at
+//!   once (`broken pipe`), and every command after it waits for the
+//!   reconnection, whose schedule is Spin's ([`spin_config`]): connection
+//!   attempts about 0, 1.5, 118, 210, 307, 377 and 473 s after it began,
+//!   then `Reconnecting failed: …` and a new cycle. A request may so wait
+//!   473 s or more; when Redis comes back, the waiting commands go through
+//!   at the cycle's next attempt;
 //! - error messages are those of the redis-rs release Spin builds with
 //!   (0.32): see [`spin_message`].
 //!
-//! Where this backend knowingly differs from Spin (see the host's README):
-//! every operation is bounded by [`OPERATION_TIMEOUT`] (connect
-//! [`CONNECT_TIMEOUT`], answer [`RESPONSE_TIMEOUT`]) and fails with a
-//! message when Redis is unreachable or slow; reads are tried once more after
-//! a connection failure; the shared connection is a [`ConnectionManager`]
-//! re-established in the background after a failure.
+//! Spin's client is redis-rs 0.32.5–0.32.7; this host's is 1.8. Their
+//! connection managers reconnect alike, with the same backoff (backon,
+//! built without its `std` feature, so its jitter is the same fixed
+//! sequence in both): the schedule above, measured under both.
 
 use std::fmt;
-use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{
-    AsyncConnectionConfig, Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError,
-    RedisResult, ServerErrorKind, Value,
+    Cmd, ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult, ServerErrorKind,
+    Value,
 };
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 use super::{
     check_keys_size, check_pairs_size, check_value_size, CasHandle, Connected, KvBackend, KvError,
     KvResult, SwapError, MAX_RESULT_BYTES,
 };
 
-/// How long one attempt to open a TCP connection (and say hello) to Redis
-/// may take. Short, because a request waits for it.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// How long Redis may take to answer one command on an open connection.
-pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The hard bound on one backend operation, whatever happens inside it:
-/// waiting for a reconnection in progress, the command, the one retry. A
-/// request that finds Redis gone gets its error within this time.
-pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Connection attempts after the first, per reconnection. Few and close
-/// together: while Redis is down each reconnection should fail fast (the
-/// requests waiting on it then get their error promptly), and the next
-/// command starts another one anyway.
-const RECONNECT_RETRIES: usize = 1;
-const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
-const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(500);
+/// The connection manager's settings as Spin's client ends up with them:
+/// redis-rs 0.32's defaults, which hand the factor (100) to backon as the
+/// growth of its delays, from backon's own 1 s minimum to its 60 s maximum,
+/// with jitter, for 6 retries; no connection or response timeout.
+pub fn spin_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_exponent_base(100.0)
+        .set_min_delay(Duration::from_secs(1))
+        .set_max_delay(Duration::from_secs(60))
+        .set_number_of_retries(6)
+        .set_connection_timeout(None)
+        .set_response_timeout(None)
+}
 
 /// A validated `url` of a `type = "redis"` store.
 #[derive(Clone, PartialEq, Eq)]
@@ -120,28 +121,6 @@ impl fmt::Debug for RedisUrl {
         f.debug_struct("RedisUrl")
             .field("addr", &self.addr)
             .finish_non_exhaustive()
-    }
-}
-
-/// Which failed attempts may be repeated once, within the operation's time.
-#[derive(Clone, Copy)]
-enum Retry {
-    /// Only when the command certainly never reached Redis (the connection
-    /// was refused): for writes, which must not run twice.
-    IfNotSent,
-    /// After any connection failure: for reads, which may run twice. This
-    /// hides the one stale connection a restart of Redis leaves behind.
-    IfConnectionFailed,
-}
-
-impl Retry {
-    fn allows(self, e: &RedisError) -> bool {
-        match self {
-            Retry::IfNotSent => e.is_connection_refusal(),
-            Retry::IfConnectionFailed => {
-                e.is_connection_refusal() || e.is_connection_dropped() || e.is_io_error()
-            }
-        }
     }
 }
 
@@ -246,39 +225,31 @@ pub fn pairs_like_spin(reply: Value) -> KvResult<Vec<(String, Option<Vec<u8>>)>>
     Ok(pairs)
 }
 
-/// A command's outcome as Spin reports it, or this host's timeout.
-async fn bounded<T>(
-    addr: &str,
-    what: &str,
-    work: impl Future<Output = RedisResult<T>>,
-) -> KvResult<T> {
-    match tokio::time::timeout(OPERATION_TIMEOUT, work).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(KvError::other(spin_message(&e))),
-        Err(_) => Err(KvError::other(format!(
-            "Redis at {addr}: {what} got no answer within {} ms",
-            OPERATION_TIMEOUT.as_millis()
-        ))),
+/// A redis-rs error on the shared connection as Spin reports it: one
+/// that comes from waiting for a reconnection that failed reads
+/// `Reconnecting failed: <error>` (redis-rs 0.32 says so; 1.8 no longer
+/// does).
+fn shared_message(e: &RedisError) -> String {
+    let message = spin_message(e);
+    if e.is_connection_refusal() {
+        format!("Reconnecting failed: {message}")
+    } else {
+        message
     }
 }
 
 /// One `type = "redis"` store.
 pub struct RedisStore {
     client: redis::Client,
-    conn: ConnectionManager,
-    addr: String,
-    /// Whether the shared connection has been made (at the first open that
-    /// reached Redis); held while connecting, so only one open connects.
-    connected: Mutex<bool>,
+    /// The shared connection, made by the first open that succeeds in
+    /// making it (Spin's `OnceCell`).
+    conn: OnceCell<ConnectionManager>,
     limit: usize,
 }
 
 impl RedisStore {
     /// A store on the server at `url`. Does not connect: like Spin, the host
     /// starts while Redis is down, and the first open connects.
-    ///
-    /// Must be called inside a tokio runtime, which then drives the
-    /// connection.
     pub fn open(url: &RedisUrl) -> anyhow::Result<Self> {
         Self::with_result_limit(url, MAX_RESULT_BYTES)
     }
@@ -287,101 +258,50 @@ impl RedisStore {
     pub fn with_result_limit(url: &RedisUrl, limit: usize) -> anyhow::Result<Self> {
         let client = redis::Client::open(url.url.as_str())
             .with_context(|| format!("invalid Redis URL for {}", url.addr))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(RECONNECT_RETRIES)
-            .set_min_delay(RECONNECT_MIN_DELAY)
-            .set_max_delay(RECONNECT_MAX_DELAY);
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .with_context(|| format!("cannot set up the connection to {url}"))?;
         Ok(Self {
             client,
-            conn,
-            addr: url.addr.clone(),
-            connected: Mutex::new(false),
+            conn: OnceCell::new(),
             limit,
         })
     }
 
-    /// Runs `attempt` on the shared connection, at most twice (see
-    /// [`Retry`]), all within [`OPERATION_TIMEOUT`].
-    async fn run<T, F, Fut>(&self, what: &str, retry: Retry, mut attempt: F) -> KvResult<T>
-    where
-        F: FnMut(ConnectionManager) -> Fut,
-        Fut: Future<Output = RedisResult<T>>,
-    {
-        let attempts = async {
-            match attempt(self.conn.clone()).await {
-                Err(e) if retry.allows(&e) => attempt(self.conn.clone()).await,
-                result => result,
-            }
-        };
-        bounded(&self.addr, what, attempts).await
+    /// A connection manager of its own, on Spin's schedule: waits for its
+    /// first connection as long as that takes.
+    async fn connect(&self) -> RedisResult<ConnectionManager> {
+        ConnectionManager::new_with_config(self.client.clone(), spin_config()).await
     }
 
-    /// Sends one command.
-    async fn query<T: FromRedisValue>(&self, retry: Retry, cmd: &Cmd) -> KvResult<T> {
-        let name = command_name(cmd);
-        self.run(&name, retry, |mut conn| async move {
-            cmd.query_async(&mut conn).await
-        })
-        .await
-    }
-
-    /// `PING` on the shared connection.
-    async fn ping(&self) -> KvResult<()> {
-        self.query(Retry::IfConnectionFailed, &redis::cmd("PING"))
+    /// The shared connection, made now if no open has made it yet; and
+    /// whether this call made it.
+    async fn shared(&self) -> KvResult<(ConnectionManager, bool)> {
+        let made = AtomicBool::new(false);
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                made.store(true, Ordering::Relaxed);
+                self.connect().await
+            })
             .await
+            .map_err(|e| KvError::other(spin_message(&e)))?;
+        Ok((conn.clone(), made.load(Ordering::Relaxed)))
     }
 
-    /// Spin's store manager: the shared connection is made once, by the
-    /// first open that succeeds in making it. Returns whether this call made
-    /// it.
-    async fn connect_once(&self) -> KvResult<bool> {
-        let mut connected = self.connected.lock().await;
-        if *connected {
-            return Ok(false);
-        }
-        self.ping().await?;
-        *connected = true;
-        Ok(true)
+    /// Sends one command on the shared connection, once.
+    async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> KvResult<T> {
+        let (mut conn, _) = self.shared().await?;
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| KvError::other(shared_message(&e)))
     }
-
-    /// A connection of its own, for one cas handle.
-    async fn dedicated_connection(&self) -> KvResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        bounded(
-            &self.addr,
-            "connect",
-            self.client
-                .get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-    }
-}
-
-/// The command's name, for messages (never its keys or values).
-fn command_name(cmd: &Cmd) -> String {
-    cmd.args_iter()
-        .next()
-        .and_then(|arg| match arg {
-            redis::Arg::Simple(bytes) => std::str::from_utf8(bytes).ok(),
-            _ => None,
-        })
-        .unwrap_or("command")
-        .to_owned()
 }
 
 #[async_trait]
 impl KvBackend for RedisStore {
     async fn opened(&self) -> KvResult<Connected<()>> {
-        let made = self.connect_once().await?;
-        // Spin's `after_open`: a ping whose failure is ignored (the
-        // connection manager reconnects by itself).
-        let _ = self.ping().await;
+        let (mut conn, made) = self.shared().await?;
+        // Spin's `after_open`: a ping whose failure is ignored (a failure
+        // starts the connection manager's reconnection).
+        let _: RedisResult<()> = redis::cmd("PING").query_async(&mut conn).await;
         Ok(Connected {
             value: (),
             connections: u64::from(made),
@@ -389,33 +309,26 @@ impl KvBackend for RedisStore {
     }
 
     async fn get(&self, key: &str) -> KvResult<Option<Vec<u8>>> {
-        let value = self
-            .query(Retry::IfConnectionFailed, redis::cmd("GET").arg(key))
-            .await?;
+        let value = self.query(redis::cmd("GET").arg(key)).await?;
         check_value_size(value, self.limit)
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> KvResult<()> {
-        self.query(Retry::IfNotSent, redis::cmd("SET").arg(key).arg(value))
-            .await
+        self.query(redis::cmd("SET").arg(key).arg(value)).await
     }
 
     async fn delete(&self, key: &str) -> KvResult<()> {
-        self.query(Retry::IfNotSent, redis::cmd("DEL").arg(key))
-            .await
+        self.query(redis::cmd("DEL").arg(key)).await
     }
 
     async fn exists(&self, key: &str) -> KvResult<bool> {
-        self.query(Retry::IfConnectionFailed, redis::cmd("EXISTS").arg(key))
-            .await
+        self.query(redis::cmd("EXISTS").arg(key)).await
     }
 
     async fn keys(&self) -> KvResult<Vec<String>> {
         // Every key of the database, as Spin lists a Redis store: the keys
         // carry no store prefix to select by.
-        let names: Vec<Value> = self
-            .query(Retry::IfConnectionFailed, redis::cmd("KEYS").arg("*"))
-            .await?;
+        let names: Vec<Value> = self.query(redis::cmd("KEYS").arg("*")).await?;
         let keys = names
             .into_iter()
             .map(item_string)
@@ -424,15 +337,12 @@ impl KvBackend for RedisStore {
     }
 
     async fn increment(&self, key: &str, delta: i64) -> KvResult<i64> {
-        self.query(Retry::IfNotSent, redis::cmd("INCRBY").arg(key).arg(delta))
-            .await
+        self.query(redis::cmd("INCRBY").arg(key).arg(delta)).await
     }
 
     async fn get_many(&self, keys: Vec<String>) -> KvResult<Vec<(String, Option<Vec<u8>>)>> {
         // Spin's defect, kept: the keys go to KEYS, not MGET.
-        let reply: Value = self
-            .query(Retry::IfConnectionFailed, redis::cmd("KEYS").arg(&keys))
-            .await?;
+        let reply: Value = self.query(redis::cmd("KEYS").arg(&keys)).await?;
         check_pairs_size(pairs_like_spin(reply)?, self.limit)
     }
 
@@ -441,20 +351,21 @@ impl KvBackend for RedisStore {
         for (key, value) in &pairs {
             cmd.arg(key).arg(value);
         }
-        self.query(Retry::IfNotSent, &cmd).await
+        self.query(&cmd).await
     }
 
     async fn delete_many(&self, keys: Vec<String>) -> KvResult<()> {
-        self.query(Retry::IfNotSent, redis::cmd("DEL").arg(&keys))
-            .await
+        self.query(redis::cmd("DEL").arg(&keys)).await
     }
 
     async fn new_cas(&self, key: &str) -> KvResult<Connected<Arc<dyn CasHandle>>> {
-        let conn = self.dedicated_connection().await?;
+        let conn = self
+            .connect()
+            .await
+            .map_err(|e| KvError::other(spin_message(&e)))?;
         let handle = RedisCas {
             conn,
             key: key.to_owned(),
-            addr: self.addr.clone(),
             limit: self.limit,
         };
         Ok(Connected {
@@ -464,21 +375,22 @@ impl KvBackend for RedisStore {
     }
 }
 
-/// A compare-and-swap handle on its own Redis connection, where its `WATCH`
-/// lives.
+/// A compare-and-swap handle on a connection manager of its own, where its
+/// `WATCH` lives (and is lost, silently, should that connection drop: as
+/// in Spin).
 struct RedisCas {
-    conn: MultiplexedConnection,
+    conn: ConnectionManager,
     key: String,
-    addr: String,
     limit: usize,
 }
 
 impl RedisCas {
-    /// Sends `cmd` on the handle's connection.
+    /// Sends `cmd` on the handle's connection, once.
     async fn send<T: FromRedisValue>(&self, cmd: &Cmd) -> KvResult<T> {
-        let name = command_name(cmd);
         let mut conn = self.conn.clone();
-        bounded(&self.addr, &name, cmd.query_async(&mut conn)).await
+        cmd.query_async(&mut conn)
+            .await
+            .map_err(|e| KvError::other(shared_message(&e)))
     }
 }
 
@@ -494,7 +406,10 @@ impl CasHandle for RedisCas {
         let mut transaction = redis::pipe();
         transaction.atomic().cmd("SET").arg(&self.key).arg(value);
         let mut conn = self.conn.clone();
-        let written = bounded(&self.addr, "EXEC", transaction.query_async::<()>(&mut conn)).await;
+        let written = transaction
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(|e| KvError::other(shared_message(&e)));
         // Spin ends the transaction with `UNWATCH <key>`; UNWATCH takes no
         // argument, so Redis always refuses it and the swap is reported as
         // failed whatever EXEC did.
@@ -509,6 +424,7 @@ impl CasHandle for RedisCas {
 mod tests {
     use super::*;
     use crate::kv::contract;
+    use redis::aio::MultiplexedConnection;
     use std::net::TcpListener;
     use std::time::Instant;
     use test_support::redis_server::RedisServer;
@@ -544,10 +460,6 @@ mod tests {
         absent_overwrites: false,
         connections_per_handle: 1,
     };
-
-    /// The bound a failing operation must respect, with room for a loaded
-    /// machine.
-    const PROMPT: Duration = Duration::from_millis(OPERATION_TIMEOUT.as_millis() as u64 + 1500);
 
     // The backend contract (see `contract.rs`), each on a fresh server.
 
@@ -726,21 +638,128 @@ mod tests {
         drop(handles);
     }
 
+    /// Waits up to `within` for `task`; `None` if it is still running.
+    async fn within<T>(within: Duration, task: &mut tokio::task::JoinHandle<T>) -> Option<T> {
+        tokio::time::timeout(within, task)
+            .await
+            .ok()
+            .map(|joined| joined.unwrap())
+    }
+
     #[tokio::test]
-    async fn the_first_open_connects_and_later_opens_only_ping() {
+    async fn the_first_open_waits_for_redis_and_later_opens_only_ping() {
         let server = RedisServer::not_started(false);
-        let s = store(&server);
-        // Down at the first open: the open fails, with redis-rs's words.
-        let err = s.opened().await.unwrap_err();
-        assert!(!err.message().is_empty());
+        let s = Arc::new(store(&server));
+        // Down at the first open: the open waits (Spin's connection manager
+        // retries its first connection on its schedule, with no timeout).
+        let started = Instant::now();
+        let mut open = tokio::spawn({
+            let s = s.clone();
+            async move { s.opened().await.map(|c| c.connections) }
+        });
+        assert!(within(Duration::from_millis(800), &mut open)
+            .await
+            .is_none());
         server.restart();
-        assert_eq!(s.opened().await.unwrap().connections, 1);
+        // Its second attempt comes 1.48 s after the first.
+        let made = within(Duration::from_secs(10), &mut open).await;
+        assert_eq!(made.map(Result::unwrap), Some(1));
+        assert!(started.elapsed() >= Duration::from_millis(1400));
         assert_eq!(s.opened().await.unwrap().connections, 0);
-        // Down after the first connection: opens succeed (the ping's
-        // failure is ignored), operations fail.
+    }
+
+    #[tokio::test]
+    async fn redis_down_stalls_operations_until_it_is_back() {
+        let server = RedisServer::start(false);
+        let s = Arc::new(store(&server));
+        s.set("kept", b"yes").await.unwrap();
         server.stop();
-        assert_eq!(s.opened().await.unwrap().connections, 0);
+        // The command that meets the dead connection fails at once, and is
+        // not sent again; it starts the reconnection.
+        let started = Instant::now();
+        let err = s.get("kept").await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "{err}");
+        // The next ones wait for the reconnection, with no timeout...
+        let waited = Instant::now();
+        let mut get = tokio::spawn({
+            let s = s.clone();
+            async move { s.get("kept").await }
+        });
+        let mut cas = tokio::spawn({
+            let s = s.clone();
+            async move { s.new_cas("kept").await.map(|c| c.connections) }
+        });
+        assert!(within(Duration::from_millis(800), &mut get).await.is_none());
+        assert!(within(Duration::from_millis(1), &mut cas).await.is_none());
+        // ... and go through at its next attempt once Redis is back (empty:
+        // this server keeps nothing).
+        server.restart();
+        let got = within(Duration::from_secs(10), &mut get).await.unwrap();
+        assert_eq!(got.unwrap(), None);
+        assert!(waited.elapsed() >= Duration::from_millis(1000));
+        let cas = within(Duration::from_secs(10), &mut cas).await.unwrap();
+        assert_eq!(cas.unwrap(), 1);
+        s.set("kept", b"again").await.unwrap();
+        assert_eq!(s.increment("n", 5).await.unwrap(), 5);
+    }
+
+    #[tokio::test]
+    async fn an_idle_store_meets_a_restart_once() {
+        // Redis restarts while nobody uses the store: the first command
+        // meets the dead connection and fails (Spin sends nothing twice);
+        // the reconnection finds Redis there at once.
+        let server = RedisServer::start(false);
+        let s = store(&server);
+        s.set("k", b"v").await.unwrap();
+        server.stop();
+        server.restart();
         assert!(s.get("k").await.is_err());
+        assert_eq!(s.get("k").await.unwrap(), None);
+        s.set("k", b"w").await.unwrap();
+        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"w"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_redis_that_never_answers_holds_operations() {
+        // Accepts connections and reads nothing: a hung server, or a
+        // network that drops packets after the handshake. Spin sets no
+        // response timeout: the operation waits.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut open = Vec::new();
+            for conn in listener.incoming().take(64) {
+                open.push(conn);
+            }
+        });
+        let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
+        let s = Arc::new(RedisStore::open(&url).unwrap());
+        let mut get = tokio::spawn({
+            let s = s.clone();
+            async move { s.get("k").await.map(drop) }
+        });
+        assert!(within(Duration::from_secs(2), &mut get).await.is_none());
+        get.abort();
+    }
+
+    /// Spin's reconnection schedule, from the backoff its client builds:
+    /// backon without its `std` feature jitters with a fixed seed, so the
+    /// sleeps are the same in every process (the figures measured under
+    /// Spin's redis-rs 0.32).
+    #[test]
+    fn the_reconnection_schedule_is_spins() {
+        use backon::BackoffBuilder;
+        let sleeps: Vec<u64> = backon::ExponentialBuilder::default()
+            .with_factor(100.0)
+            .with_min_delay(Duration::from_secs(1))
+            .with_max_delay(Duration::from_secs(60))
+            .with_max_times(6)
+            .with_jitter()
+            .build()
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(sleeps, [1480, 116895, 91735, 97066, 70086, 96185]);
+        assert_eq!(sleeps.iter().sum::<u64>() / 1000, 473);
     }
 
     #[tokio::test]
@@ -771,110 +790,6 @@ mod tests {
             spin_message(&server_error("WRONGTYPE", "Operation against a key")),
             "WRONGTYPE: Operation against a key"
         );
-    }
-
-    /// One backend operation, its result reduced to success or failure.
-    type Op<'a> = std::pin::Pin<Box<dyn Future<Output = KvResult<()>> + Send + 'a>>;
-
-    /// Every operation of `s` fails, each within [`PROMPT`].
-    async fn every_operation_fails_promptly(s: &RedisStore) {
-        let ops: Vec<(&str, Op<'_>)> = vec![
-            ("get", Box::pin(async { s.get("k").await.map(drop) })),
-            ("set", Box::pin(s.set("k", b"v"))),
-            ("delete", Box::pin(s.delete("k"))),
-            ("exists", Box::pin(async { s.exists("k").await.map(drop) })),
-            ("keys", Box::pin(async { s.keys().await.map(drop) })),
-            ("cas", Box::pin(async { s.new_cas("k").await.map(drop) })),
-            (
-                "increment",
-                Box::pin(async { s.increment("n", 1).await.map(drop) }),
-            ),
-            (
-                "get_many",
-                Box::pin(async { s.get_many(vec!["k".into()]).await.map(drop) }),
-            ),
-            (
-                "set_many",
-                Box::pin(s.set_many(vec![("k".into(), b"v".to_vec())])),
-            ),
-            ("delete_many", Box::pin(s.delete_many(vec!["k".into()]))),
-        ];
-        for (name, op) in ops {
-            let started = Instant::now();
-            let result = op.await;
-            let took = started.elapsed();
-            let err = result.expect_err(name);
-            assert!(!err.is_trap(), "{name}: {err}");
-            assert!(took < PROMPT, "{name} took {took:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn redis_down_fails_promptly_and_back_works_again() {
-        let server = RedisServer::start(false);
-        let s = store(&server);
-        s.set("kept", b"yes").await.unwrap();
-
-        server.stop();
-        every_operation_fails_promptly(&s).await;
-        // Still failing a while later: no operation waits on a
-        // reconnection that cannot succeed.
-        every_operation_fails_promptly(&s).await;
-
-        // Back (empty: this server keeps nothing): the same store works
-        // again without being reopened, and at once for reads.
-        server.restart();
-        assert_eq!(s.get("kept").await.unwrap(), None);
-        s.set("kept", b"again").await.unwrap();
-        let h = s.new_cas("kept").await.unwrap().value;
-        assert_eq!(h.current().await.unwrap().as_deref(), Some(&b"again"[..]));
-        assert_eq!(s.increment("n", 5).await.unwrap(), 5);
-    }
-
-    #[tokio::test]
-    async fn an_idle_store_recovers_from_a_restart() {
-        // Redis restarts while nobody uses the store: the connection the
-        // store holds is dead, which the first read must get past by itself.
-        let server = RedisServer::start(false);
-        let s = store(&server);
-        s.set("k", b"v").await.unwrap();
-        server.stop();
-        server.restart();
-        assert_eq!(s.get("k").await.unwrap(), None);
-        // Writes are never repeated blindly (one may have run), but the
-        // connection is back: they work at once too.
-        s.set("k", b"w").await.unwrap();
-        assert_eq!(s.get("k").await.unwrap().as_deref(), Some(&b"w"[..]));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_redis_that_never_answers_times_out() {
-        // Accepts connections and reads nothing: a hung server, or a
-        // network that drops packets after the handshake.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let held = std::thread::spawn(move || {
-            let mut open = Vec::new();
-            for conn in listener.incoming().take(64) {
-                open.push(conn);
-            }
-        });
-        let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}")).unwrap();
-        let s = RedisStore::open(&url).unwrap();
-        // A read (retried once inside the bound), a write and a cas handle;
-        // the other operations share the same path (see the test above).
-        for attempt in 0..3 {
-            let started = Instant::now();
-            let result = match attempt {
-                0 => s.get("k").await.map(drop),
-                1 => s.set("k", b"v").await,
-                _ => s.new_cas("k").await.map(drop),
-            };
-            assert!(result.is_err());
-            assert!(started.elapsed() < PROMPT, "{:?}", started.elapsed());
-        }
-        // The accepting thread stays blocked until the test process ends.
-        drop(held);
     }
 
     #[test]
