@@ -6,7 +6,7 @@
 //! update is applied twice, and no answer says "not saved" of a write that
 //! may have landed.
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 
 use crate::expiry::ExpiryPolicy;
 use crate::id::{random_token, SessionId, SigningKey};
@@ -44,7 +44,7 @@ pub struct SessionManager<S> {
     policy: ExpiryPolicy,
     max_sessions: u64,
     /// The store's signing key, once read.
-    signing_key: OnceCell<SigningKey>,
+    signing_key: OnceLock<SigningKey>,
     /// Sessions seen this recently (seconds) are never evicted.
     protect_secs: u64,
 }
@@ -216,7 +216,7 @@ impl<S: SessionStore> SessionManager<S> {
             store,
             policy,
             max_sessions: DEFAULT_MAX_SESSIONS,
-            signing_key: OnceCell::new(),
+            signing_key: OnceLock::new(),
             protect_secs: 0,
         }
     }
@@ -1174,14 +1174,12 @@ mod tests {
             .unwrap();
         let old_id = s.id().clone();
         let mut session = live(m.lookup(Some(old_id.clone()), T0 + 1).unwrap());
-        let store = m.store() as *const MemoryStore;
         let old = old_id.clone();
         m.store()
             .instead_of_next_swap(move |inner, snapshot, value| {
                 inner.put(snapshot.key(), value);
-                // SAFETY-free stand-in for another request: a manager of its own
-                // over the same store, at the same time.
-                let _ = store;
+                // Another request: a manager of its own over the same store,
+                // at the same time.
                 let other = SessionManager::new(inner, policy());
                 assert!(matches!(
                     other.lookup(Some(old), T0 + 2).unwrap(),

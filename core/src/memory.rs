@@ -1,8 +1,9 @@
 //! An in-memory [`SessionStore`] for tests, with operation counts, that
 //! can behave like each of Spin's real stores.
 
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use crate::store::{SessionStore, Snapshot, StoreError, Swap};
 
@@ -21,26 +22,28 @@ pub enum SwapBehaviour {
     SpinRedis,
 }
 
-/// A store in a `HashMap`, single-threaded, that counts its reads and
-/// writes and can be told to fail.
+/// A store in a `HashMap` behind a lock (so that it can be shared, as a
+/// component's reused instance shares its store), that counts its reads
+/// and writes and can be told to fail.
 #[derive(Default)]
 pub struct MemoryStore {
-    entries: RefCell<HashMap<String, Vec<u8>>>,
+    entries: Mutex<HashMap<String, Vec<u8>>>,
     behaviour: SwapBehaviour,
-    reads: Cell<u64>,
-    writes: Cell<u64>,
-    failing: Cell<bool>,
+    reads: AtomicU64,
+    writes: AtomicU64,
+    failing: AtomicBool,
     /// Test seams: what another request does at this request's next
     /// snapshot, and in place of its next swap (each runs once).
     #[cfg(test)]
-    seams: RefCell<Seams>,
+    seams: Mutex<Seams>,
 }
 
 #[cfg(test)]
-type AfterSnapshot = Box<dyn FnOnce(&MemoryStore)>;
+type AfterSnapshot = Box<dyn FnOnce(&MemoryStore) + Send>;
 #[cfg(test)]
 type InsteadOfSwap = Box<
-    dyn FnOnce(&MemoryStore, MemorySnapshot, &[u8]) -> Result<Swap<MemorySnapshot>, StoreError>,
+    dyn FnOnce(&MemoryStore, MemorySnapshot, &[u8]) -> Result<Swap<MemorySnapshot>, StoreError>
+        + Send,
 >;
 
 #[cfg(test)]
@@ -87,43 +90,47 @@ impl MemoryStore {
     /// Reads done so far (gets and snapshots, and the read a swap that is
     /// not confirmed hands back).
     pub fn reads(&self) -> u64 {
-        self.reads.get()
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// Writes done so far (swaps, sets, deletes, batches, increments).
     pub fn writes(&self) -> u64 {
-        self.writes.get()
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// Makes every later operation fail (or succeed again).
     pub fn set_failing(&self, failing: bool) {
-        self.failing.set(failing);
+        self.failing.store(failing, Ordering::Relaxed);
     }
 
     /// What `key` holds, without counting a read.
     pub fn peek(&self, key: &str) -> Option<Vec<u8>> {
-        self.entries.borrow().get(key).cloned()
+        self.map().get(key).cloned()
     }
 
     /// Writes `key` behind the manager's back, as another request would.
     pub fn put(&self, key: &str, value: &[u8]) {
-        self.entries
-            .borrow_mut()
-            .insert(key.to_owned(), value.to_vec());
+        self.map().insert(key.to_owned(), value.to_vec());
     }
 
     /// Removes `key` behind the manager's back, as another request would.
     pub fn put_absent(&self, key: &str) {
-        self.entries.borrow_mut().remove(key);
+        self.map().remove(key);
     }
 
     /// All keys, for assertions.
     pub fn keys(&self) -> Vec<String> {
-        self.entries.borrow().keys().cloned().collect()
+        self.map().keys().cloned().collect()
+    }
+
+    /// The entries. A poisoned lock (a test that panicked while holding
+    /// it) still holds consistent entries: each operation is one step.
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Vec<u8>>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn check(&self) -> Result<(), StoreError> {
-        if self.failing.get() {
+        if self.failing.load(Ordering::Relaxed) {
             Err(StoreError("injected failure".into()))
         } else {
             Ok(())
@@ -131,7 +138,7 @@ impl MemoryStore {
     }
 
     fn count_write(&self) {
-        self.writes.set(self.writes.get() + 1);
+        self.writes.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -139,8 +146,11 @@ impl MemoryStore {
 impl MemoryStore {
     /// Runs `write` once, right after the next snapshot is read: another
     /// request writing between this one's read and its swap.
-    pub(crate) fn after_next_snapshot(&self, write: impl FnOnce(&MemoryStore) + 'static) {
-        self.seams.borrow_mut().after_snapshot = Some(Box::new(write));
+    pub(crate) fn after_next_snapshot(&self, write: impl FnOnce(&MemoryStore) + Send + 'static) {
+        self.seams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .after_snapshot = Some(Box::new(write));
     }
 
     /// Runs `swap` once, in place of the next swap (which it may still do,
@@ -148,16 +158,20 @@ impl MemoryStore {
     pub(crate) fn instead_of_next_swap(
         &self,
         swap: impl FnOnce(&MemoryStore, MemorySnapshot, &[u8]) -> Result<Swap<MemorySnapshot>, StoreError>
+            + Send
             + 'static,
     ) {
-        self.seams.borrow_mut().instead_of_swap = Some(Box::new(swap));
+        self.seams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .instead_of_swap = Some(Box::new(swap));
     }
 }
 
 impl MemoryStore {
     fn read(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.check()?;
-        self.reads.set(self.reads.get() + 1);
+        self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.peek(key))
     }
 
@@ -200,7 +214,12 @@ impl SessionStore for MemoryStore {
         #[cfg(test)]
         {
             // Taken out first: the seam may set the next one.
-            let seam = self.seams.borrow_mut().after_snapshot.take();
+            let seam = self
+                .seams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .after_snapshot
+                .take();
             if let Some(write) = seam {
                 write(self);
             }
@@ -216,7 +235,12 @@ impl SessionStore for MemoryStore {
         #[cfg(test)]
         {
             // Taken out first: the seam may set the next one.
-            let seam = self.seams.borrow_mut().instead_of_swap.take();
+            let seam = self
+                .seams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .instead_of_swap
+                .take();
             if let Some(swap) = seam {
                 return swap(self, snapshot, value);
             }
@@ -234,7 +258,7 @@ impl SessionStore for MemoryStore {
     fn delete(&self, key: &str) -> Result<(), StoreError> {
         self.check()?;
         self.count_write();
-        self.entries.borrow_mut().remove(key);
+        self.map().remove(key);
         Ok(())
     }
 
@@ -250,7 +274,7 @@ impl SessionStore for MemoryStore {
     fn delete_many(&self, keys: &[String]) -> Result<(), StoreError> {
         self.check()?;
         self.count_write();
-        let mut entries = self.entries.borrow_mut();
+        let mut entries = self.map();
         for key in keys {
             entries.remove(key);
         }

@@ -35,6 +35,9 @@ pub enum Error {
     },
     /// The configuration is invalid.
     Config(ConfigError),
+    /// A handle on the session was used after the session was saved (an
+    /// axum [`Session`](crate::axum) kept past its handler).
+    Saved,
     /// This client has created its quota of new sessions this minute
     /// (`new_sessions_per_minute`); nothing was stored.
     RateLimited {
@@ -59,7 +62,9 @@ impl Error {
             }
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Ended => StatusCode::CONFLICT,
-            Error::Value { .. } | Error::Config(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Value { .. } | Error::Config(_) | Error::Saved => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -90,7 +95,9 @@ impl Error {
             Error::Ended => {
                 "This session ended before the request could be saved; nothing was saved."
             }
-            Error::Value { .. } | Error::Config(_) => "The server could not use this session.",
+            Error::Value { .. } | Error::Config(_) | Error::Saved => {
+                "The server could not use this session."
+            }
             Error::RateLimited { .. } => {
                 "Too many new sessions from your address; please wait a minute and try again."
             }
@@ -118,6 +125,7 @@ impl std::fmt::Display for Error {
             Error::Ended => f.write_str("the session ended while it was being saved"),
             Error::Value { key, source } => write!(f, "session value {key:?}: {source}"),
             Error::Config(err) => err.fmt(f),
+            Error::Saved => f.write_str("the session was used after it was saved"),
             Error::RateLimited { .. } => {
                 f.write_str("the client's quota of new sessions is used up")
             }

@@ -52,6 +52,8 @@
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod body;
 mod config;
 mod error;
@@ -70,12 +72,16 @@ pub use spin_sessions_core::{
     CookieConfig, ExpiryPolicy, MemoryStore, SameSite, Secure, SessionStore, StoreError,
 };
 
-use session::RequestFacts;
+use std::sync::Arc;
+
+use session::{Held, RequestFacts};
 use spin_sessions_core::{CookieId, Found, PendingId, Prefixed, SessionManager};
 
-/// Sessions in a store, with their configuration: made once per request
-/// (a Spin component gets a fresh instance per request anyway), used to
-/// [`load`](Sessions::load) the request's [`Session`].
+/// Sessions in a store, with their configuration, used to
+/// [`load`](Sessions::load) each request's [`Session`]. Made once per
+/// request, or once per instance and shared by the requests a reused
+/// instance serves (nothing of one request stays in it:
+/// [`spin::shared_sessions`](crate::spin) on wasm).
 pub struct Sessions<S: SessionStore> {
     manager: SessionManager<Prefixed<S>>,
     config: Config,
@@ -123,6 +129,45 @@ impl<S: SessionStore> Sessions<S> {
         request: &http::Request<B>,
         now: i64,
     ) -> Result<Session<'_, S>, Error> {
+        let (facts, stored, pending) = self.read(request, now)?;
+        Ok(Session::new(
+            Held::Borrowed(self),
+            now,
+            facts,
+            stored,
+            pending,
+        ))
+    }
+
+    /// [`Sessions::load`] for a session that holds on to these sessions
+    /// itself (a [`Session<'static, S>`](Session)): what a handle that
+    /// outlives the borrow needs, such as the axum extractor.
+    pub fn load_shared<B>(
+        self: &Arc<Self>,
+        request: &http::Request<B>,
+    ) -> Result<Session<'static, S>, Error> {
+        let now = unix_now();
+        let (facts, stored, pending) = self.read(request, now)?;
+        let mut session = Session::new(Held::Shared(self.clone()), now, facts, stored, pending);
+        session.read_clock_at_save();
+        Ok(session)
+    }
+
+    /// What a load reads: the request's facts, and its cookie's session
+    /// (one read) or checked pending identifier.
+    #[allow(clippy::type_complexity)]
+    fn read<B>(
+        &self,
+        request: &http::Request<B>,
+        now: i64,
+    ) -> Result<
+        (
+            RequestFacts,
+            Option<spin_sessions_core::Session>,
+            Option<(PendingId, String)>,
+        ),
+        Error,
+    > {
         let name = &self.config.cookie.name;
         let headers = request.headers();
         let facts = RequestFacts {
@@ -140,7 +185,7 @@ impl<S: SessionStore> Sessions<S> {
             Some(CookieId::Stored(id)) => (self.live(id, now)?, None),
             Some(CookieId::Pending(text)) => (None, self.pending(&text)?),
         };
-        Ok(Session::new(self, now, facts, stored, pending))
+        Ok((facts, stored, pending))
     }
 
     /// The live session of `id`, if there is one.

@@ -26,7 +26,7 @@ use crate::{Error, Sessions};
 /// changes to what the store holds, so changes to different keys are all
 /// kept, and for the same key the last save wins.
 pub struct Session<'s, S: SessionStore> {
-    sessions: &'s Sessions<S>,
+    sessions: Held<'s, S>,
     /// The time the session was loaded at.
     now: i64,
     /// The save reads the clock again: a request that took long must not
@@ -52,6 +52,25 @@ pub struct Session<'s, S: SessionStore> {
     request: RequestFacts,
 }
 
+/// How a [`Session`] holds the [`Sessions`] it came from: borrowed, for
+/// the length of a request, or shared, by a handle that outlives the borrow
+/// ([`Sessions::load_shared`]).
+pub(crate) enum Held<'s, S: SessionStore> {
+    Borrowed(&'s Sessions<S>),
+    Shared(std::sync::Arc<Sessions<S>>),
+}
+
+impl<S: SessionStore> std::ops::Deref for Held<'_, S> {
+    type Target = Sessions<S>;
+
+    fn deref(&self) -> &Sessions<S> {
+        match self {
+            Held::Borrowed(sessions) => sessions,
+            Held::Shared(sessions) => sessions,
+        }
+    }
+}
+
 /// What [`Sessions::load`] read of the request besides the cookie.
 pub(crate) struct RequestFacts {
     /// The client came over https: `Secure` for `Secure::Auto`.
@@ -70,7 +89,7 @@ pub(crate) struct RequestFacts {
 
 impl<'s, S: SessionStore> Session<'s, S> {
     pub(crate) fn new(
-        sessions: &'s Sessions<S>,
+        sessions: Held<'s, S>,
         now: i64,
         request: RequestFacts,
         stored: Option<spin_sessions_core::Session>,

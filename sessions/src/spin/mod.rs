@@ -27,6 +27,8 @@ use wasip2::io::streams::{OutputStream, StreamError};
 
 pub use store::SpinStore;
 
+use std::sync::Arc;
+
 use crate::{BodyError, Config, ConfigError, Error, RequestBody, Sessions};
 
 /// The store a Spin component gets unless it names another.
@@ -55,6 +57,38 @@ pub fn sessions() -> Result<Sessions<SpinStore>, Error> {
 pub fn sessions_in(label: &str) -> Result<Sessions<SpinStore>, Error> {
     let config = config_from_variables()?;
     Sessions::new(SpinStore::open(label)?, config)
+}
+
+/// How long an instance keeps the [`Sessions`] of [`shared_sessions`]
+/// (the settings read from Spin variables, the store's signing key) before
+/// it reads them again: a changed variable takes effect within this time
+/// in every instance (and at once in a new one).
+pub const SHARED_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
+thread_local! {
+    /// The instance's sessions, and when they were made. (A component has
+    /// one thread; the requests a reused instance serves at once take
+    /// turns on it.)
+    static SHARED: std::cell::RefCell<Option<(Arc<Sessions<SpinStore>>, std::time::Instant)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// [`sessions`], made once and shared by the requests a reused instance
+/// serves (Spin reuses WASI 0.3 components' instances, up to 128 requests,
+/// 16 at once): the 14 variable reads and the signing key's read are done
+/// once per [`SHARED_FOR`], not once per request. Nothing of a request is
+/// kept in it: a [`crate::Session`] is each request's own.
+pub fn shared_sessions() -> Result<Arc<Sessions<SpinStore>>, Error> {
+    SHARED.with(|cell| {
+        if let Some((sessions, made)) = &*cell.borrow() {
+            if made.elapsed() < SHARED_FOR {
+                return Ok(sessions.clone());
+            }
+        }
+        let fresh = Arc::new(sessions()?);
+        *cell.borrow_mut() = Some((fresh.clone(), std::time::Instant::now()));
+        Ok(fresh)
+    })
 }
 
 /// Serves one `wasi:http` request with `handler`: converts the request to
