@@ -6,15 +6,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
+use wasmtime_wasi_http::handler::ProxyHandler;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p3::bindings::ServicePre;
 
 use crate::kv::redis::RedisStore;
 use crate::kv::sqlite::{DbLocation, SqliteDb, SqliteStore};
 use crate::kv::StoreRegistry;
 use crate::manifest::Manifest;
+use crate::p3::P3Handler;
+use crate::reuse::InstanceReuse;
 use crate::routes::{DuplicateRoute, Router};
 use crate::runtime_config::{self, RuntimeConfig, StoreConfig};
-use crate::state::{self, HostState};
+use crate::server::Shared;
+use crate::state::{self, HostState, StoreFactory};
 use crate::variables::{EnvSource, Resolver};
 use crate::HostOptions;
 
@@ -146,15 +151,28 @@ impl AppConfig {
 /// What one routed component needs at request time.
 pub(crate) struct ComponentRuntime {
     pub(crate) id: Arc<str>,
-    pub(crate) pre: ProxyPre<HostState>,
-    pub(crate) allowed_stores: Arc<HashSet<String>>,
-    pub(crate) environment: Vec<(String, String)>,
+    pub(crate) handler: Handler,
+    pub(crate) factory: Arc<StoreFactory>,
+}
+
+/// How a component's requests are served, by the `wasi:http` it exports.
+pub(crate) enum Handler {
+    /// `wasi:http/incoming-handler@0.2`: a fresh instance per request.
+    P2(ProxyPre<HostState>),
+    /// `wasi:http/handler@0.3.0`: reused instances, as Spin 4 serves them.
+    P3(ProxyHandler<P3Handler>),
+}
+
+/// A compiled component, by the handler it exports.
+enum Prepared {
+    P2(ProxyPre<HostState>),
+    P3(ServicePre<HostState>),
 }
 
 /// An app ready to serve.
 pub(crate) struct LoadedApp {
     pub(crate) config: AppConfig,
-    pub(crate) stores: Arc<StoreRegistry>,
+    /// Each holds the app's stores (through its store factory).
     pub(crate) components: HashMap<String, ComponentRuntime>,
 }
 
@@ -195,8 +213,13 @@ fn open_stores(config: &AppConfig) -> Result<StoreRegistry> {
 }
 
 /// Opens the stores and compiles and pre-instantiates every routed
-/// component. Compilation runs on the blocking pool.
-pub(crate) async fn load(config: AppConfig) -> Result<LoadedApp> {
+/// component. Compilation runs on the blocking pool. WASI 0.3 components
+/// get their instance-reuse handler, with the `reuse` settings.
+pub(crate) async fn load(
+    config: AppConfig,
+    shared: &Arc<Shared>,
+    reuse: InstanceReuse,
+) -> Result<LoadedApp> {
     let stores = Arc::new(open_stores(&config)?);
     let routed: HashSet<&str> = config
         .router
@@ -209,31 +232,46 @@ pub(crate) async fn load(config: AppConfig) -> Result<LoadedApp> {
         let component = &config.manifest.components[id];
         let source = component.source.clone();
         let id_owned = id.to_string();
-        let pre = tokio::task::spawn_blocking(move || prepare(&id_owned, &source))
+        let prepared = tokio::task::spawn_blocking(move || prepare(&id_owned, &source))
             .await
             .context("component preparation panicked")??;
+        let factory = Arc::new(StoreFactory {
+            engine: crate::engine::engine()?.clone(),
+            component: Arc::from(id),
+            environment: component
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            allowed_stores: Arc::new(component.key_value_stores.iter().cloned().collect()),
+            stores: stores.clone(),
+            resolver: config.resolver.clone(),
+            shared: shared.clone(),
+        });
+        let handler = match prepared {
+            Prepared::P2(pre) => Handler::P2(pre),
+            Prepared::P3(pre) => Handler::P3(ProxyHandler::new(P3Handler {
+                pre,
+                factory: factory.clone(),
+                reuse,
+            })),
+        };
         components.insert(
             id.to_string(),
             ComponentRuntime {
                 id: Arc::from(id),
-                pre,
-                allowed_stores: Arc::new(component.key_value_stores.iter().cloned().collect()),
-                environment: component
-                    .environment
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                handler,
+                factory,
             },
         );
     }
-    Ok(LoadedApp {
-        config,
-        stores,
-        components,
-    })
+    Ok(LoadedApp { config, components })
 }
 
-fn prepare(id: &str, source: &std::path::Path) -> Result<ProxyPre<HostState>> {
+/// Compiles and links the component, and tells which `wasi:http` it
+/// serves, as Spin's `HandlerType::from_instance_pre` does: exactly one of
+/// the two handlers.
+fn prepare(id: &str, source: &std::path::Path) -> Result<Prepared> {
     if !source.exists() {
         bail!(
             "component `{id}`: source \"{}\" does not exist (build the component first)",
@@ -247,14 +285,24 @@ fn prepare(id: &str, source: &std::path::Path) -> Result<ProxyPre<HostState>> {
     let pre = linker.instantiate_pre(&component).map_err(|e| {
         anyhow::anyhow!(
             "component `{id}` imports something this host does not provide \
-             (it offers WASI 0.2, wasi:http, fermyon:spin/key-value@2.0.0, \
-             fermyon:spin/variables@2.0.0 and wasi:keyvalue@0.2.0-draft2): {e:?}"
+             (it offers WASI 0.2, WASI 0.3.0, wasi:http 0.2 and 0.3.0, \
+             fermyon:spin/key-value@2.0.0, fermyon:spin/variables@2.0.0 and \
+             wasi:keyvalue@0.2.0-draft2): {e:?}"
         )
     })?;
-    ProxyPre::new(pre).map_err(|e| {
-        anyhow::anyhow!(
-            "component `{id}` is not a wasi:http@0.2 handler (it must export \
-             wasi:http/incoming-handler): {e:?}"
-        )
-    })
+    let p3 = ServicePre::new(pre.clone());
+    let p2 = ProxyPre::new(pre);
+    match (p2, p3) {
+        (Ok(p2), Err(_)) => Ok(Prepared::P2(p2)),
+        (Err(_), Ok(p3)) => Ok(Prepared::P3(p3)),
+        (Ok(_), Ok(_)) => bail!(
+            "component `{id}` exports multiple different handlers \
+             (wasi:http/incoming-handler@0.2 and wasi:http/handler@0.3), but it's expected to \
+             export only one (Spin refuses it too)"
+        ),
+        (Err(e), Err(_)) => Err(anyhow::anyhow!(
+            "component `{id}` is not a wasi:http handler (it must export \
+             wasi:http/incoming-handler@0.2 or wasi:http/handler@0.3.0): {e:?}"
+        )),
+    }
 }

@@ -53,6 +53,10 @@ pub const PERFMAP_ENV: &str = "SESSIONS_HOST_PERFMAP";
 fn base_config() -> Config {
     let mut config = Config::new();
     config.wasm_component_model(true);
+    // WASI 0.3 components (spin-sdk 7) are async-lifted; Spin's engine
+    // turns the component model's async on for every component, so WASI
+    // 0.2 stores carry its (small) per-store state here too.
+    config.wasm_component_model_async(true);
     // For profiling guest code with `perf`: names the compiled wasm
     // functions in /tmp/perf-<pid>.map. Off by default; changes nothing else.
     if std::env::var_os(PERFMAP_ENV).is_some() {
@@ -140,33 +144,39 @@ pub fn load_component(path: &Path) -> Result<Component> {
 
 /// Refuses, with a message naming what it is, a file this host cannot run
 /// although Spin may: a core module (Spin runs WASI preview 1 modules by
-/// wrapping them in a component) or a WASI 0.3 component. Anything else is
-/// left to wasmtime, whose own errors describe a malformed file.
+/// wrapping them in a component) or a component of a WASI 0.3 release
+/// candidate (Spin 4 runs spin-sdk 6's `wasi:http/handler@0.3.0-rc-2026-03-15`
+/// through some 2000 lines of shims this host does not carry). Anything
+/// else is left to wasmtime and the linker, whose own errors describe a
+/// malformed file or a missing import.
 fn refuse_unsupported(path: &Path, bytes: &[u8]) -> Result<()> {
     if Parser::is_core_wasm(bytes) {
         bail!(
-            "\"{}\" is a core wasm module (WASI preview 1); this host runs WASI 0.2 \
-             components only",
+            "\"{}\" is a core wasm module (WASI preview 1); this host runs WASI 0.3.0 \
+             (spin-sdk 7) and WASI 0.2 components only",
             path.display()
         );
     }
-    if let Some(name) = wasi_p3_interface(bytes) {
+    if let Some((direction, name)) = wasi_p3_prerelease(bytes) {
         bail!(
-            "\"{}\" targets WASI 0.3 ({name}), which this host does not run",
+            "\"{}\" {direction} {name}, a WASI 0.3 release candidate (spin-sdk 6 builds \
+             wasi:http/handler@0.3.0-rc-2026-03-15); this host runs WASI 0.3.0 final \
+             (spin-sdk 7) and WASI 0.2 components only",
             path.display()
         );
     }
     Ok(())
 }
 
-/// The name of a WASI 0.3 interface (`wasi:NAME/INTERFACE@0.3...`) the
-/// component itself imports or exports, exports first (a WASI 0.3 HTTP
-/// component exports `wasi:http/handler@0.3...`).
+/// The name of a WASI 0.3 release-candidate interface
+/// (`wasi:NAME/INTERFACE@0.3.0-...`) the component itself exports or
+/// imports, exports first (such an HTTP component exports
+/// `wasi:http/handler@0.3.0-rc-...`), with `"exports"` or `"imports"`.
 ///
 /// Only the outermost component's own import and export sections count:
 /// names inside nested modules and components, data or custom sections are
 /// not its interface. A file wasmparser cannot read yields `None`.
-fn wasi_p3_interface(bytes: &[u8]) -> Option<String> {
+fn wasi_p3_prerelease(bytes: &[u8]) -> Option<(&'static str, String)> {
     let mut depth = 0usize;
     let mut imported = None;
     for payload in Parser::new(0).parse_all(bytes) {
@@ -176,16 +186,16 @@ fn wasi_p3_interface(bytes: &[u8]) -> Option<String> {
             Payload::ComponentExportSection(exports) if depth == 0 => {
                 for export in exports {
                     let name = export.ok()?.name.name;
-                    if is_wasi_p3(name) {
-                        return Some(name.to_string());
+                    if is_wasi_p3_prerelease(name) {
+                        return Some(("exports", name.to_string()));
                     }
                 }
             }
             Payload::ComponentImportSection(imports) if depth == 0 && imported.is_none() => {
                 for import in imports {
                     let name = import.ok()?.name.name;
-                    if is_wasi_p3(name) {
-                        imported = Some(name.to_string());
+                    if is_wasi_p3_prerelease(name) {
+                        imported = Some(("imports", name.to_string()));
                         break;
                     }
                 }
@@ -196,27 +206,41 @@ fn wasi_p3_interface(bytes: &[u8]) -> Option<String> {
     imported
 }
 
-/// `wasi:PACKAGE/INTERFACE@0.3...`, any 0.3 version or release candidate.
-fn is_wasi_p3(name: &str) -> bool {
+/// `wasi:PACKAGE/INTERFACE@0.3.x-PRERELEASE`: a release candidate of WASI
+/// 0.3, which no final `@0.3` binding matches (wasmtime never takes a
+/// prerelease for a compatible version).
+fn is_wasi_p3_prerelease(name: &str) -> bool {
     name.strip_prefix("wasi:")
         .and_then(|rest| rest.split_once('@'))
-        .is_some_and(|(_, version)| version == "0.3" || version.starts_with("0.3."))
+        .and_then(|(_, version)| version.strip_prefix("0.3."))
+        .is_some_and(|patch| patch.contains('-'))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_wasi_p3;
+    use super::is_wasi_p3_prerelease;
 
     #[test]
-    fn wasi_p3_names() {
-        assert!(is_wasi_p3("wasi:http/handler@0.3.0"));
-        assert!(is_wasi_p3("wasi:http/handler@0.3.0-rc-2025-09-16"));
-        assert!(is_wasi_p3("wasi:cli/environment@0.3.0-rc-2025-08-15"));
-        assert!(!is_wasi_p3("wasi:http/incoming-handler@0.2.0"));
-        assert!(!is_wasi_p3("wasi:http/incoming-handler@0.2.3"));
-        assert!(!is_wasi_p3("wasi:keyvalue/store@0.2.0-draft2"));
-        assert!(!is_wasi_p3("wasi:http/handler@0.30.0"));
-        assert!(!is_wasi_p3("fermyon:spin/key-value@0.3.0"));
-        assert!(!is_wasi_p3("wasi:http/types"));
+    fn wasi_p3_prerelease_names() {
+        assert!(is_wasi_p3_prerelease(
+            "wasi:http/handler@0.3.0-rc-2026-03-15"
+        ));
+        assert!(is_wasi_p3_prerelease(
+            "wasi:http/handler@0.3.0-rc-2025-09-16"
+        ));
+        assert!(is_wasi_p3_prerelease(
+            "wasi:cli/environment@0.3.0-rc-2025-08-15"
+        ));
+        // WASI 0.3.0 final, and later 0.3 releases, run.
+        assert!(!is_wasi_p3_prerelease("wasi:http/handler@0.3.0"));
+        assert!(!is_wasi_p3_prerelease("wasi:http/handler@0.3.1"));
+        assert!(!is_wasi_p3_prerelease("wasi:http/incoming-handler@0.2.0"));
+        assert!(!is_wasi_p3_prerelease(
+            "wasi:http/incoming-handler@0.2.0-rc-2023-11-10"
+        ));
+        assert!(!is_wasi_p3_prerelease("wasi:keyvalue/store@0.2.0-draft2"));
+        assert!(!is_wasi_p3_prerelease("wasi:http/handler@0.30.0-rc-1"));
+        assert!(!is_wasi_p3_prerelease("fermyon:spin/key-value@0.3.0-rc-1"));
+        assert!(!is_wasi_p3_prerelease("wasi:http/types"));
     }
 }

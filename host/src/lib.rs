@@ -2,8 +2,9 @@
 //! version 2) the way `spin up` does, on wasmtime 48.
 //!
 //! It implements what the sessions project needs, faithfully: `wasi:http`
-//! components instantiated per request, Spin's routing and `spin-*` request
-//! headers, `fermyon:spin/key-value@2.0.0` and `wasi:keyvalue@0.2.0-draft2`
+//! 0.2 components instantiated per request and `wasi:http` 0.3.0 ones
+//! (spin-sdk 7) served with instance reuse, both as Spin 4 serves them,
+//! Spin's routing and `spin-*` request headers, `fermyon:spin/key-value@2.0.0` and `wasi:keyvalue@0.2.0-draft2`
 //! on Spin's SQLite layout or on Redis, `fermyon:spin/variables@2.0.0` with
 //! the environment provider, and Spin's runtime config for key-value stores
 //! (`type = "spin"` and `type = "redis"`).
@@ -23,6 +24,8 @@ pub mod clock;
 pub mod engine;
 pub mod kv;
 pub mod manifest;
+mod p3;
+pub mod reuse;
 pub mod routes;
 pub mod runtime_config;
 pub mod server;
@@ -30,11 +33,10 @@ pub mod state;
 mod toml_fields;
 pub mod variables;
 
-use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -42,6 +44,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use app::{open_app, AppConfig};
+pub use reuse::InstanceReuse;
 
 /// How to run an app.
 #[derive(Debug, Clone)]
@@ -60,6 +63,10 @@ pub struct HostOptions {
     pub variable_env: Option<Vec<(String, String)>>,
     /// When true, no per-request log lines are printed.
     pub quiet: bool,
+    /// Spin's instance-reuse settings for WASI 0.3 components
+    /// (`--max-instance-reuse-count` and the like); Spin's defaults unless
+    /// set. WASI 0.2 components always get a fresh instance per request.
+    pub instance_reuse: InstanceReuse,
 }
 
 impl HostOptions {
@@ -73,11 +80,19 @@ impl HostOptions {
             state_dir: None,
             variable_env: None,
             quiet: false,
+            instance_reuse: InstanceReuse::default(),
         }
     }
 }
 
 /// One finished request, as recorded for tests and logged.
+///
+/// A WASI 0.2 request has an instance of its own, and its counts are that
+/// instance's. A WASI 0.3 instance may serve many requests, several at
+/// once: a request's counts are what its instance counted between the
+/// request's acceptance and its end, which is exact while the instance
+/// serves one request at a time, and otherwise also includes the calls of
+/// the requests it served meanwhile (an over-approximation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestStats {
     /// The request method.
@@ -97,6 +112,20 @@ pub struct RequestStats {
     /// Spin makes after every refused swap) and the store's shared
     /// connection at its first open in the process; on SQLite none.
     pub kv_connections: u64,
+    /// `fermyon:spin/variables@2.0.0` gets the guest made.
+    pub var_reads: u64,
+    /// The number of the instance that served the request (from 1, in the
+    /// order the host created them); 0 when no instance took it (the host
+    /// answered itself, or the instance could not be created).
+    pub instance: u64,
+    /// The request's place among those its instance accepted, from 1:
+    /// always 1 for WASI 0.2; at most `--max-instance-reuse-count` (the
+    /// instance's draw of it) for WASI 0.3. 0 when no instance took it.
+    pub instance_request: u64,
+    /// The requests its instance had accepted and not answered yet when it
+    /// accepted this one (WASI 0.3; always 0 for WASI 0.2): below
+    /// `--max-instance-concurrent-reuse-count`.
+    pub instance_concurrent: u64,
     /// From receiving the request to the guest finishing.
     pub duration: Duration,
 }
@@ -150,7 +179,8 @@ pub async fn start(opts: HostOptions) -> anyhow::Result<RunningHost> {
         })
         .collect();
     let startup_messages = config.startup_messages();
-    let app = app::load(config).await?;
+    let shared = Arc::new(server::Shared::new(opts.quiet));
+    let app = app::load(config, &shared, opts.instance_reuse).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| {
@@ -163,12 +193,6 @@ pub async fn start(opts: HostOptions) -> anyhow::Result<RunningHost> {
     let addr = listener
         .local_addr()
         .context("cannot read the listening address")?;
-    let shared = Arc::new(server::Shared {
-        stats: Mutex::new(VecDeque::new()),
-        clock: clock::ClockOffset::default(),
-        fault: Arc::new(kv::FaultSwitch::default()),
-        quiet: opts.quiet,
-    });
     let server = Arc::new(server::Server {
         app,
         shared: shared.clone(),
@@ -200,6 +224,15 @@ impl RunningHost {
     /// config in use, where the default store lives).
     pub fn startup_messages(&self) -> &[String] {
         &self.startup_messages
+    }
+
+    /// How many component instances the host has created so far: one per
+    /// request of a WASI 0.2 component; for WASI 0.3, one per instance,
+    /// however many requests it served.
+    pub fn instantiations(&self) -> u64 {
+        self.shared
+            .instances
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Moves the guests' wall clock forward by `by` (the monotonic clock is

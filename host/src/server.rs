@@ -1,12 +1,13 @@
-//! The HTTP server: hyper 1 over HTTP/1.1 with keep-alive, one fresh
-//! wasmtime `Store` and component instance per request, like `spin up` for
-//! WASI 0.2 components.
+//! The HTTP server: hyper 1 over HTTP/1.1 with keep-alive; like `spin up`,
+//! one fresh wasmtime `Store` and component instance per request for WASI
+//! 0.2 components, and reused instances for WASI 0.3 ones (`crate::p3`).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
@@ -24,20 +25,20 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::{AbortHandle, JoinError, JoinHandle};
-use wasmtime::component::ResourceTable;
 use wasmtime::Store;
-use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi_http::handler::ProxyHandler;
 use wasmtime_wasi_http::p2::bindings::http::types::{ErrorCode, Scheme};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::p2::hyper_request_error;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpView;
 
-use crate::app::{ComponentRuntime, LoadedApp};
-use crate::clock::{ClockOffset, OffsetWallClock};
-use crate::kv::{FaultSwitch, KvHost, OpCounters};
+use crate::app::{Handler, LoadedApp};
+use crate::clock::ClockOffset;
+use crate::kv::{FaultSwitch, OpCounters, OpCounts};
+use crate::p3::{P3Handler, RequestSlot};
 use crate::routes::RouteMatch;
-use crate::state::{HostState, NoOutbound};
-use crate::variables::VariablesHost;
+use crate::state::HostState;
 use crate::RequestStats;
 
 /// Errors a response body can end with.
@@ -121,20 +122,41 @@ pub(crate) struct Shared {
     pub(crate) clock: ClockOffset,
     pub(crate) fault: Arc<FaultSwitch>,
     pub(crate) quiet: bool,
+    /// Component instances created so far.
+    pub(crate) instances: AtomicU64,
 }
 
 impl Shared {
+    /// State for a host that has served nothing yet.
+    pub(crate) fn new(quiet: bool) -> Self {
+        Shared {
+            stats: Mutex::new(VecDeque::new()),
+            clock: ClockOffset::default(),
+            fault: Arc::new(FaultSwitch::default()),
+            quiet,
+            instances: AtomicU64::new(0),
+        }
+    }
+
+    /// Numbers a new instance (from 1).
+    pub(crate) fn next_instance(&self) -> u64 {
+        self.instances.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn record(&self, stats: RequestStats) {
         if !self.quiet {
             eprintln!(
-                "{} {} {} {:.2}ms kv r={} w={} c={}",
+                "{} {} {} {:.2}ms kv r={} w={} c={} var={} instance={}#{}",
                 stats.method,
                 stats.path,
                 stats.status,
                 stats.duration.as_secs_f64() * 1000.0,
                 stats.kv_reads,
                 stats.kv_writes,
-                stats.kv_connections
+                stats.kv_connections,
+                stats.var_reads,
+                stats.instance,
+                stats.instance_request,
             );
         }
         let mut buffer = self.stats.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,35 +167,66 @@ impl Shared {
     }
 }
 
+/// Where a request's counts come from.
+enum Counted {
+    /// Nothing ran for it (the host answered, or no instance took it).
+    Nothing,
+    /// A fresh instance of its own (WASI 0.2): everything it counted.
+    Own {
+        counters: Arc<OpCounters>,
+        instance: u64,
+    },
+    /// A reused instance (WASI 0.3): what it counted from the request's
+    /// acceptance to its end (see `crate::p3`).
+    Shared(Arc<RequestSlot>),
+}
+
 /// Records one request's stats when it is finished.
 struct Recorder {
     shared: Arc<Shared>,
     method: String,
     path: String,
     start: Instant,
-    counters: Arc<OpCounters>,
+    counted: Counted,
 }
 
 impl Recorder {
-    /// Starts timing `req`, with fresh key-value counters.
+    /// Starts timing `req`.
     fn start(shared: &Arc<Shared>, req: &Request<Incoming>) -> Self {
         Recorder {
             shared: shared.clone(),
             method: req.method().to_string(),
             path: req.uri().path().to_string(),
             start: Instant::now(),
-            counters: Arc::new(OpCounters::default()),
+            counted: Counted::Nothing,
         }
     }
 
     fn finish(self, status: StatusCode) {
+        let (counts, instance, instance_request, concurrent) = match &self.counted {
+            Counted::Nothing => (OpCounts::default(), 0, 0, 0),
+            Counted::Own { counters, instance } => (counters.counts(), *instance, 1, 0),
+            Counted::Shared(slot) => match slot.accepted() {
+                Some(a) => (
+                    a.counters.counts().since(a.at_start),
+                    a.instance,
+                    a.ordinal,
+                    a.concurrent,
+                ),
+                None => (OpCounts::default(), 0, 0, 0),
+            },
+        };
         self.shared.record(RequestStats {
             method: self.method,
             path: self.path,
             status: status.as_u16(),
-            kv_reads: self.counters.reads(),
-            kv_writes: self.counters.writes(),
-            kv_connections: self.counters.connections(),
+            kv_reads: counts.reads,
+            kv_writes: counts.writes,
+            kv_connections: counts.connections,
+            var_reads: counts.var_reads,
+            instance,
+            instance_request,
+            instance_concurrent: concurrent,
             duration: self.start.elapsed(),
         });
     }
@@ -305,7 +358,7 @@ impl Server {
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ResponseBody> {
-        let recorder = Recorder::start(&self.shared, &req);
+        let mut recorder = Recorder::start(&self.shared, &req);
         let routed = match self.route(req, &recorder.path, client) {
             Ok(routed) => routed,
             Err(answer) => {
@@ -320,8 +373,17 @@ impl Server {
             path: recorder.path.clone(),
             component: component.id.to_string(),
         };
-        let store = self.new_store(component, &recorder.counters);
-        let (guest, receiver) = match start_guest(store, component, routed.req) {
+        let pre = match &component.handler {
+            Handler::P2(pre) => pre,
+            Handler::P3(handler) => return serve_p3(handler, routed.req, recorder, context).await,
+        };
+        let counters = Arc::new(OpCounters::default());
+        let store = component.factory.new_store(counters.clone());
+        recorder.counted = Counted::Own {
+            counters,
+            instance: store.data().instance.number,
+        };
+        let (guest, receiver) = match start_guest(store, pre, routed.req) {
             Ok(started) => started,
             Err(e) => {
                 eprintln!(
@@ -369,37 +431,6 @@ impl Server {
         }
         Ok(Routed { req, route })
     }
-
-    /// A fresh `Store` for one request to `component`.
-    fn new_store(
-        &self,
-        component: &ComponentRuntime,
-        counters: &Arc<OpCounters>,
-    ) -> Store<HostState> {
-        let mut wasi = WasiCtx::builder();
-        wasi.stdout(std::io::stderr())
-            .stderr(std::io::stderr())
-            .envs(&component.environment)
-            .wall_clock(OffsetWallClock(self.shared.clock.clone()))
-            // No outbound network, as with an empty allowed_outbound_hosts.
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false);
-        let state = HostState {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            hooks: NoOutbound,
-            kv: KvHost::new(
-                self.app.stores.clone(),
-                component.allowed_stores.clone(),
-                counters.clone(),
-                self.shared.fault.clone(),
-            ),
-            variables: VariablesHost::new(self.app.config.resolver.clone(), component.id.clone()),
-        };
-        Store::new(component.pre.engine(), state)
-    }
 }
 
 /// The guest's task, and where its response arrives.
@@ -412,7 +443,7 @@ type Started = (
 /// that it can go on writing the body after handing over the response.
 fn start_guest(
     mut store: Store<HostState>,
-    component: &ComponentRuntime,
+    pre: &ProxyPre<HostState>,
     req: Request<Incoming>,
 ) -> wasmtime::Result<Started> {
     let (sender, receiver) = oneshot::channel();
@@ -421,7 +452,7 @@ fn start_guest(
         .http()
         .new_incoming_request(Scheme::Http, req.map(TimedBody::new))?;
     let out = store.data_mut().http().new_response_outparam(sender)?;
-    let pre = component.pre.clone();
+    let pre = pre.clone();
     let guest = tokio::spawn(async move {
         let proxy = pre.instantiate_async(&mut store).await?;
         proxy
@@ -487,11 +518,57 @@ fn hand_over(
     response.map(|body| {
         GuestBody {
             inner: body,
-            abort,
+            abort: Some(abort),
             finish: Some((recorder, status)),
         }
         .boxed_unsync()
     })
+}
+
+/// Serves a request to a WASI 0.3 component, as Spin's `Wasip3HttpExecutor`
+/// does: the instance-reuse handler finds or makes an instance, and gives
+/// back the response as soon as the guest's `handle` returns it, while the
+/// instance goes on writing the body. Any failure before that (the guest's
+/// error code, a trap, an instantiation failure, the request timeout) is
+/// logged and answered with Spin's empty 500.
+async fn serve_p3(
+    handler: &ProxyHandler<P3Handler>,
+    req: Request<Incoming>,
+    mut recorder: Recorder,
+    context: ErrorContext,
+) -> Response<ResponseBody> {
+    let slot = Arc::new(RequestSlot::default());
+    recorder.counted = Counted::Shared(slot.clone());
+    // Spin hands over the body it would give a WASI 0.2 guest, its errors
+    // converted to wasi:http's.
+    let req = req.map(|body| {
+        TimedBody::new(body)
+            .map_err(wasmtime_wasi_http::Error::from)
+            .boxed_unsync()
+    });
+    match handler.handle(slot, req).await {
+        Ok(response) => {
+            let status = response.status();
+            response.map(|body| {
+                GuestBody {
+                    inner: body,
+                    // The instance is not this request's alone: a body the
+                    // client stops reading ends this stream only.
+                    abort: None,
+                    finish: Some((recorder, status)),
+                }
+                .boxed_unsync()
+            })
+        }
+        Err(e) => {
+            eprintln!(
+                "spin-sessions-host: {} {}: component `{}` failed: {e:?}",
+                context.method, context.path, context.component
+            );
+            recorder.finish(StatusCode::INTERNAL_SERVER_ERROR);
+            internal_error()
+        }
+    }
 }
 
 /// Spin's answer when a component fails: an empty 500.
@@ -540,14 +617,15 @@ impl ErrorContext {
 /// it writes the last bytes to the socket; so a client (or test) that has
 /// read a whole response finds its stats, with every key-value operation
 /// the guest made before it finished the body. Dropping the body (sent, or
-/// the client went away) aborts the guest, as Spin does.
-struct GuestBody {
-    inner: HyperOutgoingBody,
-    abort: AbortHandle,
+/// the client went away) aborts a WASI 0.2 guest, as Spin does; a WASI 0.3
+/// instance may be serving other requests, and is left running.
+struct GuestBody<B> {
+    inner: B,
+    abort: Option<AbortHandle>,
     finish: Option<(Recorder, StatusCode)>,
 }
 
-impl GuestBody {
+impl<B> GuestBody<B> {
     /// Records the request's stats, once.
     fn record(&mut self) {
         if let Some((recorder, status)) = self.finish.take() {
@@ -556,7 +634,11 @@ impl GuestBody {
     }
 }
 
-impl Body for GuestBody {
+impl<B> Body for GuestBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -569,7 +651,7 @@ impl Body for GuestBody {
             Some(Ok(frame)) => Poll::Ready(Some(Ok(frame))),
             Some(Err(e)) => {
                 this.record();
-                Poll::Ready(Some(Err(Box::new(e))))
+                Poll::Ready(Some(Err(e.into())))
             }
             None => {
                 this.record();
@@ -587,10 +669,12 @@ impl Body for GuestBody {
     }
 }
 
-impl Drop for GuestBody {
+impl<B> Drop for GuestBody<B> {
     fn drop(&mut self) {
         self.record();
-        self.abort.abort();
+        if let Some(abort) = &self.abort {
+            abort.abort();
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context as _};
 
 use crate::bindings::fermyon::spin::variables as wit;
+use crate::kv::OpCounters;
 
 /// The prefix of Spin's environment-variable provider.
 pub const ENV_PREFIX: &str = "SPIN_VARIABLE_";
@@ -238,20 +239,25 @@ impl Resolver {
 pub struct VariablesHost {
     resolver: Arc<Resolver>,
     component: Arc<str>,
+    counters: Arc<OpCounters>,
 }
 
 impl VariablesHost {
-    /// Variables as seen by `component`.
-    pub fn new(resolver: Arc<Resolver>, component: Arc<str>) -> Self {
+    /// Variables as seen by `component`; every get is counted in
+    /// `counters`.
+    pub fn new(resolver: Arc<Resolver>, component: Arc<str>, counters: Arc<OpCounters>) -> Self {
         Self {
             resolver,
             component,
+            counters,
         }
     }
 }
 
 impl wit::Host for VariablesHost {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, wit::Error>> {
+        // Counted whatever the outcome, like the key-value calls.
+        self.counters.record_var_read();
         Ok(self
             .resolver
             .get(&self.component, &name)

@@ -282,37 +282,73 @@ async fn start_refuses_a_core_wasm_module() {
     assert!(
         err.contains(
             "web.wasm\" is a core wasm module (WASI preview 1); \
-             this host runs WASI 0.2 components only"
+             this host runs WASI 0.3.0 (spin-sdk 7) and WASI 0.2 components only"
         ),
         "{err}"
     );
 }
 
 #[tokio::test]
-async fn start_refuses_a_wasi_p3_http_component() {
+async fn start_refuses_a_wasi_p3_release_candidate_http_component() {
+    // What spin-sdk 6 builds, which Spin 4 runs through shims.
     let err = start_error(
-        "p3",
+        "p3-rc",
         &component(
-            "wasi:http/types@0.3.0-rc-2025-09-16",
-            Some("wasi:http/handler@0.3.0-rc-2025-09-16"),
+            "wasi:http/types@0.3.0-rc-2026-03-15",
+            Some("wasi:http/handler@0.3.0-rc-2026-03-15"),
         ),
     )
     .await;
     assert!(err.contains("component `web`"), "{err}");
     assert!(
         err.contains(
-            "web.wasm\" targets WASI 0.3 (wasi:http/handler@0.3.0-rc-2025-09-16), \
-             which this host does not run"
+            "web.wasm\" exports wasi:http/handler@0.3.0-rc-2026-03-15, a WASI 0.3 release \
+             candidate (spin-sdk 6 builds wasi:http/handler@0.3.0-rc-2026-03-15); this host runs \
+             WASI 0.3.0 final (spin-sdk 7) and WASI 0.2 components only"
+        ),
+        "{err}"
+    );
+    // An older release candidate is named the same way.
+    let err = start_error(
+        "p3-rc-old",
+        &component(
+            "wasi:http/types@0.3.0-rc-2025-09-16",
+            Some("wasi:http/handler@0.3.0-rc-2025-09-16"),
+        ),
+    )
+    .await;
+    assert!(
+        err.contains("exports wasi:http/handler@0.3.0-rc-2025-09-16, a WASI 0.3 release candidate"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn start_refuses_a_component_importing_a_wasi_p3_release_candidate() {
+    let err = start_error(
+        "p3-rc-import",
+        &component("wasi:cli/environment@0.3.0-rc-2026-03-15", None),
+    )
+    .await;
+    assert!(
+        err.contains(
+            "imports wasi:cli/environment@0.3.0-rc-2026-03-15, a WASI 0.3 release candidate"
         ),
         "{err}"
     );
 }
 
 #[tokio::test]
-async fn start_refuses_a_component_importing_a_wasi_p3_interface() {
+async fn a_wasi_p3_final_import_is_no_refusal_of_its_own() {
+    // WASI 0.3.0 final is linked: a component importing it and exporting
+    // no handler is refused for that alone.
     let err = start_error("p3-import", &component("wasi:cli/environment@0.3.0", None)).await;
+    assert!(!err.contains("release candidate"), "{err}");
     assert!(
-        err.contains("targets WASI 0.3 (wasi:cli/environment@0.3.0)"),
+        err.contains(
+            "component `web` is not a wasi:http handler (it must export \
+             wasi:http/incoming-handler@0.2 or wasi:http/handler@0.3.0)"
+        ),
         "{err}"
     );
 }
@@ -320,9 +356,12 @@ async fn start_refuses_a_component_importing_a_wasi_p3_interface() {
 #[tokio::test]
 async fn a_wasi_p2_component_is_not_taken_for_wasi_p3() {
     // Imports a WASI 0.2 interface and exports nothing: refused later, for
-    // not being an HTTP handler, never as a WASI 0.3 or core module.
+    // not being an HTTP handler, never as WASI 0.3 or a core module.
     let err = start_error("p2", &component("wasi:http/types@0.2.3", None)).await;
     assert!(!err.contains("WASI 0.3"), "{err}");
     assert!(!err.contains("core wasm module"), "{err}");
-    assert!(err.contains("component `web`"), "{err}");
+    assert!(
+        err.contains("component `web` is not a wasi:http handler"),
+        "{err}"
+    );
 }

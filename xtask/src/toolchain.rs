@@ -22,7 +22,15 @@ use anyhow::{bail, Context, Result};
 
 /// The wasm32-wasip2 packages of the workspace, built together so that std
 /// and shared dependencies compile once.
-const COMPONENT_PACKAGES: &[&str] = &["sessions-tutorial", "signin", "probe", "floor", "handover"];
+const COMPONENT_PACKAGES: &[&str] = &[
+    "sessions-tutorial",
+    "signin",
+    "probe",
+    "floor",
+    "handover",
+    "p3-floor",
+    "p3-one-read",
+];
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 

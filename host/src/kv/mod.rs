@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use wasmtime::component::ResourceTable;
 
-pub use counters::{FaultSwitch, OpCounters, OpKind};
+pub use counters::{FaultSwitch, OpCounters, OpCounts, OpKind};
 
 /// A failure reported by a store backend: what Spin's host would hand the
 /// guest as `other(message)`, or a panic of Spin's host, which the guest
