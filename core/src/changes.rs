@@ -3,18 +3,29 @@
 //!
 //! A save re-applies the list to whatever the store holds when its
 //! compare-and-swap loses a race ([`crate::SessionManager::update`]). So two
-//! requests that change different keys both keep their changes, and for the
-//! same key the one that saves last wins: the guarantee is per key, not per
-//! record.
+//! requests that change different keys both keep their changes; for the
+//! same key, an [`Change::Insert`] of the request that saves last wins,
+//! while an [`Change::Update`] is a function of the value it finds, so
+//! concurrent updates compose (two increments add two).
+
+use std::sync::Arc;
 
 use crate::record::SessionRecord;
 use crate::values::StoredValue;
 
+/// A read-modify-write of one value: the new value, from the value stored
+/// under the key (if any); `None` leaves the key as it is (a stored value
+/// the function cannot read).
+pub type UpdateFn = Arc<dyn Fn(Option<&StoredValue>) -> Option<StoredValue> + Send + Sync>;
+
 /// One change to a session's record.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub enum Change {
     /// Sets a value.
     Insert(String, StoredValue),
+    /// Replaces a value by a function of itself, applied again to whatever
+    /// a concurrent save stored: concurrent updates compose.
+    Update(String, UpdateFn),
     /// Removes a value.
     Remove(String),
     /// Removes every value and every flash value.
@@ -27,8 +38,22 @@ pub enum Change {
     Remember(Option<u64>),
 }
 
+impl std::fmt::Debug for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Change::Insert(key, value) => f.debug_tuple("Insert").field(key).field(value).finish(),
+            Change::Update(key, _) => f.debug_tuple("Update").field(key).finish(),
+            Change::Remove(key) => f.debug_tuple("Remove").field(key).finish(),
+            Change::Clear => f.write_str("Clear"),
+            Change::Flash(key, value) => f.debug_tuple("Flash").field(key).field(value).finish(),
+            Change::TakeFlash(key) => f.debug_tuple("TakeFlash").field(key).finish(),
+            Change::Remember(secs) => f.debug_tuple("Remember").field(secs).finish(),
+        }
+    }
+}
+
 /// The changes of one request, in the order they were made.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default)]
 pub struct Changes(Vec<Change>);
 
 impl Changes {
@@ -60,6 +85,11 @@ fn apply(change: &Change, record: &mut SessionRecord) {
     match change {
         Change::Insert(key, value) => {
             record.data.insert(key.clone(), value.clone());
+        }
+        Change::Update(key, update) => {
+            if let Some(value) = update(record.data.get(key)) {
+                record.data.insert(key.clone(), value);
+            }
         }
         Change::Remove(key) => {
             record.data.remove(key);
@@ -111,6 +141,31 @@ mod tests {
             "untouched here"
         );
         assert_eq!(fresher.remember_secs, Some(600));
+    }
+
+    #[test]
+    fn updates_compose_with_what_others_stored() {
+        let increment: UpdateFn = Arc::new(|old: Option<&StoredValue>| {
+            let n: u64 = old.map_or(Some(0), |v| v.to().ok())?;
+            StoredValue::new(&(n + 1)).ok()
+        });
+        let mut view = SessionRecord::new(10, "t".into());
+        view.data.insert("n".into(), StoredValue::from(5));
+        let mut changes = Changes::new();
+        changes.push(Change::Update("n".into(), increment.clone()), &mut view);
+        changes.push(Change::Update("n".into(), increment), &mut view);
+        assert_eq!(view.data["n"], StoredValue::from(7));
+        // Another request counted three meanwhile: ours come on top.
+        let mut fresher = SessionRecord::new(10, "t".into());
+        fresher.data.insert("n".into(), StoredValue::from(8));
+        changes.apply_to(&mut fresher);
+        assert_eq!(fresher.data["n"], StoredValue::from(10));
+        // A value the function cannot read is left alone.
+        let mut other = SessionRecord::new(10, "t".into());
+        other.data.insert("n".into(), StoredValue::from("text"));
+        changes.apply_to(&mut other);
+        assert_eq!(other.data["n"], StoredValue::from("text"));
+        assert!(format!("{changes:?}").contains("Update(\"n\")"));
     }
 
     #[test]

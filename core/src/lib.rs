@@ -42,7 +42,7 @@ pub mod store;
 pub mod time;
 pub mod values;
 
-pub use changes::{Change, Changes};
+pub use changes::{Change, Changes, UpdateFn};
 pub use cookie::{CookieConfig, CookieConfigError, SameSite, Secure, COOKIE_NAME};
 pub use expiry::ExpiryPolicy;
 pub use id::{CookieId, PendingId, SessionId, SigningKey};

@@ -358,6 +358,8 @@ enum Outcome {
     /// The request died (its store operations failed from some point on):
     /// its client got no answer; applied at most once.
     Crashed,
+    /// A flash taken: whether this request got it.
+    Took(bool),
 }
 
 #[derive(Clone, Debug)]
@@ -448,6 +450,9 @@ enum Op {
     /// Loads the session and appends ids `100 * id + k` for `k` in
     /// `0..n`, one update each (a busy tab).
     Burst(u32),
+    /// Loads the session and takes its flash value, by compare-and-swap
+    /// (as `Session::take_flash` does).
+    TakeFlash,
 }
 
 /// Where a request runs: the store, its backend, and the history.
@@ -490,6 +495,16 @@ fn run_op(op: Op, id: u32, cookie: &SessionId, faults: Faults, now: i64, ctx: &C
             Ok(()) => Outcome::Applied,
             Err(_) => Outcome::Maybe,
         },
+        Op::TakeFlash => {
+            let taken = Mutex::new(None);
+            match m.update(&mut session, &mut rng, now, |record| {
+                *taken.lock().unwrap() = record.flash.remove("notice");
+            }) {
+                Ok(()) => Outcome::Took(taken.into_inner().unwrap().is_some()),
+                Err(UpdateError::Unknown(_)) => Outcome::Maybe,
+                Err(_) => Outcome::NotApplied,
+            }
+        }
         Op::Burst(n) => {
             for k in 0..n {
                 if m.update(&mut session, &mut rng, now, append(100 * id + k))
@@ -532,7 +547,12 @@ impl SessionScenario {
         let mut setup_rng = rng(9_999);
         setup.maintain(&mut setup_rng, T0 - 10_000).unwrap();
         let session = setup
-            .create_with(&mut setup_rng, T0, &Admission::ANYONE, append(0))
+            .create_with(&mut setup_rng, T0, &Admission::ANYONE, |record| {
+                append(0)(record);
+                record
+                    .flash
+                    .insert("notice".into(), StoredValue::from("hello"));
+            })
             .unwrap_or_else(|_| panic!("setup"));
         let cookie = session.id().clone();
         let first_key = session.key().to_owned();
@@ -626,6 +646,28 @@ fn check_history(
         ),
     }
     check_reads(events, final_log.as_deref(), &context);
+    check_flash(events, &context);
+}
+
+/// A flash value is taken at most once, and exactly once when every taker
+/// got an answer and none failed.
+fn check_flash(events: &[Event], context: &dyn Fn() -> String) {
+    let takers: Vec<&Event> = events.iter().filter(|e| e.op == Op::TakeFlash).collect();
+    if takers.is_empty() {
+        return;
+    }
+    let got = takers
+        .iter()
+        .filter(|e| e.outcome == Outcome::Took(true))
+        .count();
+    assert!(got <= 1, "the flash was shown {got} times: {}", context());
+    let all_answered = takers.iter().all(|e| matches!(e.outcome, Outcome::Took(_)));
+    let session_ended = events
+        .iter()
+        .any(|e| matches!(e.op, Op::Destroy | Op::Cycle));
+    if all_answered && !session_ended {
+        assert_eq!(got, 1, "nobody got the flash: {}", context());
+    }
 }
 
 fn check_final_log(log: &[u32], events: &[Event], context: &dyn Fn() -> String) {
@@ -873,6 +915,38 @@ fn a_rotation_racing_updates_never_loses_the_session() {
         };
         let s = scenario.clone();
         report("rotation mix", randomised("rotation mix", move || s.run()));
+    }
+}
+
+/// A flash taken by two requests at once, every schedule: exactly one
+/// gets it; with an update racing, both land; three takers at once, on
+/// randomised schedules (every schedule of three is too many for CI).
+#[test]
+fn a_flash_is_taken_exactly_once_every_schedule() {
+    for behaviour in BACKENDS {
+        for requests in [
+            vec![
+                (Op::TakeFlash, faults_none()),
+                (Op::TakeFlash, faults_none()),
+            ],
+            vec![(Op::TakeFlash, faults_none()), (Op::Update, faults_none())],
+        ] {
+            let scenario = SessionScenario {
+                behaviour,
+                requests,
+                prior_writes: 0,
+            };
+            report("flash", exhaustive(scenario));
+        }
+        let scenario = SessionScenario {
+            behaviour,
+            requests: vec![(Op::TakeFlash, faults_none()); 3],
+            prior_writes: 0,
+        };
+        report(
+            "three flash takers",
+            randomised("flash", move || scenario.run()),
+        );
     }
 }
 

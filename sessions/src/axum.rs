@@ -24,8 +24,8 @@
 //! ```
 //!
 //! In a Spin component (wasm), `Session` defaults to Spin's store, and
-//! [`SessionLayer::from_spin`] takes the settings from Spin variables,
-//! once per instance ([`crate::spin::shared_sessions`]).
+//! `SessionLayer::spin()` takes the settings from Spin variables, once per
+//! instance ([`crate::spin::shared_sessions`]).
 //!
 //! The save happens when the handler's response is ready: a store failure
 //! then replaces the response by [`Error::into_response`]'s (a 503 that
@@ -59,7 +59,9 @@ pub type DefaultStore = crate::MemoryStore;
 
 /// A tower layer that gives every request its [`Session`].
 pub struct SessionLayer<S: SessionStore = DefaultStore> {
-    sessions: Arc<Sessions<S>>,
+    /// The sessions, or why there are none (every request then answers
+    /// the error).
+    sessions: Result<Arc<Sessions<S>>, Arc<Error>>,
 }
 
 impl<S: SessionStore> Clone for SessionLayer<S> {
@@ -73,7 +75,9 @@ impl<S: SessionStore> Clone for SessionLayer<S> {
 impl<S: SessionStore> SessionLayer<S> {
     /// Sessions from `sessions`.
     pub fn new(sessions: Arc<Sessions<S>>) -> Self {
-        SessionLayer { sessions }
+        SessionLayer {
+            sessions: Ok(sessions),
+        }
     }
 }
 
@@ -81,9 +85,16 @@ impl<S: SessionStore> SessionLayer<S> {
 impl SessionLayer<crate::spin::SpinStore> {
     /// Sessions in Spin's `default` store, with the settings from Spin
     /// variables, read once per instance (see
-    /// [`crate::spin::shared_sessions`]).
-    pub fn from_spin() -> Result<Self, Error> {
-        Ok(SessionLayer::new(crate::spin::shared_sessions()?))
+    /// [`crate::spin::shared_sessions`]). Settings that do not read (an
+    /// invalid variable) make every request answer that error (a 500 that
+    /// names the variable in the log).
+    pub fn spin() -> Self {
+        SessionLayer {
+            sessions: crate::spin::shared_sessions().map_err(|err| {
+                eprintln!("spin-sessions: {err}");
+                Arc::new(err)
+            }),
+        }
     }
 }
 
@@ -100,7 +111,7 @@ impl<S: SessionStore, I> tower_layer::Layer<I> for SessionLayer<S> {
 
 /// The service [`SessionLayer`] wraps a router (or any service) in.
 pub struct SessionService<S: SessionStore, I> {
-    sessions: Arc<Sessions<S>>,
+    sessions: Result<Arc<Sessions<S>>, Arc<Error>>,
     inner: I,
 }
 
@@ -132,7 +143,14 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let session = match self.sessions.load_shared(&request) {
+        let sessions = match &self.sessions {
+            Ok(sessions) => sessions,
+            Err(err) => {
+                let response = Error::into_response::<Body>(err);
+                return Box::pin(std::future::ready(Ok(response)));
+            }
+        };
+        let session = match sessions.load_shared(&request) {
             Ok(session) => Session::new(session),
             Err(err) => return Box::pin(std::future::ready(Ok(err.into_response()))),
         };
@@ -211,6 +229,15 @@ impl<S: SessionStore + 'static> Session<S> {
         self.with(|session| session.insert(key, value))
     }
 
+    /// [`crate::Session::update`]: concurrent updates compose.
+    pub fn update<T, F>(&self, key: &str, f: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: Fn(Option<T>) -> T + Send + Sync + 'static,
+    {
+        self.with(|session| session.update(key, f))
+    }
+
     /// [`crate::Session::remove`].
     pub fn remove<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         self.with(|session| session.remove(key))
@@ -229,7 +256,8 @@ impl<S: SessionStore + 'static> Session<S> {
         self.with(|session| session.flash(key, value))
     }
 
-    /// [`crate::Session::take_flash`].
+    /// [`crate::Session::take_flash`]: exactly once across concurrent
+    /// requests.
     pub fn take_flash<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, Error> {
         self.with(|session| session.take_flash(key))
     }

@@ -244,6 +244,84 @@ mod tests {
         session.save(&mut http::Response::new(()))
     }
 
+    fn load<'s>(
+        sessions: &'s Sessions<&MemoryStore>,
+        cookie: &str,
+    ) -> Session<'s, &'s MemoryStore> {
+        let request = http::Request::get("/")
+            .header("cookie", cookie)
+            .body(())
+            .unwrap();
+        sessions.load_at(&request, 1_800_000_100).unwrap()
+    }
+
+    fn created(
+        sessions: &Sessions<&MemoryStore>,
+        fill: impl FnOnce(&mut Session<'_, &MemoryStore>),
+    ) -> String {
+        let request = http::Request::post("/").body(()).unwrap();
+        let mut session = sessions.load_at(&request, 1_800_000_000).unwrap();
+        fill(&mut session);
+        let mut response = http::Response::new(());
+        session.save(&mut response).unwrap();
+        let set_cookie = response.headers()["set-cookie"].to_str().unwrap();
+        set_cookie.split(';').next().unwrap().to_owned()
+    }
+
+    #[test]
+    fn concurrent_updates_compose_and_inserts_do_not() {
+        let store = MemoryStore::new();
+        let sessions = Sessions::new(&store, Config::default()).unwrap();
+        let cookie = created(&sessions, |s| s.insert("n", 0u64).unwrap());
+        // Two requests read n = 0 at once; each adds one.
+        let (mut a, mut b) = (load(&sessions, &cookie), load(&sessions, &cookie));
+        assert_eq!(
+            a.update("n", |n: Option<u64>| n.unwrap_or(0) + 1).unwrap(),
+            1
+        );
+        assert_eq!(
+            b.update("n", |n: Option<u64>| n.unwrap_or(0) + 1).unwrap(),
+            1
+        );
+        a.save(&mut http::Response::new(())).unwrap();
+        b.save(&mut http::Response::new(())).unwrap();
+        assert_eq!(load(&sessions, &cookie).get::<u64>("n").unwrap(), Some(2));
+        // The same with get, + 1, insert: the last save wins.
+        let (mut a, mut b) = (load(&sessions, &cookie), load(&sessions, &cookie));
+        let n: u64 = a.get("n").unwrap().unwrap();
+        a.insert("n", n + 1).unwrap();
+        b.insert("n", n + 1).unwrap();
+        a.save(&mut http::Response::new(())).unwrap();
+        b.save(&mut http::Response::new(())).unwrap();
+        assert_eq!(load(&sessions, &cookie).get::<u64>("n").unwrap(), Some(3));
+        // An update of a value that is not of its type is refused.
+        let mut c = load(&sessions, &cookie);
+        assert!(c
+            .update("n", |s: Option<String>| s.unwrap_or_default())
+            .is_err());
+    }
+
+    #[test]
+    fn a_flash_is_taken_once_by_requests_at_once() {
+        let store = MemoryStore::new();
+        let sessions = Sessions::new(&store, Config::default()).unwrap();
+        let cookie = created(&sessions, |s| s.flash("notice", "hello").unwrap());
+        let (mut a, mut b) = (load(&sessions, &cookie), load(&sessions, &cookie));
+        a.insert("seen", true).unwrap();
+        let first: Option<String> = a.take_flash("notice").unwrap();
+        let second: Option<String> = b.take_flash("notice").unwrap();
+        assert_eq!(first.as_deref(), Some("hello"));
+        assert_eq!(second, None, "taken already");
+        // The change made before the take went with it; the save writes
+        // nothing more.
+        let writes = store.writes();
+        a.save(&mut http::Response::new(())).unwrap();
+        b.save(&mut http::Response::new(())).unwrap();
+        assert_eq!(store.writes(), writes);
+        let after = load(&sessions, &cookie);
+        assert_eq!(after.get::<bool>("seen").unwrap(), Some(true));
+    }
+
     #[test]
     fn the_settings_reach_the_sessions() {
         let store = MemoryStore::new();

@@ -1,6 +1,7 @@
 //! [`Session`]: one request's view of its session, and the save that
 //! writes what the request changed.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::rngs::OsRng;
@@ -11,6 +12,7 @@ use spin_sessions_core::id::{client_key, constant_time_eq, random_token};
 use spin_sessions_core::manager::CSRF_TOKEN_LEN;
 use spin_sessions_core::{
     Admission, Change, Changes, PendingId, SessionRecord, SessionStore, StoredValue, UpdateError,
+    UpdateFn,
 };
 
 use crate::{Error, Sessions};
@@ -127,10 +129,41 @@ impl<'s, S: SessionStore> Session<'s, S> {
 
     /// Stores `value` under `key` (written at [`Session::save`]). The
     /// first value stored for a visitor creates their session.
+    ///
+    /// Of two requests that insert under one key at once, the one that
+    /// saves last wins (per key: inserts under other keys are all kept).
+    /// For a value computed from the stored one, use [`Session::update`].
     pub fn insert<T: Serialize>(&mut self, key: &str, value: T) -> Result<(), Error> {
         let value = StoredValue::new(&value).map_err(|source| value_error(key, source))?;
         self.change(Change::Insert(key.to_owned(), value));
         Ok(())
+    }
+
+    /// Replaces the value under `key` by `f` of it (`None` when there is
+    /// none), and returns the new value. Unlike `get`, `+ 1`, `insert`,
+    /// this composes with concurrent requests: `f` is kept with the
+    /// request's changes and applied again to whatever a concurrent save
+    /// stored, so 200 concurrent increments add 200 (and one is never
+    /// counted twice: see [`Session::save`]). Should a concurrent save
+    /// store something that is not a `T`, the update leaves it alone.
+    pub fn update<T, F>(&mut self, key: &str, f: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned + 'static,
+        F: Fn(Option<T>) -> T + Send + Sync + 'static,
+    {
+        // What the request sees must be a T: otherwise it is the
+        // application's mistake, answered at once.
+        self.get::<T>(key)?;
+        let function: UpdateFn = Arc::new(move |old: Option<&StoredValue>| {
+            let old = match old {
+                None => None,
+                Some(value) => Some(value.to::<T>().ok()?),
+            };
+            StoredValue::new(&f(old)).ok()
+        });
+        self.change(Change::Update(key.to_owned(), function));
+        self.get(key)?
+            .ok_or_else(|| value_error(key, serde::de::Error::custom("the update made no value")))
     }
 
     /// Removes the value under `key` and returns it, as a `T`.
@@ -160,14 +193,39 @@ impl<'s, S: SessionStore> Session<'s, S> {
     }
 
     /// Takes the one-shot value under `key`, if an earlier request left
-    /// one; the save then removes it from the store.
+    /// one. Exactly once: the value is removed from the store right away,
+    /// by compare-and-swap (with this request's changes so far, in the same
+    /// write), and only the request whose write removed it gets it; of two
+    /// requests that take it at once, the other gets `None`.
     pub fn take_flash<T: DeserializeOwned>(&mut self, key: &str) -> Result<Option<T>, Error> {
         let Some(value) = self.view.flash.get(key) else {
             return Ok(None);
         };
-        let value = value.to();
-        self.change(Change::TakeFlash(key.to_owned()));
-        value.map(Some).map_err(|source| value_error(key, source))
+        // Checked before anything is written: a value of the wrong type is
+        // the application's mistake.
+        value.to::<T>().map_err(|source| value_error(key, source))?;
+        let now = self.save_time();
+        let Some(stored) = self.stored.as_mut() else {
+            // Flash values come from stored sessions only.
+            return Ok(None);
+        };
+        let taken: Mutex<Option<StoredValue>> = Mutex::new(None);
+        let changes = &self.changes;
+        self.sessions
+            .manager()
+            .update(stored, &mut rng(), now, |record| {
+                changes.apply_to(record);
+                // The attempt that lands is the last one made.
+                *taken.lock().unwrap_or_else(|e| e.into_inner()) = record.flash.remove(key);
+            })?;
+        // What this request changed so far is stored: the save writes only
+        // what comes after.
+        self.changes = Changes::new();
+        self.view = stored.record().clone();
+        let taken = taken.into_inner().unwrap_or_else(|e| e.into_inner());
+        taken
+            .map(|value| value.to().map_err(|source| value_error(key, source)))
+            .transpose()
     }
 
     /// The token that this session's forms must carry

@@ -1,123 +1,116 @@
-//! Signing in by name with `spin-sessions`: a new identifier at sign-in
-//! (`cycle_id`), a one-shot "signed in as …" (`flash`), a typed visit
-//! counter, and sign-out (`destroy`). Nothing is stored for a visitor who
-//! only looks at the page.
+//! Signing in by name with `spin-sessions`, in a spin-sdk 7 component
+//! routed by axum: a new identifier at sign-in (`cycle_id`), a one-shot
+//! "signed in as …" (`flash`), a typed visit counter, and sign-out
+//! (`destroy`). Nothing is stored for a visitor who only looks.
 
 pub mod html;
 
-use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION};
-use http::{Method, StatusCode};
-use spin_sessions::{Error, RequestBody, SessionStore, Sessions};
+use axum::extract::{DefaultBodyLimit, Form};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use spin_sessions::axum::{Session, SessionLayer};
+use spin_sessions::{Error, SessionStore};
 
-type Request = http::Request<RequestBody>;
-type Response = http::Response<Vec<u8>>;
-
-/// Answers one request: `GET /`, `POST /signin`, `POST /signout`.
-pub fn handle<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Response {
-    let result = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/") => home(req, sessions),
-        (&Method::POST, "/signin" | "/signout") => post(req, sessions),
-        (_, "/" | "/signin" | "/signout") => {
-            Ok(text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed"))
-        }
-        _ => Ok(text(StatusCode::NOT_FOUND, "Not found")),
-    };
-    result.unwrap_or_else(|err| err.into_response())
+/// The example's routes, with sessions from `layer`.
+pub fn router<S>(layer: SessionLayer<S>) -> Router
+where
+    S: SessionStore + Send + Sync + 'static,
+    S::Snapshot: Send,
+{
+    Router::new()
+        .route("/", get(home::<S>))
+        .route("/signin", post(sign_in::<S>))
+        .route("/signout", post(sign_out::<S>))
+        .layer(layer)
+        .layer(DefaultBodyLimit::max(4096))
 }
 
-fn home<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Result<Response, Error> {
-    let mut session = sessions.load(req)?;
+async fn home<S: SessionStore + 'static>(session: Session<S>) -> Result<Response, Error> {
     let notice: Option<String> = session.take_flash("notice")?;
     let token = session.csrf_token()?;
     let body = match session.get::<String>("name")? {
         Some(name) => {
-            let visits = session.get::<u64>("visits")?.unwrap_or(0) + 1;
-            session.insert("visits", visits)?;
+            // Counted with `update`: concurrent page views all count.
+            let visits = session.update("visits", |n: Option<u64>| n.unwrap_or(0) + 1)?;
             html::signed_in(&name, visits, &token)
         }
         None => html::sign_in_form(&token),
     };
-    let mut response = respond(
-        StatusCode::OK,
-        "text/html; charset=utf-8",
-        html::page(notice.as_deref(), &body),
-    );
-    response
-        .headers_mut()
-        .insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(html::CSP));
-    session.save(&mut response)?;
-    Ok(response)
+    let page = html::page(notice.as_deref(), &body);
+    let csp = [(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(html::CSP),
+    )];
+    Ok((csp, no_store(), axum::response::Html(page)).into_response())
 }
 
-fn post<S: SessionStore>(req: &Request, sessions: &Sessions<S>) -> Result<Response, Error> {
-    let Ok(body) = req.body() else {
-        return Ok(text(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large"));
-    };
-    let field = |name: &str| {
-        form_urlencoded::parse(body)
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.into_owned())
-    };
-    let mut session = sessions.load(req)?;
-    if !session.verify_csrf(field("csrf_token").as_deref()) {
-        return Ok(text(
-            StatusCode::FORBIDDEN,
-            "This form has expired; reload the page and try again.",
-        ));
+/// The sign-in form's fields.
+#[derive(Deserialize)]
+struct SignIn {
+    csrf_token: Option<String>,
+    name: Option<String>,
+    remember: Option<String>,
+}
+
+async fn sign_in<S: SessionStore + 'static>(
+    session: Session<S>,
+    Form(form): Form<SignIn>,
+) -> Result<Response, Error> {
+    if !session.verify_csrf(form.csrf_token.as_deref()) {
+        return Ok(expired_form());
     }
-    if req.uri().path() == "/signout" {
-        session.destroy();
-    } else {
-        let name = field("name").unwrap_or_default().trim().to_owned();
-        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-            return Ok(text(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "A name is 1 to 64 characters of text",
-            ));
-        }
-        session.cycle_id(); // new rights, new identifier
-        session.insert("name", &name)?;
-        session.insert("visits", 0u64)?;
-        session.flash("notice", format!("Signed in as {name}"))?;
-        if field("remember").as_deref() == Some("yes") {
-            session.remember(Some(std::time::Duration::from_secs(30 * 86_400)));
-        }
+    let name = form.name.unwrap_or_default().trim().to_owned();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        let message = "A name is 1 to 64 characters of text\n";
+        return Ok((StatusCode::UNPROCESSABLE_ENTITY, no_store(), message).into_response());
     }
-    let mut response = respond(
-        StatusCode::SEE_OTHER,
-        "text/plain; charset=utf-8",
-        String::new(),
-    );
-    response
-        .headers_mut()
-        .insert(LOCATION, HeaderValue::from_static("/"));
-    session.save(&mut response)?;
-    Ok(response)
+    session.cycle_id()?; // new rights, new identifier
+    session.insert("name", &name)?;
+    session.insert("visits", 0u64)?;
+    session.flash("notice", format!("Signed in as {name}"))?;
+    if form.remember.as_deref() == Some("yes") {
+        session.remember(Some(std::time::Duration::from_secs(30 * 86_400)))?;
+    }
+    Ok(Redirect::to("/").into_response())
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response {
-    let mut response = http::Response::new(body.into_bytes());
-    *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+/// The sign-out form's field.
+#[derive(Deserialize)]
+struct SignOut {
+    csrf_token: Option<String>,
 }
 
-fn text(status: StatusCode, message: &str) -> Response {
-    respond(status, "text/plain; charset=utf-8", format!("{message}\n"))
+async fn sign_out<S: SessionStore + 'static>(
+    session: Session<S>,
+    Form(form): Form<SignOut>,
+) -> Result<Response, Error> {
+    if !session.verify_csrf(form.csrf_token.as_deref()) {
+        return Ok(expired_form());
+    }
+    session.destroy()?;
+    Ok(Redirect::to("/").into_response())
 }
 
+fn expired_form() -> Response {
+    let message = "This form has expired; reload the page and try again.\n";
+    (StatusCode::FORBIDDEN, no_store(), message).into_response()
+}
+
+fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
+    [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
+}
+
+/// The component's entry point: today's Spin SDK, one router per request
+/// (cheap), the sessions of the instance (settings read once per instance).
 #[cfg(target_arch = "wasm32")]
-fn serve(request: Request) -> Response {
-    match spin_sessions::spin::sessions() {
-        Ok(sessions) => handle(&request, &sessions),
-        Err(err) => err.into_response(),
-    }
+#[spin_sdk::http_service]
+async fn serve(request: spin_sdk::http::Request) -> Response {
+    use tower_service::Service;
+    router(SessionLayer::spin())
+        .call(request)
+        .await
+        .into_response()
 }
-
-#[cfg(target_arch = "wasm32")]
-spin_sessions::http_component!(serve, max_body_bytes = 4096);
