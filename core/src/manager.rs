@@ -14,7 +14,7 @@ use crate::index::{self, Cursor, Entry, Eviction, SlotValue, StepReport};
 use crate::record::{DecodeError, EndReason, Ending, SessionRecord};
 use crate::signing;
 use crate::store::{
-    judge_all, remember_write, Attempt, SessionStore, Snapshot, StoreError, Swap, Verdict,
+    judge, judge_all, remember_write, Attempt, SessionStore, Snapshot, StoreError, Swap, Verdict,
     WRITE_ID_LEN,
 };
 
@@ -345,8 +345,8 @@ impl<S: SessionStore> SessionManager<S> {
     /// 2. the client's quota of new sessions this minute (one read and one
     ///    increment; over it: [`CreateError::RateLimited`]);
     /// 3. room under the cap: the new queue's slot counter read (an
-    ///    increment by 0), and over the cap, up to [`EVICTION_STEPS`] steps that
-    ///    evict the sessions that expire soonest, never one seen within the
+    ///    increment by 0), and over the cap, up to two steps
+    ///    (`EVICTION_STEPS`) that evict the sessions that expire soonest, never one seen within the
     ///    protection window ([`CreateError::Full`] when that frees no
     ///    room);
     /// 4. the record and its index entry: one slot increment and one batch
@@ -575,12 +575,17 @@ impl<S: SessionStore> SessionManager<S> {
         change: impl Fn(&mut SessionRecord),
     ) -> Result<bool, UpdateError> {
         let mut snapshot = self.store.snapshot(&session.key)?;
-        let mut attempts: Vec<Attempt> = Vec::new();
+        // The attempts whose outcome is still open (one judged lost is
+        // lost for good, and forgotten: judged again after many more
+        // writes, it would look unknown).
+        let mut open: Vec<Attempt> = Vec::new();
+        let mut swaps = 0;
+        let mut backed_off = false;
         loop {
             let record = snapshot
                 .value()
                 .and_then(|bytes| SessionRecord::decode(bytes).ok());
-            let verdict = self.judge(&attempts, record.as_ref())?;
+            let verdict = self.judge(&mut open, record.as_ref())?;
             if verdict == Verdict::Stored {
                 session.record = record.expect("judged stored on a record");
                 return Ok(true);
@@ -595,14 +600,24 @@ impl<S: SessionStore> SessionManager<S> {
                 session.record = base;
                 return Ok(false);
             }
-            if attempts.len() == MAX_SWAP_ATTEMPTS {
+            if swaps == MAX_SWAP_ATTEMPTS {
                 return Err(match verdict {
                     Verdict::Pending => UpdateError::Unknown(Uncertainty::MayStillLand),
                     _ => UpdateError::Contended,
                 });
             }
+            if verdict == Verdict::Lost && swaps >= 2 && !std::mem::take(&mut backed_off) {
+                // Lost twice in a row: a busy session. Wait a random while,
+                // then build on what the key holds by then.
+                self.store.back_off(back_off_pause(rng, swaps));
+                snapshot = self.store.snapshot(&session.key)?;
+                backed_off = true;
+                continue;
+            }
+            backed_off = false;
+            swaps += 1;
             let id = write_id(rng);
-            attempts.push(Attempt {
+            open.push(Attempt {
                 base: base.version(),
                 id: id.clone(),
             });
@@ -618,22 +633,26 @@ impl<S: SessionStore> SessionManager<S> {
         }
     }
 
-    /// What a read of the record says about this request's attempts so far
-    /// ([`Verdict::Lost`] when there are none). An outcome that cannot be
-    /// known is an error: the caller must say so.
+    /// What a read of the record says about this request's `open` attempts
+    /// ([`Verdict::Lost`] when there are none), forgetting those it finds
+    /// lost. An outcome that cannot be known is an error: the caller must
+    /// say so.
     fn judge(
         &self,
-        attempts: &[Attempt],
+        open: &mut Vec<Attempt>,
         record: Option<&SessionRecord>,
     ) -> Result<Verdict, UpdateError> {
-        if attempts.is_empty() {
+        if open.is_empty() {
             return Ok(Verdict::Lost);
         }
         let Some(record) = record else {
             // Gone: an attempt may have landed before it went.
             return Err(UpdateError::Unknown(Uncertainty::EndedAfterWrite));
         };
-        match judge_all(attempts, record.version(), &record.recent_writes) {
+        let (version, recent) = (record.version(), &record.recent_writes);
+        let verdict = judge_all(open, version, recent);
+        open.retain(|attempt| judge(attempt, version, recent) != Verdict::Lost);
+        match verdict {
             Verdict::Unknown => Err(UpdateError::Unknown(Uncertainty::OutOfWindow)),
             verdict => Ok(verdict),
         }
@@ -703,13 +722,15 @@ impl<S: SessionStore> SessionManager<S> {
                 CreateError::Store(err) => UpdateError::Store(err),
                 other => UpdateError::Store(StoreError(other.to_string())),
             })?;
-        let mut attempts: Vec<Attempt> = Vec::new();
+        let mut open: Vec<Attempt> = Vec::new();
+        let mut swaps = 0;
         let outcome = loop {
-            if attempts.len() == MAX_SWAP_ATTEMPTS {
+            if swaps == MAX_SWAP_ATTEMPTS {
                 break Rotation::Contended;
             }
+            swaps += 1;
             let id = write_id(rng);
-            attempts.push(Attempt {
+            open.push(Attempt {
                 base: base.version(),
                 id: id.clone(),
             });
@@ -727,7 +748,7 @@ impl<S: SessionStore> SessionManager<S> {
             let record = fresh
                 .value()
                 .and_then(|bytes| SessionRecord::decode(bytes).ok());
-            match self.judge(&attempts, record.as_ref()) {
+            match self.judge(&mut open, record.as_ref()) {
                 Ok(Verdict::Stored) => break Rotation::OldEnded,
                 Err(UpdateError::Unknown(Uncertainty::OutOfWindow)) => break Rotation::Unknown,
                 // The old record went (signed out) while this request ran.
@@ -785,6 +806,14 @@ enum Rotation {
 }
 
 /// A fresh random write id ([`crate::store::RECENT_WRITES`]).
+/// How long to wait after `lost` swaps in a row: a random time below
+/// 2^`lost` ms, at most 32 ms (at most about 0.4 s over all
+/// [`MAX_SWAP_ATTEMPTS`]).
+fn back_off_pause<R: rand::CryptoRng + ?Sized>(rng: &mut R, lost: usize) -> std::time::Duration {
+    let ceiling_micros = 1000u64 << lost.min(5);
+    std::time::Duration::from_micros(rand::Rng::random_range(rng, 0..ceiling_micros))
+}
+
 fn write_id<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> String {
     random_token(rng, WRITE_ID_LEN)
 }
@@ -848,6 +877,52 @@ mod tests {
         let cursor = Cursor::decode(&m.store().peek(index::CURSOR_KEY).unwrap()).unwrap();
         let tail = m.store().increment(index::NEW_TAIL_KEY, 0).unwrap();
         count(&cursor, index::counter(tail))
+    }
+
+    /// A session that other requests write between every read and swap
+    /// of this one: it backs off after its second lost swap, waits longer
+    /// each time (never more than 32 ms), and gives up after
+    /// MAX_SWAP_ATTEMPTS with nothing of it stored; when the others stop
+    /// sooner, its update lands on top of theirs.
+    #[test]
+    fn a_busy_session_backs_off_then_lands_or_is_refused() {
+        for (competing, lands) in [(usize::MAX, false), (5, true)] {
+            let m = manager();
+            let id = m.create(&mut rng(), T0).unwrap().id().clone();
+            let mut mine = live(m.lookup(Some(id.clone()), T0).unwrap());
+            let other = std::cell::RefCell::new(live(m.lookup(Some(id), T0).unwrap()));
+            let others = std::cell::Cell::new(0usize);
+            let result = m.update(&mut mine, &mut rng(), T0, |record| {
+                if others.get() < competing {
+                    others.set(others.get() + 1);
+                    // Three writes a round: over all rounds, more than the
+                    // window of recent ids, which the lost attempts have
+                    // left by the end (they are known lost all the same).
+                    for _ in 0..3 {
+                        m.update(&mut other.borrow_mut(), &mut rng(), T0, |r| {
+                            r.data.insert(format!("other{}", others.get()), 1.into());
+                        })
+                        .unwrap();
+                    }
+                }
+                record.data.insert("mine".into(), 1.into());
+            });
+            let pauses = m.store().back_offs();
+            let record = stored(&m, &other.borrow());
+            if lands {
+                result.unwrap();
+                assert_eq!(pauses.len(), 4, "{pauses:?}");
+                assert!(record.data.contains_key("mine"));
+                assert!(record.data.contains_key("other5"));
+            } else {
+                assert_eq!(result, Err(UpdateError::Contended));
+                assert_eq!(pauses.len(), MAX_SWAP_ATTEMPTS - 2);
+                assert!(!record.data.contains_key("mine"));
+            }
+            assert!(pauses
+                .iter()
+                .all(|p| *p < std::time::Duration::from_millis(32)));
+        }
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct MemoryStore {
     reads: AtomicU64,
     writes: AtomicU64,
     failing: AtomicBool,
+    /// The back-offs asked for (recorded, not waited).
+    back_offs: Mutex<Vec<std::time::Duration>>,
     /// Test seams: what another request does at this request's next
     /// snapshot, and in place of its next swap (each runs once).
     #[cfg(test)]
@@ -91,6 +93,15 @@ impl MemoryStore {
     /// not confirmed hands back).
     pub fn reads(&self) -> u64 {
         self.reads.load(Ordering::Relaxed)
+    }
+
+    /// The pauses [`SessionStore::back_off`] was asked for so far (this
+    /// store records them and returns at once).
+    pub fn back_offs(&self) -> Vec<std::time::Duration> {
+        self.back_offs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Writes done so far (swaps, sets, deletes, batches, increments).
@@ -292,6 +303,13 @@ impl SessionStore for MemoryStore {
         let encoded = self.encode_counter(next);
         self.put(key, &encoded);
         Ok(next)
+    }
+
+    fn back_off(&self, pause: std::time::Duration) {
+        self.back_offs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pause);
     }
 }
 

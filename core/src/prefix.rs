@@ -42,6 +42,10 @@ impl<S> Prefixed<S> {
 impl<S: SessionStore> SessionStore for Prefixed<S> {
     type Snapshot = S::Snapshot;
 
+    fn back_off(&self, pause: std::time::Duration) {
+        self.inner.back_off(pause)
+    }
+
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.inner.get(&self.key(key))
     }

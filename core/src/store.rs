@@ -82,6 +82,15 @@ pub trait SessionStore {
     /// Adds `delta` to the counter at `key` (absent = 0), atomically, and
     /// returns the new value.
     fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
+
+    /// Waits `pause` before a compare-and-swap that lost to other writers
+    /// of its key twice in a row is tried again, so that the writers of a
+    /// busy session spread out instead of failing each other's swaps.
+    /// Stores that cannot wait (and the tests' in-memory store) return at
+    /// once.
+    fn back_off(&self, pause: std::time::Duration) {
+        let _ = pause;
+    }
 }
 
 /// One compare-and-swap write of a versioned value (a session record, the
@@ -177,6 +186,10 @@ pub fn remember_write(recent: &mut Vec<String>, id: String) {
 /// can borrow one the application keeps.
 impl<S: SessionStore + ?Sized> SessionStore for &S {
     type Snapshot = S::Snapshot;
+
+    fn back_off(&self, pause: std::time::Duration) {
+        (**self).back_off(pause)
+    }
 
     fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).get(key)

@@ -85,6 +85,17 @@ impl Storage {
         }
     }
 
+    /// Storage for a second host on the same Redis server (a second Spin
+    /// process behind one load balancer, or a SpinKube replica): its own
+    /// state directory. (A SQLite store belongs to one Spin process.)
+    pub fn beside(&self) -> Storage {
+        let server = self.redis.clone().expect("a second host shares Redis");
+        Storage {
+            redis_url: self.redis_url.clone(),
+            ..Storage::on_redis(server)
+        }
+    }
+
     /// The runtime config a host needs for this storage (none for SQLite:
     /// the state directory is Spin's default).
     pub fn runtime_config(&self) -> Option<String> {
