@@ -15,7 +15,10 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::Barrier;
 
-use common::{backend_tests, cookie, request_bytes, send, signin_manifest, App, Backend, Response};
+use common::{
+    backend_tests, cookie, quickstart_manifest, request_bytes, send, signin_manifest, App,
+    Backend, Response,
+};
 
 backend_tests! {
     concurrent_page_views_all_count => concurrent_page_views_all_count_on_sqlite,
@@ -26,6 +29,8 @@ backend_tests! {
     visitors_interleaved_on_one_instance_see_only_their_own =>
         visitors_interleaved_on_one_instance_see_only_their_own_on_sqlite,
         visitors_interleaved_on_one_instance_see_only_their_own_on_redis;
+    the_quick_start_counts_every_visit => the_quick_start_counts_every_visit_on_sqlite,
+        the_quick_start_counts_every_visit_on_redis;
 }
 
 /// Page views in the counter scenario, and how many at a time.
@@ -217,4 +222,44 @@ fn visitors_interleaved_on_one_instance_see_only_their_own(backend: Backend) {
         instances.len() < stats.len(),
         "instances served several requests"
     );
+}
+
+/// The README's quick start, as built: visits counted for the visitor with
+/// the cookie, none stored for one without, 40 concurrent ones all counted.
+fn the_quick_start_counts_every_visit(backend: Backend) {
+    let app = App::start_manifest(quickstart_manifest(), backend.storage(), &[]);
+    let first = app.get("/", None);
+    assert_eq!((first.status, first.text().as_str()), (200, "Visit number 1\n"));
+    let id = first.session_cookie().expect("the first visit stores a session");
+    let again = app.get("/", Some(&cookie(&id)));
+    assert_eq!(again.text(), "Visit number 2\n");
+    let addr = app.addr;
+    std::thread::scope(|scope| {
+        for _ in 0..AT_A_TIME {
+            let id = &id;
+            scope.spawn(move || {
+                for _ in 0..5 {
+                    assert_eq!(page_view(addr, id).status, 200);
+                }
+            });
+        }
+    });
+    let last = app.get("/", Some(&cookie(&id)));
+    assert_eq!(last.text(), format!("Visit number {}\n", 3 + 5 * AT_A_TIME));
+}
+
+/// The quick start in the library's README is `examples/quickstart`'s code,
+/// which the test above runs: the README shows what is tested.
+#[test]
+fn the_readme_quick_start_is_the_example() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("sessions/README.md")).unwrap();
+    let example = std::fs::read_to_string(root.join("examples/quickstart/src/lib.rs")).unwrap();
+    let code = &example[example.find("use axum").expect("the example's code")..];
+    let shown = readme
+        .split("```rust,ignore\n")
+        .nth(1)
+        .and_then(|block| block.split("```").next())
+        .expect("the README's quick start");
+    assert_eq!(shown, code, "sessions/README.md's quick start and examples/quickstart differ");
 }

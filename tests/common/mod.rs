@@ -80,6 +80,11 @@ pub fn signin_manifest() -> PathBuf {
     built_manifest("examples/signin/spin.toml", "signin.wasm")
 }
 
+/// The library README's quick start (`examples/quickstart`).
+pub fn quickstart_manifest() -> PathBuf {
+    built_manifest("examples/quickstart/spin.toml", "quickstart.wasm")
+}
+
 /// The manifest at `manifest` (relative to the workspace root), whose
 /// component `wasm` must have been built.
 fn built_manifest(manifest: &str, wasm: &str) -> PathBuf {

@@ -25,6 +25,7 @@ use anyhow::{bail, Context, Result};
 const COMPONENT_PACKAGES: &[&str] = &[
     "sessions-tutorial",
     "signin",
+    "quickstart",
     "probe",
     "floor",
     "handover",
