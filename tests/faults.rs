@@ -1,22 +1,19 @@
 //! End-to-end: store faults, on the real host binary
 //! (`target/debug/spin-sessions-host`, which `cargo test --workspace`
-//! builds), on each real store (the SQLite file, a redis-server): a host
-//! killed with SIGKILL in the middle of a write-heavy load loses no
-//! acknowledged update, and a record that does not decode is replaced,
-//! never a 500.
+//! builds; the external spin under `SPIN_BIN`), on each real store (the
+//! SQLite file, a redis-server): a host killed with SIGKILL in the middle
+//! of a write-heavy load loses no acknowledged update, and a record that
+//! does not decode is replaced, never a 500.
 
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{backend_tests, key_of, start_session_at, Backend, Storage};
+use common::{backend_tests, key_of, start_session_at, Backend, SpinProcess, Storage};
 
 const SESSIONS: usize = 20;
 const CLIENT_THREADS: usize = 4;
@@ -36,7 +33,7 @@ backend_tests! {
 /// what Redis had on disk when it acknowledged the writes.
 fn sigkill_during_writes_loses_no_acknowledged_update(backend: Backend) {
     let storage = backend.durable_storage();
-    let mut host = Host::start(&storage, true);
+    let mut host = start_host(&storage, true);
 
     let sessions: Vec<(String, String)> =
         (0..SESSIONS).map(|_| start_session_at(host.addr)).collect();
@@ -101,7 +98,7 @@ fn sigkill_during_writes_loses_no_acknowledged_update(backend: Backend) {
     while acks.load(Ordering::Relaxed) < 300 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    host.sigkill();
+    host.kill();
     let acked_before_kill = acks.load(Ordering::Relaxed);
     stop.store(true, Ordering::Relaxed);
     let mut ledgers: HashMap<usize, Ledger> = HashMap::new();
@@ -122,7 +119,7 @@ fn sigkill_during_writes_loses_no_acknowledged_update(backend: Backend) {
     if let Some(redis) = &storage.redis {
         redis.crash_and_restart();
     }
-    let host = Host::start(&storage, true);
+    let host = start_host(&storage, true);
     for (i, (id, _)) in sessions.iter().enumerate() {
         let ledger = ledgers.get(&i).cloned().unwrap_or_default();
         let response = get(host.addr, "/api/session", Some(id)).expect("the host answers");
@@ -179,7 +176,7 @@ fn sigkill_during_writes_loses_no_acknowledged_update(backend: Backend) {
 
 fn undecodable_records_are_replaced_and_logged(backend: Backend) {
     let storage = backend.storage();
-    let host = Host::start(&storage, false);
+    let host = start_host(&storage, false);
 
     let garbage: &[u8] = b"\xff\x00garbage{\"format\":1";
     let future: &[u8] = br#"{"format":99,"whatever":"comes next"}"#;
@@ -274,101 +271,18 @@ fn undecodable_records_are_replaced_and_logged(backend: Backend) {
 // The host binary.
 // ---------------------------------------------------------------------
 
-/// The host binary, next to this test's executable (`target/debug/deps/..`).
-fn host_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().and_then(Path::parent).unwrap();
-    let binary = debug.join("spin-sessions-host");
-    assert!(
-        binary.exists(),
-        "{} is missing: `cargo test --workspace` builds it",
-        binary.display()
-    );
-    binary
-}
-
-struct Host {
-    child: Option<Child>,
-    addr: SocketAddr,
-    stderr: PathBuf,
-}
-
-impl Host {
-    /// Runs `spin-sessions-host up` on `storage` (its state directory, and
-    /// its runtime config on Redis) on a free port; stderr goes to a file
-    /// in the state directory.
-    fn start(storage: &Storage, quiet: bool) -> Host {
-        let state = storage.state.path();
-        let manifest = common::manifest();
-        static STARTS: AtomicUsize = AtomicUsize::new(0);
-        let stderr = state.join(format!(
-            "host-{}.stderr",
-            STARTS.fetch_add(1, Ordering::Relaxed)
-        ));
-        let mut command = Command::new(host_binary());
-        command
-            .arg("up")
-            .arg("--from")
-            .arg(&manifest)
-            .args(["--listen", "127.0.0.1:0", "--state-dir"])
-            .arg(state)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        if let Some(file) = storage.runtime_config_file() {
-            command.arg("--runtime-config-file").arg(file);
-        }
-        if quiet {
-            command.arg("--quiet");
-        }
-        let mut child = command.spawn().expect("the host binary runs");
-        // `Serving http://ADDR`, as `spin up` prints it.
-        let (sender, receiver) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("Serving http://") {
-                    let _ = sender.send(addr.parse::<SocketAddr>().unwrap());
-                }
-            }
-        });
-        let addr = match receiver.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the host did not start:\n{}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                );
-            }
-        };
-        Host {
-            child: Some(child),
-            addr,
-            stderr,
-        }
-    }
-
-    /// SIGKILL: no shutdown, no flush, nothing.
-    fn sigkill(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap()
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `up` of the host's binary (the external spin under `SPIN_BIN`) in a
+/// process of its own, to be killed, on `storage` (its state directory, and
+/// its runtime config on Redis) on a free port.
+fn start_host(storage: &Storage, quiet: bool) -> SpinProcess {
+    let flags: &[&str] = if quiet { &["--quiet"] } else { &[] };
+    SpinProcess::start(
+        &common::spin_binary(),
+        &common::manifest(),
+        storage,
+        &[],
+        flags,
+    )
 }
 
 // ---------------------------------------------------------------------

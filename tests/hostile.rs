@@ -156,9 +156,11 @@ fn hostile_suite(app: &App) {
     check.unchanged("a stalled body");
 
     // No request the host passed to the component ended in a 5xx.
-    let stats = app.take_stats();
-    let failed: Vec<_> = stats.iter().filter(|s| s.status >= 500).collect();
-    assert!(failed.is_empty(), "{failed:?}");
+    if app.instrumented("no request the component saw ended in a 5xx, from the request stats") {
+        let stats = app.take_stats();
+        let failed: Vec<_> = stats.iter().filter(|s| s.status >= 500).collect();
+        assert!(failed.is_empty(), "{failed:?}");
+    }
 }
 
 /// 413: a body over 16 KiB, announced or chunked; never read to the end.

@@ -8,6 +8,7 @@
 
 pub mod ops;
 pub use test_support::redis_server;
+pub mod spin;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use host::{HostOptions, RequestStats, RunningHost};
 
 pub use ops::{expect_ops, expect_ops_within, Ops};
 pub use redis_server::RedisServer;
+pub use spin::{external_spin, instrumented, spin_binary, SpinProcess, SKIPPED};
 pub use store::{key_of, Backend, Records, Storage};
 pub use test_support::http::{
     cookie, first_visit_at, parse, request_bytes, send, send_from, start_session_at, try_send,
@@ -98,10 +100,13 @@ fn built_manifest(manifest: &str, wasm: &str) -> PathBuf {
     root.join(manifest)
 }
 
-/// The sessions app served by the host.
+/// The sessions app served by the host: in process, or by an external
+/// `spin up` when `SPIN_BIN` names one ([`spin`]).
 pub struct App {
     runtime: tokio::runtime::Runtime,
     host: Option<RunningHost>,
+    /// The external `spin up`, when the app runs in one.
+    external: Option<SpinProcess>,
     /// Where it listens.
     pub addr: SocketAddr,
     /// Its state directory and store.
@@ -130,8 +135,22 @@ impl App {
         App::start_manifest(manifest(), storage, variables)
     }
 
-    /// Serves the app of `manifest` on `storage`, as [`App::start_on`].
+    /// Serves the app of `manifest` on `storage`, as [`App::start_on`]: in
+    /// the host in process, or under `SPIN_BIN`, as `$SPIN_BIN up` with the
+    /// same flags and variables.
     pub fn start_manifest(manifest: PathBuf, storage: Storage, variables: &[(&str, &str)]) -> App {
+        if let Some(spin) = external_spin() {
+            let process = SpinProcess::start(&spin, &manifest, &storage, variables, &[]);
+            return App {
+                runtime: tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap(),
+                host: None,
+                addr: process.addr,
+                external: Some(process),
+                storage,
+            };
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -154,41 +173,68 @@ impl App {
         App {
             runtime,
             host: Some(host),
+            external: None,
             addr,
             storage,
         }
     }
 
-    fn host(&self) -> &RunningHost {
-        self.host.as_ref().unwrap()
+    /// Whether this app's host has its instruments ([`App::advance_clock`],
+    /// [`App::set_kv_fault`], [`App::take_stats`], …): in process, yes;
+    /// under an external spin, no, and the running test's skip of `what`
+    /// is said on stderr ([`instrumented`]). Guard every use of them with
+    /// it.
+    pub fn instrumented(&self, what: &str) -> bool {
+        if self.external.is_none() {
+            return true;
+        }
+        spin::say_skipped(what);
+        false
+    }
+
+    /// The in-process host, for `instrument`.
+    fn host(&self, instrument: &str) -> &RunningHost {
+        self.host.as_ref().unwrap_or_else(|| {
+            panic!(
+                "App::{instrument} needs the host's instruments, which an external spin \
+                 ({}) does not have: guard it with `if app.instrumented(\"what it checks\")`",
+                spin::SPIN_BIN
+            )
+        })
     }
 
     /// Moves the guest's wall clock forward.
     pub fn advance_clock(&self, secs: u64) {
-        self.host().advance_clock(Duration::from_secs(secs));
+        self.host("advance_clock")
+            .advance_clock(Duration::from_secs(secs));
     }
 
     /// Makes every key-value operation fail (`Some`) or work again (`None`).
     pub fn set_kv_fault(&self, fault: Option<&str>) {
-        self.host().set_kv_fault(fault.map(str::to_owned));
+        self.host("set_kv_fault")
+            .set_kv_fault(fault.map(str::to_owned));
     }
 
     /// The requests served since the last call, with their kv counts.
     pub fn take_stats(&self) -> Vec<RequestStats> {
-        self.host().take_request_stats()
+        self.host("take_stats").take_request_stats()
     }
 
     /// Like [`App::take_stats`], waiting until `count` requests are in (a
     /// response without a body can reach us before the guest finishes).
     pub fn take_stats_of(&self, count: usize) -> Vec<RequestStats> {
-        self.host()
+        self.host("take_stats_of")
             .take_request_stats_of(count, Duration::from_secs(5))
     }
 
     /// Stops the host and hands back its storage.
     pub fn stop(mut self) -> Storage {
-        let host = self.host.take().unwrap();
-        self.runtime.block_on(host.shutdown());
+        if let Some(host) = self.host.take() {
+            self.runtime.block_on(host.shutdown());
+        }
+        if let Some(process) = self.external.take() {
+            process.stop();
+        }
         let placeholder = Storage {
             backend: Backend::Sqlite,
             state: tempfile::tempdir().unwrap(),
