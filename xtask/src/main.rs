@@ -6,9 +6,11 @@
 //! - `up [-- FLAGS]`: build, then serve `spin.toml` with the local host, as
 //!   `spin build && spin up` would. Flags after `--` go to the host
 //!   (`--listen`, `--runtime-config-file`, `--state-dir`).
-//! - `test`: build, then run every test of the workspace, package the
-//!   library crates (`cargo package`), then a short smoke run of every fuzz
-//!   target when a nightly toolchain is present.
+//! - `test [--spin PATH]`: build, then run every test of the workspace and
+//!   the end-to-end suites again against the host's binary as an external
+//!   `spin up`, package the library crates (`cargo package`), then a short
+//!   smoke run of every fuzz target when a nightly toolchain is present.
+//!   With `--spin PATH`, only the end-to-end suites, against `PATH up`.
 //! - `lint`: `cargo fmt --check` and clippy with warnings denied.
 //! - `bench`: build, then run the benchmark (`bench/`).
 //! - `fuzz [TARGET] [-- SECONDS]`: run the libFuzzer targets of `fuzz/`.
@@ -60,8 +62,12 @@ const USAGE: &str = "usage: cargo xtask <task>
   up [-- FLAGS]      build, then serve spin.toml on http://127.0.0.1:3000
                      (FLAGS: --listen ADDR, --runtime-config-file FILE, --state-dir DIR,
                      --from MANIFEST for another app, e.g. examples/signin/spin.toml)
-  test [-- ARGS]     build, then run every test (ARGS go to `cargo test`), then
+  test [-- ARGS]     build, then run every test (ARGS go to `cargo test`), the
+                     end-to-end suites again against the host binary's `up`, then
                      fuzz each target for 10 s (with a nightly toolchain)
+  test --spin PATH [-- ARGS]
+                     build, then run only the end-to-end suites against `PATH up`
+                     (a spin binary: SPIN_BIN=PATH cargo test does the same)
   lint               cargo fmt --check and clippy -D warnings
   bench [-- ARGS]    build, then benchmark the sessions component against the floor
                      component in the host (figures printed and written to target/bench/)
@@ -124,9 +130,14 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("redis-server", "/usr/bin/redis-server"),
 ];
 
-fn test(cargo_test_args: &[String]) -> Result<()> {
+fn test(args: &[String]) -> Result<()> {
+    let (spin, cargo_test_args) = spin_flag(args)?;
     apt::ensure(TEST_PACKAGES, "the tests", "")?;
     toolchain::build_components()?;
+    if let Some(spin) = spin {
+        // `--spin PATH`: the end-to-end suites only, against that spin.
+        return end_to_end_against(&spin, &cargo_test_args);
+    }
     let root = toolchain::project_root();
     let mut command = Command::new(toolchain::host_cargo());
     command.current_dir(&root).args(["test", "--workspace"]);
@@ -134,12 +145,120 @@ fn test(cargo_test_args: &[String]) -> Result<()> {
         command.env("TMPDIR", dir);
     }
     let status = command
-        .args(cargo_test_args)
+        .args(&cargo_test_args)
         .status()
         .context("running cargo test")?;
     check(status, "cargo test")?;
+    // The end-to-end suites again, against the host's own binary run as an
+    // external `spin up`: the switch that `--spin` and CI use is itself
+    // tested on every run. (`--workspace`: the same build as the tests'.)
+    let host = build_workspace_binary("spin-sessions-host")?;
+    end_to_end_against(&host, &cargo_test_args)?;
     package_libraries()?;
     fuzz::smoke()
+}
+
+/// Splits `--spin PATH` (or `--spin=PATH`) off the arguments of `test`;
+/// the path is made absolute, as the tests run elsewhere.
+fn spin_flag(args: &[String]) -> Result<(Option<std::path::PathBuf>, Vec<String>)> {
+    let mut spin = None;
+    let mut rest = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let path = if arg == "--spin" {
+            args.next()
+                .context("`--spin` needs the path of a spin binary")?
+        } else if let Some(path) = arg.strip_prefix("--spin=") {
+            path
+        } else {
+            rest.push(arg.clone());
+            if arg == "--" {
+                rest.extend(args.cloned());
+                break;
+            }
+            continue;
+        };
+        let path = std::path::absolute(path).with_context(|| format!("--spin {path}"))?;
+        if !path.is_file() {
+            bail!("--spin {}: no such file", path.display());
+        }
+        spin = Some(path);
+    }
+    Ok((spin, rest))
+}
+
+/// The end-to-end suites: every `tests/*.rs` of the root package.
+fn end_to_end_suites(root: &Path) -> Result<Vec<String>> {
+    let mut suites = Vec::new();
+    for entry in std::fs::read_dir(root.join("tests")).context("reading tests/")? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                suites.push(stem.to_owned());
+            }
+        }
+    }
+    suites.sort();
+    Ok(suites)
+}
+
+/// Runs every end-to-end suite with `SPIN_BIN=spin`: the app served by
+/// `spin up` as a child process instead of the host in process
+/// (`tests/common/spin.rs`). Says how long that took and lists the
+/// assertions skipped for want of the host's instruments.
+fn end_to_end_against(spin: &Path, cargo_test_args: &[String]) -> Result<()> {
+    let root = toolchain::project_root();
+    let suites = end_to_end_suites(&root)?;
+    let skipped_log = toolchain::target_dir().join("external-spin-skipped.txt");
+    if skipped_log.exists() {
+        std::fs::remove_file(&skipped_log)
+            .with_context(|| format!("removing {}", skipped_log.display()))?;
+    }
+    eprintln!(
+        "xtask: the end-to-end suites ({}) against `{} up`",
+        suites.join(", "),
+        spin.display()
+    );
+    let started = std::time::Instant::now();
+    let mut command = Command::new(toolchain::host_cargo());
+    command.current_dir(&root).args(["test", "--workspace"]);
+    for suite in &suites {
+        command.args(["--test", suite]);
+    }
+    command
+        .env("SPIN_BIN", spin)
+        .env("SPIN_SESSIONS_SKIP_LOG", &skipped_log);
+    if let Some(dir) = test_state_dir() {
+        command.env("TMPDIR", dir);
+    }
+    let status = command
+        .args(cargo_test_args)
+        .status()
+        .context("running cargo test")?;
+    let mut skipped: Vec<String> = std::fs::read_to_string(&skipped_log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    skipped.sort();
+    eprintln!(
+        "xtask: {} assertions skipped under `{} up` (listed in {}):",
+        skipped.len(),
+        spin.display(),
+        skipped_log.display()
+    );
+    for line in &skipped {
+        eprintln!("  {line}");
+    }
+    eprintln!(
+        "xtask: the end-to-end suites against `{} up` took {:.0?}",
+        spin.display(),
+        started.elapsed()
+    );
+    check(
+        status,
+        &format!("the end-to-end suites against {}", spin.display()),
+    )
 }
 
 /// The library crates as they would be published: `cargo package` builds
