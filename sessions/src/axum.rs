@@ -32,6 +32,10 @@
 //! says whether anything was saved), as any other error does. Handlers
 //! that return `Result<_, Error>` get the same answers for their own
 //! errors.
+#![cfg_attr(
+    not(target_arch = "wasm32"),
+    doc = "\n\n[`crate::spin::shared_sessions`]: https://docs.rs/spin-sessions/latest/spin_sessions/spin/fn.shared_sessions.html"
+)]
 
 use std::future::Future;
 use std::pin::Pin;

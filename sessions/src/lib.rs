@@ -44,7 +44,14 @@
 //! request's session), [`Error`], and for components the [`spin`] module
 //! (wasm only): Spin's store, settings from Spin variables, and the
 //! `wasi:http` entry point.
-
+// Documentation built for another target than wasm32 has no `spin` module:
+// its links go to docs.rs, which documents the wasm32-wasip2 build.
+#![cfg_attr(
+    not(target_arch = "wasm32"),
+    doc = "\n\n[`spin`]: https://docs.rs/spin-sessions/latest/spin_sessions/spin/index.html"
+)]
+// docs.rs (nightly, `--cfg docsrs`) labels what needs a feature or wasm32.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 /// The README's examples, compiled and run as doctests.
@@ -81,7 +88,11 @@ use spin_sessions_core::{CookieId, Found, PendingId, Prefixed, SessionManager};
 /// [`load`](Sessions::load) each request's [`Session`]. Made once per
 /// request, or once per instance and shared by the requests a reused
 /// instance serves (nothing of one request stays in it:
-/// [`spin::shared_sessions`](crate::spin) on wasm).
+/// [`spin::shared_sessions`] on wasm).
+#[cfg_attr(
+    not(target_arch = "wasm32"),
+    doc = "\n\n[`spin::shared_sessions`]: https://docs.rs/spin-sessions/latest/spin_sessions/spin/fn.shared_sessions.html"
+)]
 pub struct Sessions<S: SessionStore> {
     manager: SessionManager<Prefixed<S>>,
     config: Config,

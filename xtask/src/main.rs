@@ -11,7 +11,13 @@
 //!   `spin up`, package the library crates (`cargo package`), then a short
 //!   smoke run of every fuzz target when a nightly toolchain is present.
 //!   With `--spin PATH`, only the end-to-end suites, against `PATH up`.
-//! - `lint`: `cargo fmt --check` and clippy with warnings denied.
+//! - `lint`: `cargo fmt --check` and clippy with warnings denied, natively
+//!   and for `wasm32-wasip2`.
+//! - `semver [-- ARGS]`: cargo-semver-checks of the library crates against
+//!   their newest release on crates.io; skipped while there is none.
+//! - `publish-checks`: what `test` checks of the library crates' publication
+//!   (`cargo publish --dry-run`, rustdoc, clippy for wasm32, the
+//!   rust-versions, semver; `src/publish.rs`), without the tests.
 //! - `bench`: build, then run the benchmark (`bench/`).
 //! - `fuzz [TARGET] [-- SECONDS]`: run the libFuzzer targets of `fuzz/`.
 //! - `shrink FILE…` (not in the usage): shrink built components as `build`
@@ -19,6 +25,7 @@
 
 mod apt;
 mod fuzz;
+mod publish;
 mod shrink;
 mod toolchain;
 
@@ -48,6 +55,8 @@ fn run() -> Result<()> {
         "lint" => lint(),
         "bench" => bench(&rest),
         "fuzz" => fuzz::fuzz(&rest),
+        "semver" => publish::semver(&rest),
+        "publish-checks" => package_libraries().and_then(|()| publish::checks()),
         "shrink" => shrink_files(&rest),
         "" | "help" | "--help" | "-h" => {
             println!("{}", USAGE);
@@ -68,7 +77,13 @@ const USAGE: &str = "usage: cargo xtask <task>
   test --spin PATH [-- ARGS]
                      build, then run only the end-to-end suites against `PATH up`
                      (a spin binary: SPIN_BIN=PATH cargo test does the same)
-  lint               cargo fmt --check and clippy -D warnings
+  lint               cargo fmt --check and clippy -D warnings (native and wasm32-wasip2)
+  semver [-- ARGS]   cargo-semver-checks of the library crates against their latest
+                     release on crates.io (skipped while unreleased; ARGS go to it,
+                     e.g. --baseline-rev REV)
+  publish-checks     the publication checks of `test` alone: cargo publish --dry-run,
+                     rustdoc -D warnings, clippy for wasm32-wasip2, each crate built
+                     with its rust-version, cargo-semver-checks (when released)
   bench [-- ARGS]    build, then benchmark the sessions component against the floor
                      component in the host (figures printed and written to target/bench/)
   fuzz [TARGET] [-- SECONDS]
@@ -155,6 +170,7 @@ fn test(args: &[String]) -> Result<()> {
     let host = build_workspace_binary("spin-sessions-host")?;
     end_to_end_against(&host, &cargo_test_args)?;
     package_libraries()?;
+    publish::checks()?;
     fuzz::smoke()
 }
 
@@ -261,16 +277,26 @@ fn end_to_end_against(spin: &Path, cargo_test_args: &[String]) -> Result<()> {
     )
 }
 
-/// The library crates as they would be published: `cargo package` builds
-/// each from its packaged sources alone (the core through a local registry
-/// of the workspace's own packages), so a missing file or a path-only
-/// dependency fails here rather than at publication.
+/// The library crates as they would be published: `cargo publish
+/// --dry-run` packages each and builds it from its packaged sources alone,
+/// then runs every check of a publication short of the upload, so a
+/// missing file, a path-only dependency or a manifest crates.io would
+/// refuse fails here rather than at publication.
+///
+/// The core is not on crates.io, so `spin-sessions` could not be verified
+/// against it alone. Both are given to one command (cargo 1.90 and later
+/// publish several packages at once, in dependency order): cargo then
+/// verifies `spin-sessions` against the packaged core, through a temporary
+/// local registry of the packages being published (in the verification's
+/// target directory, `package/tmp-registry`), the way crates.io will serve
+/// it. Once a version is on crates.io, the dry run only warns that it is
+/// there: bump the version for the next release.
 ///
 /// Cargo takes a registry crate of a given version to be immutable, so the
 /// core as an earlier run packaged it would be reused twice over: its
 /// unpacked source ([`forget_unpacked_core`]) and its compiled library. So
 /// the verification builds in a target directory of its own, emptied
-/// first (the two crates and their few dependencies: seconds).
+/// first (the two crates and their few dependencies: about 30 s).
 fn package_libraries() -> Result<()> {
     forget_unpacked_core()?;
     let verify_dir = toolchain::target_dir().join("package-verify");
@@ -278,10 +304,10 @@ fn package_libraries() -> Result<()> {
         std::fs::remove_dir_all(&verify_dir)
             .with_context(|| format!("removing {}", verify_dir.display()))?;
     }
+    let started = std::time::Instant::now();
     let status = Command::new(toolchain::host_cargo())
         .current_dir(toolchain::project_root())
-        .arg("--quiet")
-        .arg("package")
+        .args(["--quiet", "publish", "--dry-run"])
         .arg("--target-dir")
         .arg(&verify_dir)
         .args([
@@ -292,15 +318,17 @@ fn package_libraries() -> Result<()> {
             "spin-sessions",
         ])
         .status()
-        .context("running cargo package")?;
-    check(status, "cargo package of the library crates")
+        .context("running cargo publish --dry-run")?;
+    eprintln!("xtask: cargo publish --dry-run: {:.1?}", started.elapsed());
+    check(status, "cargo publish --dry-run of the library crates")
 }
 
 /// Removes the copies of `spin-sessions-core` that earlier packagings
-/// unpacked into cargo's registry sources: `cargo package` verifies
-/// `spin-sessions` against the core through a local registry whose unpacked
-/// source cargo keeps by name and version. (The core is not on crates.io,
-/// so every such copy is ours.)
+/// unpacked into cargo's registry sources: `cargo publish --dry-run`
+/// verifies `spin-sessions` against the core through a local registry whose
+/// unpacked source cargo keeps by name and version. (While the core is not
+/// on crates.io every such copy is ours; once it is, its copy from there
+/// goes too, and cargo unpacks it again from its download cache.)
 fn forget_unpacked_core() -> Result<()> {
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
@@ -371,7 +399,35 @@ fn lint() -> Result<()> {
             "warnings",
         ])
         .status()?;
-    check(status, "cargo clippy")
+    check(status, "cargo clippy")?;
+    wasm_clippy()
+}
+
+/// Clippy for `wasm32-wasip2`, warnings denied: the native run above never
+/// sees `spin_sessions::spin` (wasm only) nor what `http_component!`
+/// expands to in a component. It lints the library with every feature and
+/// every component (the tutorial and the sign-in example use the macro),
+/// through the route and the release profile `cargo xtask build` uses, so
+/// that the build scripts, macros (wit-bindgen's) and, on Debian's route,
+/// the std it compiled are reused: only the crates' metadata is new.
+fn wasm_clippy() -> Result<()> {
+    let mut command = toolchain::wasm_cargo("clippy")?;
+    command.args([
+        "--quiet",
+        "--release",
+        "--all-features",
+        "--package",
+        "spin-sessions",
+    ]);
+    for package in toolchain::COMPONENT_PACKAGES {
+        command.args(["--package", package]);
+    }
+    let status = command
+        .args(["--", "-D", "warnings"])
+        .current_dir(toolchain::project_root())
+        .status()
+        .context("running cargo clippy for wasm32-wasip2")?;
+    check(status, "cargo clippy for wasm32-wasip2")
 }
 
 fn check(status: std::process::ExitStatus, what: &str) -> Result<()> {

@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 
 /// The wasm32-wasip2 packages of the workspace, built together so that std
 /// and shared dependencies compile once.
-const COMPONENT_PACKAGES: &[&str] = &[
+pub const COMPONENT_PACKAGES: &[&str] = &[
     "sessions-tutorial",
     "signin",
     "quickstart",
@@ -33,7 +33,7 @@ const COMPONENT_PACKAGES: &[&str] = &[
     "p3-one-read",
 ];
 
-const WASM_TARGET: &str = "wasm32-wasip2";
+pub const WASM_TARGET: &str = "wasm32-wasip2";
 
 /// Debian packages the std-from-source route needs, with a file each that
 /// proves the package is installed.
@@ -188,6 +188,41 @@ fn rustup_has_wasm_target() -> bool {
 /// The cargo invocation of the std-from-source route, after making sure its
 /// pieces are present.
 fn debian_build_command() -> Result<Command> {
+    let mut c = debian_cargo()?;
+    c.args(["build", "--release", "--target", WASM_TARGET])
+        .args(["-Zbuild-std=std,panic_abort"]);
+    Ok(c)
+}
+
+/// A cargo command for `wasm32-wasip2` through the route [`build_components`]
+/// takes here: rustup's `cargo SUBCOMMAND --target wasm32-wasip2`, or
+/// Debian's cargo building std from source, with the build's environment
+/// (the same `RUSTFLAGS`, so the std and dependencies it compiled are
+/// reused, not rebuilt). `clippy` on the Debian route also needs Debian's
+/// clippy (`rust-web-clippy`, the same release as `rustc-web`). Arguments
+/// for the subcommand go after the returned command's.
+pub fn wasm_cargo(subcommand: &str) -> Result<Command> {
+    if rustup_has_wasm_target() {
+        let mut c = Command::new(host_cargo());
+        c.args([subcommand, "--target", WASM_TARGET]);
+        return Ok(c);
+    }
+    if subcommand == "clippy" {
+        crate::apt::ensure(
+            &[("rust-web-clippy", "/usr/bin/cargo-clippy")],
+            &format!("clippy for {WASM_TARGET} without rustup's target"),
+            &format!("(or `rustup target add {WASM_TARGET}`)"),
+        )?;
+    }
+    let mut c = debian_cargo()?;
+    c.args([subcommand, "--target", WASM_TARGET])
+        .args(["-Zbuild-std=std,panic_abort"]);
+    Ok(c)
+}
+
+/// Debian's cargo with the std-from-source route's environment, no
+/// arguments yet.
+fn debian_cargo() -> Result<Command> {
     crate::apt::ensure(
         DEBIAN_PACKAGES,
         &format!("building for {WASM_TARGET} without rustup's target"),
@@ -224,9 +259,7 @@ fn debian_build_command() -> Result<Command> {
                 "-C linker={} -C link-self-contained=no -L native=/usr/lib/wasm32-wasi",
                 component_ld.display()
             ),
-        )
-        .args(["build", "--release", "--target", WASM_TARGET])
-        .args(["-Zbuild-std=std,panic_abort"]);
+        );
     Ok(c)
 }
 
@@ -251,6 +284,123 @@ fn ensure_wasm_component_ld(tools_bin: &Path) -> Result<PathBuf> {
         );
     }
     Ok(linker)
+}
+
+/// Makes sure rustup has the toolchain `version` (its `minimal` profile:
+/// rustc, cargo and the host's std) and the std of each of `targets` for
+/// it, installing what is missing. Like [`rustup_has_wasm_target`], each
+/// install gets one try per target directory with a time limit (rustup
+/// hangs on machines that cannot download); after a failure a marker file
+/// in `target/tools` says so, and this answers why not at once until it is
+/// removed. `Err` is that reason.
+pub fn rustup_toolchain(version: &str, targets: &[&str]) -> std::result::Result<(), String> {
+    if which("rustup").is_none() {
+        return Err("rustup is not installed".into());
+    }
+    let marker = tools_dir().join(format!("rustup-{version}-failed"));
+    if marker.exists() {
+        return Err(format!(
+            "rustup could not install it before (remove {} to try again)",
+            marker.display()
+        ));
+    }
+    let fail = |why: String| {
+        let _ = std::fs::create_dir_all(tools_dir());
+        let _ = std::fs::write(&marker, format!("{why}\n"));
+        Err(why)
+    };
+    let listed = |args: &[&str], wanted: &str| {
+        Command::new("rustup")
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.split_whitespace().next() == Some(wanted))
+            })
+            .unwrap_or(false)
+    };
+    let host = format!("{version}-{}", host_triple());
+    if !listed(&["toolchain", "list"], &host) {
+        eprintln!("xtask: installing Rust {version} with rustup (120 s at most)");
+        let installed = Command::new("timeout")
+            .args(["120", "rustup", "toolchain", "install", version])
+            .args(["--profile", "minimal", "--no-self-update"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed || !listed(&["toolchain", "list"], &host) {
+            return fail(format!("`rustup toolchain install {version}` failed"));
+        }
+    }
+    for target in targets {
+        let installed = ["target", "list", "--installed", "--toolchain", version];
+        if listed(&installed, target) {
+            continue;
+        }
+        eprintln!("xtask: adding {target} to Rust {version} with rustup (60 s at most)");
+        let added = Command::new("timeout")
+            .args([
+                "60",
+                "rustup",
+                "target",
+                "add",
+                "--toolchain",
+                version,
+                target,
+            ])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !added || !listed(&installed, target) {
+            return fail(format!(
+                "`rustup target add --toolchain {version} {target}` failed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The host's target triple, as the running cargo's rustc names it.
+pub fn host_triple() -> String {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    Command::new(rustc)
+        .arg("-vV")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "x86_64-unknown-linux-gnu".into())
+}
+
+/// `cargo install PACKAGE --locked` into `target/tools` when `target/tools/bin/BINARY`
+/// is missing, as [`ensure_wasm_component_ld`] does; the binary's path.
+pub fn ensure_tool(package: &str, binary: &str) -> Result<PathBuf> {
+    let path = tools_dir().join("bin").join(binary);
+    if path.exists() {
+        return Ok(path);
+    }
+    eprintln!("xtask: installing {package} into {}", tools_dir().display());
+    let status = Command::new(host_cargo())
+        .args(["install", package, "--locked", "--root"])
+        .arg(tools_dir())
+        .status()
+        .context("running cargo install")?;
+    if !status.success() || !path.exists() {
+        bail!(
+            "could not install {package}; install it with: cargo install {package} --locked --root {}",
+            tools_dir().display()
+        );
+    }
+    Ok(path)
+}
+
+/// True when `wasm32-wasip2` builds go through rustup's target (not
+/// Debian's std-from-source route): what tools that build for the target
+/// themselves, without the route's `-Zbuild-std`, need.
+pub fn rustup_builds_wasm() -> bool {
+    rustup_has_wasm_target()
 }
 
 /// The first `program` on `PATH`.
