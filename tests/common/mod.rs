@@ -158,7 +158,9 @@ impl App {
             .unwrap();
         let mut options = HostOptions::new(manifest);
         options.state_dir = Some(storage.state.path().to_path_buf());
-        options.quiet = true;
+        // `HOST_LOUD=1 cargo test …` prints the host's request log (with
+        // each request's key-value counts) and the guest's stderr.
+        options.quiet = std::env::var_os("HOST_LOUD").is_none();
         options.runtime_config_file = storage.runtime_config_file();
         options.variable_env = Some(
             variables
