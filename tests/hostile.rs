@@ -145,6 +145,11 @@ fn hostile_suite(app: &App) {
             response.text()
         ),
         Outcome::Closed(_) => {}
+        // Spin has no request-body timeout (host README, difference 7): a
+        // real `spin up` leaves the request open; what counts for the
+        // library is that nothing was stored and everything else ran.
+        Outcome::TimedOut
+            if !app.instrumented("the stalled body ended by the host's request-body timeout") => {}
         Outcome::TimedOut => panic!(
             "a POST announcing Content-Length: 100 whose body stalled after {} bytes was \
              neither answered nor closed within {STALLED_BODY_BOUND:?}: the host has no \
@@ -222,6 +227,11 @@ fn lying_lengths(app: &App, a: &Client, check: &Checker) {
             response.text()
         ),
         Outcome::Closed(_) => {}
+        // Spin has no request-body timeout (host README, difference 7): a
+        // real `spin up` leaves the request open; what counts for the
+        // library is that nothing was stored and everything else ran.
+        Outcome::TimedOut
+            if !app.instrumented("the stalled body ended by the host's request-body timeout") => {}
         Outcome::TimedOut => panic!("a body shorter than its Content-Length hung"),
     }
     check.unchanged("a body shorter than its Content-Length");
