@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Barrier;
 
 use common::{
-    backend_tests, cookie, quickstart_manifest, request_bytes, send, signin_manifest, App,
-    Backend, Response,
+    backend_tests, cookie, quickstart_manifest, request_bytes, send, signin_manifest, App, Backend,
+    Response,
 };
 
 backend_tests! {
@@ -235,8 +235,13 @@ fn visitors_interleaved_on_one_instance_see_only_their_own(backend: Backend) {
 fn the_quick_start_counts_every_visit(backend: Backend) {
     let app = App::start_manifest(quickstart_manifest(), backend.storage(), &[]);
     let first = app.get("/", None);
-    assert_eq!((first.status, first.text().as_str()), (200, "Visit number 1\n"));
-    let id = first.session_cookie().expect("the first visit stores a session");
+    assert_eq!(
+        (first.status, first.text().as_str()),
+        (200, "Visit number 1\n")
+    );
+    let id = first
+        .session_cookie()
+        .expect("the first visit stores a session");
     let again = app.get("/", Some(&cookie(&id)));
     assert_eq!(again.text(), "Visit number 2\n");
     let addr = app.addr;
@@ -267,5 +272,8 @@ fn the_readme_quick_start_is_the_example() {
         .nth(1)
         .and_then(|block| block.split("```").next())
         .expect("the README's quick start");
-    assert_eq!(shown, code, "sessions/README.md's quick start and examples/quickstart differ");
+    assert_eq!(
+        shown, code,
+        "sessions/README.md's quick start and examples/quickstart differ"
+    );
 }

@@ -16,5 +16,6 @@ async fn visits(session: Session) -> Result<String, spin_sessions::Error> {
 #[spin_sdk::http_service]
 async fn serve(request: spin_sdk::http::Request) -> axum::response::Response {
     let app = Router::new().route("/", get(visits));
-    app.layer(SessionLayer::spin()).call(request).await.into_response()
+    let mut app = app.layer(SessionLayer::spin());
+    app.call(request).await.into_response()
 }
