@@ -5,7 +5,10 @@
 //! Routes (the host's tests use the others):
 //! - any path not below: one `get` of the key `one-read` in the `default`
 //!   store, through `wasi:keyvalue/store@0.2.0-draft2` (as Spin links it:
-//!   a blocking host function), then `200 one-read`;
+//!   a blocking host function), then `200 one-read`, its body written by
+//!   spin-sdk after `handle` returned, without `content-length` (chunked);
+//!   with `length=1` in the query, with `content-length` (the benchmark's
+//!   keep-alive measurement compares the two);
 //! - `/sleep/<ms>`: waits `<ms>` milliseconds on WASI 0.3's monotonic clock
 //!   (an async import: the instance can serve other requests meanwhile),
 //!   no key-value call, then `200 slept`;
@@ -16,7 +19,7 @@
 //! library cannot carry `wasi:http`'s export names).
 #![cfg(target_arch = "wasm32")]
 
-use spin_sdk::http::{Request, StatusCode};
+use spin_sdk::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use spin_sdk::http_service;
 use spin_sdk::wasip3::clocks::monotonic_clock;
 
@@ -35,8 +38,26 @@ use bindings::fermyon::spin::variables;
 use bindings::wasi::keyvalue::store;
 
 #[http_service]
-async fn handle(req: Request) -> (StatusCode, String) {
-    let path = req.uri().path();
+async fn handle(req: Request) -> Response<String> {
+    let length = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|pair| pair == "length=1"));
+    let (status, body) = answer(req.uri().path()).await;
+    // What `(StatusCode, String)` becomes in spin-sdk 7, and the length if
+    // asked for.
+    let len = HeaderValue::from(body.len());
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    if length {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("content-length"), len);
+    }
+    response
+}
+
+async fn answer(path: &str) -> (StatusCode, String) {
     if let Some(ms) = path.strip_prefix("/sleep/") {
         let Ok(ms) = ms.parse::<u64>() else {
             return (StatusCode::BAD_REQUEST, "bad milliseconds\n".into());
