@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use tokio::task::JoinHandle;
 
 use crate::http::{self, Connection};
@@ -33,6 +34,46 @@ pub enum Mix {
     /// its body finished before the hand-over, as the sessions component
     /// answers: what one read costs a component that does nothing else.
     OneRead,
+    /// `GET /` on the WASI 0.3 floor (`components/p3-floor`, spin-sdk 7,
+    /// served with instance reuse), its response shaped as asked.
+    P3Floor(Shape),
+    /// `GET /` on `components/p3-one-read`: one key-value read from a
+    /// reused WASI 0.3 instance, its response shaped as asked.
+    P3OneRead(Shape),
+    /// `GET /` of the sign-in example with a signed-in session's cookie:
+    /// the home page, which counts the visit (`Session::update`).
+    SigninGet,
+    /// `POST /signin` of a signed-in visitor (a new name, a new
+    /// identifier: `cycle_id`, a flash), answered `303`; each is followed
+    /// by the `GET /` its redirect leads to, as a browser follows it (the
+    /// new CSRF token is on that page), which is neither timed nor counted.
+    SigninPost,
+}
+
+/// How the WASI 0.3 fixtures shape their response (their query options).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// As spin-sdk 7 answers by default: the body written after the
+    /// hand-over, no `content-length` (hyper sends it chunked).
+    Sdk,
+    /// With `content-length`.
+    Length,
+    /// An empty body, no `content-length` (p3-floor only).
+    Empty,
+    /// An empty body with `content-length: 0` (p3-floor only).
+    EmptyLength,
+}
+
+impl Shape {
+    /// The query that asks the fixture for it.
+    fn target(self) -> &'static str {
+        match self {
+            Shape::Sdk => "/",
+            Shape::Length => "/?length=1",
+            Shape::Empty => "/?empty=1",
+            Shape::EmptyLength => "/?empty=1&length=1",
+        }
+    }
 }
 
 impl Mix {
@@ -45,33 +86,66 @@ impl Mix {
             Mix::Anonymous => "anon GET",
             Mix::FirstPost => "1st POST",
             Mix::OneRead => "1 read",
+            Mix::P3Floor(Shape::Sdk) => "p3 floor",
+            Mix::P3Floor(Shape::Length) => "p3 floor, length",
+            Mix::P3Floor(Shape::Empty) => "p3 floor, empty",
+            Mix::P3Floor(Shape::EmptyLength) => "p3 floor, empty, length 0",
+            Mix::P3OneRead(Shape::Sdk) => "p3 1 read",
+            Mix::P3OneRead(Shape::Length) => "p3 1 read, length",
+            Mix::P3OneRead(_) => "p3 1 read, ?",
+            Mix::SigninGet => "signin GET",
+            Mix::SigninPost => "signin POST",
         }
     }
 
     fn method(self) -> &'static str {
         match self {
-            Mix::Get | Mix::Floor | Mix::Anonymous | Mix::OneRead => "GET",
-            Mix::Post | Mix::FirstPost => "POST",
+            Mix::Get
+            | Mix::Floor
+            | Mix::Anonymous
+            | Mix::OneRead
+            | Mix::P3Floor(_)
+            | Mix::P3OneRead(_)
+            | Mix::SigninGet => "GET",
+            Mix::Post | Mix::FirstPost | Mix::SigninPost => "POST",
         }
     }
 
     fn path(self) -> &'static str {
         match self {
             Mix::Get | Mix::Post | Mix::FirstPost => "/2",
-            Mix::Floor | Mix::Anonymous | Mix::OneRead => "/",
+            Mix::Floor
+            | Mix::Anonymous
+            | Mix::OneRead
+            | Mix::P3Floor(_)
+            | Mix::P3OneRead(_)
+            | Mix::SigninGet => "/",
+            Mix::SigninPost => "/signin",
         }
     }
 
     /// The only status a correct answer has: a page, or post/redirect/get.
     fn expected_status(self) -> u16 {
         match self {
-            Mix::Get | Mix::Floor | Mix::Anonymous | Mix::OneRead => 200,
-            Mix::Post | Mix::FirstPost => 303,
+            Mix::Get
+            | Mix::Floor
+            | Mix::Anonymous
+            | Mix::OneRead
+            | Mix::P3Floor(_)
+            | Mix::P3OneRead(_)
+            | Mix::SigninGet => 200,
+            Mix::Post | Mix::FirstPost | Mix::SigninPost => 303,
         }
     }
 
+    /// Whether each of its requests is followed by another one that the
+    /// host records too (the GET after a sign-in's redirect).
+    pub fn has_follow_up(self) -> bool {
+        self == Mix::SigninPost
+    }
+
     /// Whether a host-side record belongs to this phase's requests.
-    fn matches(self, stats: &RequestStats) -> bool {
+    pub fn matches(self, stats: &RequestStats) -> bool {
         stats.method == self.method() && stats.path == self.path()
     }
 }
@@ -83,6 +157,8 @@ pub struct Client {
     addr: SocketAddr,
     host_header: String,
     nodelay: bool,
+    /// See [`Client::set_quick_ack`].
+    quick_ack: bool,
     connection: Connection,
     sessions: Vec<LiveSession>,
     next_session: usize,
@@ -90,6 +166,8 @@ pub struct Client {
     /// The store's signing key: what issues the pending identifiers of
     /// [`Mix::FirstPost`], as the component would have on a first page.
     signing_key: SigningKey,
+    /// The session the last request was sent with.
+    last_session: usize,
 }
 
 /// Requests one client made in a phase.
@@ -127,11 +205,13 @@ impl Client {
             addr,
             host_header: addr.to_string(),
             nodelay,
+            quick_ack: false,
             connection: Connection::open(addr, nodelay).await?,
             sessions,
             next_session: 0,
             posts: 0,
             signing_key,
+            last_session: 0,
         })
     }
 
@@ -143,14 +223,26 @@ impl Client {
                 let target = "/?kv=1&order=early&length=1";
                 return http::get(target, &self.host_header, None);
             }
+            Mix::P3Floor(shape) | Mix::P3OneRead(shape) => {
+                return http::get(shape.target(), &self.host_header, None)
+            }
             Mix::FirstPost => return self.first_post(),
             _ => {}
         }
         // Round robin over the client's sessions.
-        let session = &self.sessions[self.next_session % self.sessions.len()];
+        self.last_session = self.next_session % self.sessions.len();
+        let session = &self.sessions[self.last_session];
         self.next_session = self.next_session.wrapping_add(1);
         let cookie = Some(session.cookie.as_str());
         match mix {
+            Mix::SigninPost => {
+                self.posts += 1;
+                let form = format!(
+                    "csrf_token={}&name=c{}n{}",
+                    session.csrf_token, self.id, self.posts
+                );
+                http::post_form(mix.path(), &self.host_header, cookie, &form)
+            }
             Mix::Post => {
                 self.posts += 1;
                 // A new value every time, so every POST really changes the
@@ -191,19 +283,52 @@ impl Client {
         // prefilled session was not found. An anonymous page and a first
         // post always do.
         match mix {
-            Mix::Get if response.set_cookie => {
+            Mix::Get | Mix::SigninGet if response.set_cookie => {
                 Some(format!("{what}: Set-Cookie (the session was not found)"))
             }
             Mix::Anonymous | Mix::FirstPost if !response.set_cookie => {
                 Some(format!("{what}: no Set-Cookie"))
             }
+            Mix::SigninPost if response.session_cookie.is_none() => {
+                Some(format!("{what}: no new session cookie"))
+            }
             _ => None,
         }
+    }
+
+    /// After a sign-in: the new identifier, and the new CSRF token from the
+    /// page its redirect leads to, for the session just used.
+    async fn follow_sign_in(&mut self, response: &http::Response) -> anyhow::Result<()> {
+        let cookie = response
+            .session_cookie
+            .clone()
+            .context("a sign-in without a new cookie")?;
+        let request = http::get("/", &self.host_header, Some(&cookie));
+        let (home, page) = self.connection.exchange_page(&request).await?;
+        if home.status != 200 || home.set_cookie {
+            anyhow::bail!(
+                "GET / after a sign-in: status {}, Set-Cookie {}",
+                home.status,
+                home.set_cookie
+            );
+        }
+        let session = &mut self.sessions[self.last_session];
+        session.csrf_token = csrf_token(&page)?;
+        session.cookie = cookie;
+        Ok(())
+    }
+
+    /// Acknowledges every response segment at once from now on
+    /// ([`Connection::set_quick_ack`]).
+    pub fn set_quick_ack(&mut self) {
+        self.quick_ack = true;
+        self.connection.set_quick_ack(true);
     }
 
     /// Replaces a connection that failed or that the server closes.
     async fn reconnect(&mut self) -> anyhow::Result<()> {
         self.connection = Connection::open(self.addr, self.nodelay).await?;
+        self.connection.set_quick_ack(self.quick_ack);
         Ok(())
     }
 
@@ -220,7 +345,15 @@ impl Client {
                 Ok(response) => Self::check(mix, response),
                 Err(err) => Some(format!("{} {}: {err:#}", mix.method(), mix.path())),
             };
-            let unusable = outcome.as_ref().map_or(true, |r| r.close);
+            let mut unusable = outcome.as_ref().map_or(true, |r| r.close);
+            if let (Mix::SigninPost, Ok(response), None) = (mix, &outcome, &problem) {
+                if !unusable {
+                    if let Err(err) = self.follow_sign_in(response).await {
+                        samples.error(format!("{err:#}"));
+                        unusable = true;
+                    }
+                }
+            }
             if unusable {
                 if let Err(err) = self.reconnect().await {
                     samples.error(format!("reconnecting: {err:#}"));
@@ -242,6 +375,93 @@ impl Client {
         }
         (self, samples)
     }
+}
+
+/// The CSRF token of a page's forms (`name="csrf_token" value="..."`).
+pub fn csrf_token(page: &[u8]) -> anyhow::Result<String> {
+    let text = std::str::from_utf8(page).context("a page that is not UTF-8")?;
+    let marker = r#"name="csrf_token" value=""#;
+    let start = text.find(marker).context("a page without a form token")? + marker.len();
+    Ok(text[start..].split('"').next().unwrap_or("").to_owned())
+}
+
+/// One request of a sequence: the latency the client saw, and the time
+/// the host recorded for it (from receiving it to the guest finishing its
+/// body), in nanoseconds.
+pub struct Timed {
+    pub client_ns: u64,
+    pub host_ns: Option<u64>,
+}
+
+/// `count` requests of `mix`, one after the other on the client's
+/// connection to `host`, each with the host's own time for it; and the
+/// errors. The sequence stops at the first error.
+pub async fn run_timed(
+    client: &mut Client,
+    host: &RunningHost,
+    mix: Mix,
+    count: usize,
+) -> (Vec<Timed>, Vec<String>) {
+    // Whatever the host recorded before is not ours.
+    tokio::time::sleep(STATS_SETTLE).await;
+    host.take_request_stats();
+    let (latencies, errors) = run_count(client, mix, count).await;
+    tokio::time::sleep(STATS_SETTLE).await;
+    // One connection, one request at a time: the host recorded them in
+    // the order sent.
+    let host_ns: Vec<u64> = host
+        .take_request_stats()
+        .iter()
+        .filter(|s| mix.matches(s))
+        .map(|s| u64::try_from(s.duration.as_nanos()).unwrap_or(u64::MAX))
+        .collect();
+    let matched = host_ns.len() == latencies.len();
+    let timed = latencies
+        .iter()
+        .enumerate()
+        .map(|(i, &client_ns)| Timed {
+            client_ns,
+            host_ns: if matched { Some(host_ns[i]) } else { None },
+        })
+        .collect();
+    (timed, errors)
+}
+
+/// `count` requests of `mix`, one after the other on the client's
+/// connection: the latency of each in nanoseconds, in order, and the
+/// errors.
+async fn run_count(client: &mut Client, mix: Mix, count: usize) -> (Vec<u64>, Vec<String>) {
+    let mut latencies = Vec::with_capacity(count);
+    let mut errors = Vec::new();
+    for _ in 0..count {
+        let request = client.request(mix);
+        let start = Instant::now();
+        let outcome = client.connection.exchange(&request).await;
+        latencies.push(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        let problem = match &outcome {
+            Ok(response) => Client::check(mix, response),
+            Err(err) => Some(format!("{} {}: {err:#}", mix.method(), mix.path())),
+        };
+        if let Some(problem) = problem {
+            errors.push(problem);
+            break;
+        }
+        if let (Mix::SigninPost, Ok(response)) = (mix, &outcome) {
+            if let Err(err) = client.follow_sign_in(response).await {
+                errors.push(format!("{err:#}"));
+                break;
+            }
+        }
+        if outcome.as_ref().is_ok_and(|r| r.close) {
+            errors.push(format!(
+                "{} {}: the server closed the connection",
+                mix.method(),
+                mix.path()
+            ));
+            break;
+        }
+    }
+    (latencies, errors)
 }
 
 /// The figures of one measured phase.
@@ -278,6 +498,27 @@ pub struct PhaseResult {
     /// Mean new store connections per request, as the host counted them
     /// (Spin's Redis store opens one per compare-and-swap handle).
     pub kv_connections_mean: f64,
+    /// Mean `fermyon:spin/variables` gets per request, as the host counted
+    /// them.
+    pub var_reads_mean: f64,
+    /// Variable gets charged to requests that were not their instance's
+    /// first (under WASI 0.2 every request is its instance's first). A
+    /// request served beside others on one instance is charged their calls
+    /// made meanwhile too, so with several clients this can hold a new
+    /// instance's first reads.
+    pub var_reads_later: u64,
+    /// Requests that were not their instance's first, and of them those
+    /// accepted with no other request in hand on their instance, and their
+    /// variable gets: exact counts, with no neighbour's calls in them.
+    pub later_requests: u64,
+    /// See `later_requests`.
+    pub later_alone_requests: u64,
+    /// See `later_requests`.
+    pub var_reads_later_alone: u64,
+    /// Variable gets charged to requests that were their instance's first.
+    pub var_reads_first: u64,
+    /// Instances that served the phase's requests.
+    pub instances: u64,
     /// The most reads any one request made.
     pub kv_reads_max: u64,
     /// The most writes any one request made.
@@ -422,6 +663,14 @@ fn summarise(mix: Mix, start: Instant, samples: &[Samples], stats: &[RequestStat
     let reads: u64 = ours.iter().map(|s| s.kv_reads).sum();
     let writes: u64 = ours.iter().map(|s| s.kv_writes).sum();
     let connections: u64 = ours.iter().map(|s| s.kv_connections).sum();
+    let var_reads: u64 = ours.iter().map(|s| s.var_reads).sum();
+    let later: Vec<&&RequestStats> = ours.iter().filter(|s| s.instance_request > 1).collect();
+    let later_alone: Vec<&&RequestStats> = later
+        .iter()
+        .copied()
+        .filter(|s| s.instance_concurrent == 0)
+        .collect();
+    let instances: std::collections::HashSet<u64> = ours.iter().map(|s| s.instance).collect();
     let usual = most_common(
         ours.iter()
             .map(|s| (s.kv_reads, s.kv_writes, s.kv_connections)),
@@ -455,6 +704,17 @@ fn summarise(mix: Mix, start: Instant, samples: &[Samples], stats: &[RequestStat
         kv_reads_mean: reads as f64 / n,
         kv_writes_mean: writes as f64 / n,
         kv_connections_mean: connections as f64 / n,
+        var_reads_mean: var_reads as f64 / n,
+        var_reads_later: later.iter().map(|s| s.var_reads).sum(),
+        later_requests: later.len() as u64,
+        later_alone_requests: later_alone.len() as u64,
+        var_reads_later_alone: later_alone.iter().map(|s| s.var_reads).sum(),
+        var_reads_first: ours
+            .iter()
+            .filter(|s| s.instance_request <= 1)
+            .map(|s| s.var_reads)
+            .sum(),
+        instances: instances.len() as u64,
         kv_reads_max: ours.iter().map(|s| s.kv_reads).max().unwrap_or(0),
         kv_writes_max: ours.iter().map(|s| s.kv_writes).max().unwrap_or(0),
         kv_connections_max: ours.iter().map(|s| s.kv_connections).max().unwrap_or(0),

@@ -42,6 +42,7 @@
 
 mod http;
 mod load;
+mod p3;
 mod prefill;
 mod recorder;
 mod report;
@@ -66,11 +67,17 @@ use test_support::tempdir::TempDir;
 /// nothing is evicted while measuring (the default cap is 100 000).
 const MAX_SESSIONS: u64 = 2_000_000;
 
-const USAGE: &str = "usage: sessions-bench [--sizes N,N,...] [--redis-sizes N,N,...|none] \
-                     [--clients C] [--secs S] [--warmup S] [--live L] [--nodelay]
-  --sizes        SQLite store sizes in sessions (default 1000,100000,1000000)
+const USAGE: &str = "usage: sessions-bench [--sizes N,N,...|none] [--redis-sizes N,N,...|none] \
+                     [--p3 sqlite,redis|none] [--clients C] [--secs S] [--warmup S] [--live L] \
+                     [--keep-alive N] [--nodelay]
+  --sizes        SQLite store sizes in sessions (default 1000,100000,1000000;
+                 none: no SQLite phases of the tutorial)
   --redis-sizes  Redis store sizes in sessions (default 1000,100000,1000000;
-                 none: no Redis phases)
+                 none: no Redis phases of the tutorial)
+  --p3           the backends of the WASI 0.3 part (the sign-in example and the
+                 spin-sdk 7 fixtures; default sqlite,redis; none: not run)
+  --keep-alive   requests on the one keep-alive connection of each component
+                 (default 60)
   --clients      concurrent keep-alive connections (default 16)
   --secs         measured seconds per phase (default 4)
   --warmup       unmeasured seconds before each phase (default 1)
@@ -135,11 +142,20 @@ fn run() -> anyhow::Result<ExitCode> {
     for floor in [floors.nothing, floors.one_read] {
         rts.host.block_on(floor.host.shutdown());
     }
+    let mut p3 = Vec::new();
+    if !config.p3.is_empty() {
+        let floor = p3::P3Floor::start(&rts, &workspace)?;
+        for &backend in &config.p3 {
+            p3.push(p3::run_backend(&rts, &workspace, backend, &floor, &config)?);
+        }
+        floor.shutdown(&rts);
+    }
 
     let report = Report {
         config,
         sizes,
         redis,
+        p3,
         total: started.elapsed(),
         load: [load_at_start, report::load_average()],
         component_bytes,
@@ -172,8 +188,15 @@ fn check_wasm(workspace: &Path) -> anyhow::Result<u64> {
         })?;
         Ok(metadata.len())
     };
-    bytes("floor.wasm")?;
-    bytes("handover.wasm")?;
+    for wasm in [
+        "floor.wasm",
+        "handover.wasm",
+        "p3_floor.wasm",
+        "p3_one_read.wasm",
+        "signin.wasm",
+    ] {
+        bytes(wasm)?;
+    }
     bytes("sessions_tutorial.wasm")
 }
 
@@ -243,19 +266,31 @@ fn run_size(
         let (alone, get_alone) =
             phase(&alone_label, alone, &host, Mix::Get, config, store_pid).await;
         let (_, post_alone) = phase(&alone_label, alone, &host, Mix::Post, config, store_pid).await;
+        // A new keep-alive connection, Nagle on, as the WASI 0.3
+        // components are measured (`p3::keep_alive_of`).
+        let keep_alive =
+            p3::keep_alive_of(&label, &host, &filled.live[..1], Mix::Get, config).await?;
         anyhow::Ok((
             get,
             (floor_phase, floor_pairs),
             post,
             anonymous,
             first_post,
-            get_alone,
-            post_alone,
+            (get_alone, post_alone),
+            keep_alive,
         ))
     });
     rts.host.block_on(host.shutdown());
     drop(redis);
-    let (get, (floor, floor_pairs), post, anonymous, first_post, get_alone, post_alone) = phases?;
+    let (
+        get,
+        (floor, floor_pairs),
+        post,
+        anonymous,
+        first_post,
+        (get_alone, post_alone),
+        keep_alive,
+    ) = phases?;
     Ok(SizeResult {
         backend,
         size,
@@ -273,6 +308,7 @@ fn run_size(
         floor,
         floor_pairs: floor_pairs.get,
         one_read_pairs: floor_pairs.one_read,
+        keep_alive,
     })
 }
 
@@ -498,15 +534,11 @@ fn start_host(
     state_dir: &Path,
     runtime_config_file: Option<PathBuf>,
 ) -> anyhow::Result<(RunningHost, Duration)> {
-    let mut options = HostOptions::new(manifest);
-    options.state_dir = Some(state_dir.to_path_buf());
-    options.runtime_config_file = runtime_config_file;
-    options.quiet = true;
     // Only the cap and the quota are set; every other variable keeps its
     // default, whatever the benchmark's own environment holds. The quota is
     // on (a creation pays for its counter) but high: all the load clients
     // come from one address.
-    options.variable_env = Some(vec![
+    let variables = vec![
         (
             "SPIN_VARIABLE_MAX_SESSIONS".to_owned(),
             MAX_SESSIONS.to_string(),
@@ -515,7 +547,25 @@ fn start_host(
             "SPIN_VARIABLE_NEW_SESSIONS_PER_MINUTE".to_owned(),
             "100000000".to_owned(),
         ),
-    ]);
+    ];
+    start_host_with(rt, manifest, state_dir, runtime_config_file, variables)
+}
+
+/// Starts the host on `manifest` with `variables` as the whole environment
+/// its variables provider reads, and Spin's defaults for the rest
+/// (instance reuse included).
+fn start_host_with(
+    rt: &tokio::runtime::Runtime,
+    manifest: &Path,
+    state_dir: &Path,
+    runtime_config_file: Option<PathBuf>,
+    variables: Vec<(String, String)>,
+) -> anyhow::Result<(RunningHost, Duration)> {
+    let mut options = HostOptions::new(manifest);
+    options.state_dir = Some(state_dir.to_path_buf());
+    options.runtime_config_file = runtime_config_file;
+    options.quiet = true;
+    options.variable_env = Some(variables);
     let started = Instant::now();
     let host = rt
         .block_on(host::start(options))
@@ -539,6 +589,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Option<Confi
         warmup: Duration::from_secs(1),
         live: 1000,
         nodelay: false,
+        p3: vec![Backend::Sqlite, Backend::Redis],
+        keep_alive: 60,
     };
     let mut args = args.peekable();
     while let Some(arg) = args.next() {
@@ -561,7 +613,11 @@ fn parse_args(args: impl Iterator<Item = String>) -> anyhow::Result<Option<Confi
                 .with_context(|| format!("{flag} needs a value\n{USAGE}"))?,
         };
         match flag.as_str() {
+            "--sizes" if value == "none" => config.sizes.clear(),
             "--sizes" => config.sizes = sizes(&flag, &value)?,
+            "--p3" if value == "none" => config.p3.clear(),
+            "--p3" => config.p3 = backends(&flag, &value)?,
+            "--keep-alive" => config.keep_alive = positive(&flag, &value)?,
             "--redis-sizes" if value == "none" => config.redis_sizes.clear(),
             "--redis-sizes" => config.redis_sizes = sizes(&flag, &value)?,
             "--clients" => config.clients = positive(&flag, &value)?,
@@ -588,6 +644,18 @@ fn sizes(flag: &str, value: &str) -> anyhow::Result<Vec<u64>> {
         bail!("{flag} {value}: sizes must be at least 1");
     }
     Ok(sizes)
+}
+
+/// Backends by name, comma-separated.
+fn backends(flag: &str, value: &str) -> anyhow::Result<Vec<Backend>> {
+    value
+        .split(',')
+        .map(|name| match name.trim() {
+            "sqlite" => Ok(Backend::Sqlite),
+            "redis" => Ok(Backend::Redis),
+            other => bail!("{flag} {value}: {other:?} is neither sqlite nor redis"),
+        })
+        .collect()
 }
 
 fn positive(flag: &str, value: &str) -> anyhow::Result<usize> {
@@ -637,8 +705,16 @@ mod tests {
             (d.clients, d.measure, d.live, d.nodelay),
             (16, Duration::from_secs(4), 1000, false)
         );
+        assert_eq!(d.p3, [Backend::Sqlite, Backend::Redis]);
+        assert_eq!(d.keep_alive, 60);
         let r = parse(&["--redis-sizes", "1000"]).unwrap().unwrap();
         assert_eq!(r.redis_sizes, [1000]);
+        let p = parse(&["--sizes=none", "--p3", "redis", "--keep-alive", "40"])
+            .unwrap()
+            .unwrap();
+        assert!(p.sizes.is_empty());
+        assert_eq!((p.p3.as_slice(), p.keep_alive), (&[Backend::Redis][..], 40));
+        assert!(parse(&["--p3", "none"]).unwrap().unwrap().p3.is_empty());
         assert!(parse(&["--help"]).unwrap().is_none());
         for bad in [
             &["--sizes", "0"][..],
@@ -646,6 +722,8 @@ mod tests {
             &["--clients", "0"],
             &["--secs"],
             &["--nope", "1"],
+            &["--p3", "mysql"],
+            &["--keep-alive", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
