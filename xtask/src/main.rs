@@ -8,8 +8,9 @@
 //!   (`--listen`, `--runtime-config-file`, `--state-dir`).
 //! - `test [--spin PATH]`: build, then run every test of the workspace and
 //!   the end-to-end suites again against the host's binary as an external
-//!   `spin up`, package the library crates (`cargo package`), then a short
-//!   smoke run of every fuzz target when a nightly toolchain is present.
+//!   `spin up`, check the library crates' publication (`cargo publish
+//!   --dry-run`, then `src/publish.rs`), then a short smoke run of every
+//!   fuzz target when a nightly toolchain is present.
 //!   With `--spin PATH`, only the end-to-end suites, against `PATH up`.
 //! - `lint`: `cargo fmt --check` and clippy with warnings denied, natively
 //!   and for `wasm32-wasip2`.

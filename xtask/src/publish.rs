@@ -53,9 +53,14 @@ fn timed(what: &str, step: impl FnOnce() -> Result<()>) -> Result<()> {
 }
 
 /// rustdoc over both crates, warnings denied: natively with every feature
-/// (the host's `target/doc`, on the dependencies clippy has checked), then
+/// (into `target/doc`, on check builds of the dependencies, which `cargo
+/// clippy` shares), then
 /// `spin-sessions` for `wasm32-wasip2` through the components' route and
-/// release profile, so that it reuses their build scripts and macros.
+/// release profile, beside every component: selected as `cargo xtask
+/// build` selects them, the dependencies resolve to the same features, so
+/// the build's scripts and macros (wit-bindgen's) are reused (alone,
+/// `spin-sessions` would compile wit-bindgen's macro anew: a minute). The
+/// components are documented too (a second each).
 fn docs() -> Result<()> {
     let mut native = Command::new(host_cargo());
     native.args(["doc", "--quiet", "--no-deps", "--all-features"]);
@@ -68,9 +73,13 @@ fn docs() -> Result<()> {
         .status()
         .context("running cargo doc")?;
     check(status, "cargo doc of the library crates")?;
-    let status = toolchain::wasm_cargo("doc")?
-        .args(["--quiet", "--release", "--no-deps", "--all-features"])
-        .args(["--package", WASM_LIBRARY])
+    let mut wasm = toolchain::wasm_cargo("doc")?;
+    wasm.args(["--quiet", "--release", "--no-deps", "--all-features"])
+        .args(["--package", WASM_LIBRARY]);
+    for package in toolchain::COMPONENT_PACKAGES {
+        wasm.args(["--package", package]);
+    }
+    let status = wasm
         .current_dir(project_root())
         .env("RUSTDOCFLAGS", RUSTDOCFLAGS)
         .status()
