@@ -207,14 +207,21 @@ pub fn wasm_cargo(subcommand: &str) -> Result<Command> {
         c.args([subcommand, "--target", WASM_TARGET]);
         return Ok(c);
     }
-    if subcommand == "clippy" {
+    let mut c = if subcommand == "clippy" {
         crate::apt::ensure(
             &[("rust-web-clippy", "/usr/bin/cargo-clippy")],
             &format!("clippy for {WASM_TARGET} without rustup's target"),
             &format!("(or `rustup target add {WASM_TARGET}`)"),
         )?;
-    }
-    let mut c = debian_cargo()?;
+        // Debian's cargo-clippy itself, running Debian's cargo: `cargo
+        // clippy` would look in `$CARGO_HOME/bin` first and take rustup's
+        // clippy there, whose std has no sources to build.
+        let mut c = debian_command("/usr/bin/cargo-clippy")?;
+        c.env("CARGO", "/usr/bin/cargo");
+        c
+    } else {
+        debian_cargo()?
+    };
     c.args([subcommand, "--target", WASM_TARGET])
         .args(["-Zbuild-std=std,panic_abort"]);
     Ok(c)
@@ -223,6 +230,11 @@ pub fn wasm_cargo(subcommand: &str) -> Result<Command> {
 /// Debian's cargo with the std-from-source route's environment, no
 /// arguments yet.
 fn debian_cargo() -> Result<Command> {
+    debian_command("/usr/bin/cargo")
+}
+
+/// `program` with the std-from-source route's environment.
+fn debian_command(program: &str) -> Result<Command> {
     crate::apt::ensure(
         DEBIAN_PACKAGES,
         &format!("building for {WASM_TARGET} without rustup's target"),
@@ -243,7 +255,7 @@ fn debian_cargo() -> Result<Command> {
                 &std::env::var_os("PATH").unwrap_or_default(),
             )),
     )?;
-    let mut c = Command::new("/usr/bin/cargo");
+    let mut c = Command::new(program);
     c.env("PATH", path)
         .env("RUSTC", "/usr/bin/rustc")
         .env("RUSTDOC", "/usr/bin/rustdoc")
