@@ -43,6 +43,11 @@ pub enum Mix {
     /// `GET /` of the sign-in example with a signed-in session's cookie:
     /// the home page, which counts the visit (`Session::update`).
     SigninGet,
+    /// `GET /nowhere` of the sign-in example with a signed-in session's
+    /// cookie: axum's 404 behind the session layer, which loads the session
+    /// and writes nothing (the example has no such page; it is what a live
+    /// session costs a page that only reads it).
+    SigninNotFound,
     /// `POST /signin` of a signed-in visitor (a new name, a new
     /// identifier: `cycle_id`, a flash), answered `303`; each is followed
     /// by the `GET /` its redirect leads to, as a browser follows it (the
@@ -94,6 +99,7 @@ impl Mix {
             Mix::P3OneRead(Shape::Length) => "p3 1 read, length",
             Mix::P3OneRead(_) => "p3 1 read, ?",
             Mix::SigninGet => "signin GET",
+            Mix::SigninNotFound => "signin 404",
             Mix::SigninPost => "signin POST",
         }
     }
@@ -106,7 +112,8 @@ impl Mix {
             | Mix::OneRead
             | Mix::P3Floor(_)
             | Mix::P3OneRead(_)
-            | Mix::SigninGet => "GET",
+            | Mix::SigninGet
+            | Mix::SigninNotFound => "GET",
             Mix::Post | Mix::FirstPost | Mix::SigninPost => "POST",
         }
     }
@@ -120,6 +127,7 @@ impl Mix {
             | Mix::P3Floor(_)
             | Mix::P3OneRead(_)
             | Mix::SigninGet => "/",
+            Mix::SigninNotFound => "/nowhere",
             Mix::SigninPost => "/signin",
         }
     }
@@ -134,6 +142,7 @@ impl Mix {
             | Mix::P3Floor(_)
             | Mix::P3OneRead(_)
             | Mix::SigninGet => 200,
+            Mix::SigninNotFound => 404,
             Mix::Post | Mix::FirstPost | Mix::SigninPost => 303,
         }
     }
@@ -283,7 +292,7 @@ impl Client {
         // prefilled session was not found. An anonymous page and a first
         // post always do.
         match mix {
-            Mix::Get | Mix::SigninGet if response.set_cookie => {
+            Mix::Get | Mix::SigninGet | Mix::SigninNotFound if response.set_cookie => {
                 Some(format!("{what}: Set-Cookie (the session was not found)"))
             }
             Mix::Anonymous | Mix::FirstPost if !response.set_cookie => {
@@ -326,7 +335,7 @@ impl Client {
     }
 
     /// Replaces a connection that failed or that the server closes.
-    async fn reconnect(&mut self) -> anyhow::Result<()> {
+    pub async fn reconnect(&mut self) -> anyhow::Result<()> {
         self.connection = Connection::open(self.addr, self.nodelay).await?;
         self.connection.set_quick_ack(self.quick_ack);
         Ok(())

@@ -144,6 +144,15 @@ pub fn run_backend(
 
         let (clients, signin_get) =
             phase(&label, clients, &signin, Mix::SigninGet, config, store_pid).await;
+        let (clients, signin_not_found) = phase(
+            &label,
+            clients,
+            &signin,
+            Mix::SigninNotFound,
+            config,
+            store_pid,
+        )
+        .await;
         let (floor_clients, floor_phase) = phase(
             &label,
             floor_clients,
@@ -162,11 +171,12 @@ pub fn run_backend(
             store_pid,
         )
         .await;
-        let hosts = [&signin, &floor.host, &one_read];
+        let hosts = [&signin, &signin, &floor.host, &one_read];
+        let not_found_clients = connect(signin.addr(), config, &sessions, &key).await?;
         let (clients, pairs) = alternate(
             &label,
             "",
-            [clients, floor_clients, one_read_clients],
+            [clients, not_found_clients, floor_clients, one_read_clients],
             hosts,
             store_pid,
         )
@@ -174,6 +184,7 @@ pub fn run_backend(
         // The same pairs with clients that acknowledge at once: no response
         // waits for a delayed ACK, what remains is each request's cost.
         let mut quick = [
+            connect(signin.addr(), config, &sessions, &key).await?,
             connect(signin.addr(), config, &sessions, &key).await?,
             connect(floor.host.addr(), config, &none, &key).await?,
             connect(one_read.addr(), config, &none, &key).await?,
@@ -187,7 +198,13 @@ pub fn run_backend(
             store_pid,
         )
         .await;
-        let [clients, _, one_read_clients] = clients;
+        // New connections for the clients that sat idle through those pairs:
+        // the host (hyper) closes a connection that sends no request head
+        // for 30 s.
+        let [mut clients, _, _, mut one_read_clients] = clients;
+        for client in clients.iter_mut().chain(one_read_clients.iter_mut()) {
+            client.reconnect().await?;
+        }
         let (mut clients, signin_post) =
             phase(&label, clients, &signin, Mix::SigninPost, config, store_pid).await;
 
@@ -212,7 +229,6 @@ pub fn run_backend(
             store_pid,
         )
         .await;
-        let mut one_read_clients = one_read_clients;
         let one_read_alone: Vec<Client> = one_read_clients.drain(..1).collect();
         drop(one_read_clients);
         let (_, one_read_alone) = phase(
@@ -248,6 +264,7 @@ pub fn run_backend(
             sessions: count,
             setup_variables,
             signin_get,
+            signin_not_found,
             signin_post,
             floor: floor_phase,
             one_read: one_read_phase,
@@ -265,34 +282,35 @@ pub fn run_backend(
     result
 }
 
-/// The sign-in GET and the two fixtures in alternating one-second phases;
-/// `how` says how the clients differ from the long phases' (in the
+/// The sign-in GET and 404 and the two fixtures in alternating one-second
+/// phases; `how` says how the clients differ from the long phases' (in the
 /// progress lines).
 async fn alternate(
     label: &str,
     how: &str,
-    clients: [Vec<Client>; 3],
-    hosts: [&RunningHost; 3],
+    clients: [Vec<Client>; 4],
+    hosts: [&RunningHost; 4],
     store_pid: Option<u32>,
-) -> ([Vec<Client>; 3], P3Pairs) {
+) -> ([Vec<Client>; 4], P3Pairs) {
     progress(
         label,
         format!(
-            "sign-in GET, p3 floor and p3 one read alternating, {FLOOR_PAIRS} rounds of 1 s \
-             phases{how}"
+            "sign-in GET and 404, p3 floor and p3 one read alternating, {FLOOR_PAIRS} rounds of \
+             1 s phases{how}"
         ),
     );
     let mixes = [
         Mix::SigninGet,
+        Mix::SigninNotFound,
         Mix::P3Floor(Shape::Sdk),
         Mix::P3OneRead(Shape::Sdk),
     ];
-    let pids = [store_pid, None, store_pid];
+    let pids = [store_pid, store_pid, None, store_pid];
     let mut pairs = P3Pairs::default();
     let mut clients = clients.map(Some);
     for _ in 0..FLOOR_PAIRS {
-        let mut rates = [0.0; 3];
-        for i in 0..3 {
+        let mut rates = [0.0; 4];
+        for i in 0..4 {
             let mine = clients[i].take().unwrap_or_default();
             let (back, result) =
                 load::run_phase(mine, hosts[i], mixes[i], PAIR_TIMES, pids[i]).await;
@@ -300,8 +318,9 @@ async fn alternate(
             rates[i] = result.requests_per_sec;
         }
         pairs.requests_per_sec.push(rates);
-        let [signin, floor, one_read] = rates;
+        let [signin, not_found, floor, one_read] = rates;
         pairs.signin_vs_one_read.push(signin / one_read);
+        pairs.not_found_vs_one_read.push(not_found / one_read);
         pairs.signin_vs_floor.push(signin / floor);
         pairs.one_read_vs_floor.push(one_read / floor);
     }
@@ -314,9 +333,10 @@ async fn alternate(
     progress(
         label,
         format!(
-            "sign-in GET over p3 one read{how}: {}; over the p3 floor: {}; one read over the \
-             floor: {}",
+            "over p3 one read{how}: sign-in GET {}, sign-in 404 {}; sign-in GET over the p3 \
+             floor: {}; one read over the floor: {}",
             list(&pairs.signin_vs_one_read),
+            list(&pairs.not_found_vs_one_read),
             list(&pairs.signin_vs_floor),
             list(&pairs.one_read_vs_floor)
         ),
@@ -411,6 +431,7 @@ pub async fn keep_alive_of(
 pub fn phases(r: &P3Result) -> Vec<(&'static str, &PhaseResult)> {
     vec![
         ("signin GET", &r.signin_get),
+        ("signin 404", &r.signin_not_found),
         ("signin POST", &r.signin_post),
         ("p3 floor", &r.floor),
         ("p3 1 read", &r.one_read),

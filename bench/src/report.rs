@@ -172,10 +172,14 @@ fn lower_median(values: &[f64]) -> Option<f64> {
 /// The WASI 0.3 part's alternating pairs, pair by pair.
 #[derive(Clone, Debug, Default)]
 pub struct P3Pairs {
-    /// req/s of the sign-in GET, the p3 floor and p3-one-read.
-    pub requests_per_sec: Vec<[f64; 3]>,
+    /// req/s of the sign-in GET, the sign-in 404, the p3 floor and
+    /// p3-one-read.
+    pub requests_per_sec: Vec<[f64; 4]>,
     /// The sign-in example's GET req/s over p3-one-read's.
     pub signin_vs_one_read: Vec<f64>,
+    /// The sign-in example's 404 (a live session loaded, nothing written)
+    /// over p3-one-read's.
+    pub not_found_vs_one_read: Vec<f64>,
     /// The sign-in example's GET req/s over the p3 floor's.
     pub signin_vs_floor: Vec<f64>,
     /// p3-one-read's req/s over the p3 floor's.
@@ -205,6 +209,9 @@ pub struct P3Result {
     pub setup_variables: SetupVariables,
     /// The sign-in example's home page of signed-in visitors.
     pub signin_get: PhaseResult,
+    /// Signed-in visitors' requests of a page that is not there: the
+    /// session loaded, nothing written.
+    pub signin_not_found: PhaseResult,
     /// Signing in again (each followed by the GET its redirect leads to).
     pub signin_post: PhaseResult,
     /// The p3 floor, right after.
@@ -737,6 +744,7 @@ impl Report {
         for goal in goals {
             println!("{}  {}: {}", verdict(goal.pass), goal.name, goal.detail);
         }
+        self.print_read_only();
         let redis = self.redis_checks();
         if !redis.is_empty() {
             println!("Redis, the same checks (for comparison, not goals):");
@@ -811,17 +819,42 @@ impl Report {
                     median(&v).map_or("-".into(), |m| format!("{m:.0}"))
                 };
                 println!(
-                    "{} alternating pairs ({how}), medians: sign-in GET/p3-one-read {}, sign-in \
-                     GET/p3 floor {}, p3-one-read/p3 floor {} (req/s {}, {}, {})",
+                    "{} alternating pairs ({how}), medians: over p3-one-read sign-in GET {}, \
+                     sign-in 404 {}; sign-in GET/p3 floor {}, p3-one-read/p3 floor {} (req/s: \
+                     sign-in GET {}, 404 {}, p3 floor {}, p3-one-read {})",
                     r.backend.name(),
                     m(&pairs.signin_vs_one_read),
+                    m(&pairs.not_found_vs_one_read),
                     m(&pairs.signin_vs_floor),
                     m(&pairs.one_read_vs_floor),
                     rates(0),
                     rates(1),
-                    rates(2)
+                    rates(2),
+                    rates(3)
                 );
             }
+        }
+    }
+
+    /// What the goals would say of the sign-in 404: a live session loaded
+    /// and nothing written, what a page that only reads its session costs.
+    fn print_read_only(&self) {
+        for r in &self.p3 {
+            let p = &r.signin_not_found;
+            let ratio = median(&r.pairs_quick_ack.not_found_vs_one_read);
+            let verdict = match ratio {
+                Some(m) if m >= P3_ONE_READ_MIN => "would PASS",
+                Some(_) => "would FAIL",
+                None => "n/a",
+            };
+            println!(
+                "{}: sign-in 404 of a live session (loaded, nothing written; for comparison, not \
+                 a goal): kv r/w/conn per request {}, over p3-one-read (quick ACKs) median {} \
+                 ({verdict} the {P3_ONE_READ_MIN} goal)",
+                r.backend.name(),
+                kv_ops(p),
+                ratio.map_or("-".into(), |m| format!("{m:.3}"))
+            );
         }
     }
 
@@ -1096,9 +1129,11 @@ fn p3_json(r: &P3Result) -> Value {
 
 fn pairs_json(p: &P3Pairs) -> Value {
     json!({
-        "requests_per_sec_signin_floor_one_read": p.requests_per_sec,
+        "requests_per_sec_signin_get_404_floor_one_read": p.requests_per_sec,
         "signin_get_vs_one_read": p.signin_vs_one_read,
         "signin_get_vs_one_read_median": median(&p.signin_vs_one_read),
+        "signin_404_vs_one_read": p.not_found_vs_one_read,
+        "signin_404_vs_one_read_median": median(&p.not_found_vs_one_read),
         "signin_get_vs_floor": p.signin_vs_floor,
         "signin_get_vs_floor_median": median(&p.signin_vs_floor),
         "one_read_vs_floor": p.one_read_vs_floor,
@@ -1370,6 +1405,7 @@ mod tests {
                 later: 0,
             },
             signin_get: get.clone(),
+            signin_not_found: phase(Mix::SigninNotFound, 150.0),
             signin_post: phase(Mix::SigninPost, 10.0),
             floor: phase(Mix::P3Floor(Shape::Sdk), 1000.0),
             one_read: phase(Mix::P3OneRead(Shape::Sdk), 200.0),
