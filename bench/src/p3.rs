@@ -4,10 +4,11 @@
 //! read), all served as Spin 4 serves WASI 0.3 components: instances
 //! reused with Spin's defaults (128 requests per instance, 16 at once, 1 s
 //! idle). Per backend (SQLite, then Redis), on a store holding only the
-//! signed-in sessions the clients use: long phases of each, the sign-in
-//! example's GET and the two fixtures in alternating one-second pairs
-//! (the goal takes the median of the pairs' ratios), one client alone,
-//! and the keep-alive measurement ([`keep_alive`]).
+//! signed-in sessions the clients use: long phases of each (the sign-in
+//! example's home page and a live session's 404), the four in alternating
+//! one-second rounds with delayed ACKs and with quick ACKs (the goal takes
+//! the median of the pairs' ratios), signing in again, one client alone,
+//! and one keep-alive connection per component ([`keep_alive_of`]).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
