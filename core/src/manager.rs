@@ -606,7 +606,7 @@ impl<S: SessionStore> SessionManager<S> {
                     _ => UpdateError::Contended,
                 });
             }
-            if verdict == Verdict::Lost && swaps >= 2 && !std::mem::take(&mut backed_off) {
+            if verdict == Verdict::Lost && swaps >= 2 && !backed_off {
                 // Lost twice in a row: a busy session. Wait a random while,
                 // then build on what the key holds by then.
                 self.store.back_off(back_off_pause(rng, swaps));
