@@ -25,6 +25,7 @@
 //!   does; `tests/shrink.rs` runs two at once on one file.
 
 mod apt;
+mod failures;
 mod fuzz;
 mod publish;
 mod shrink;
@@ -160,10 +161,9 @@ fn test(args: &[String]) -> Result<()> {
     if let Some(dir) = test_state_dir() {
         command.env("TMPDIR", dir);
     }
-    let status = command
-        .args(&cargo_test_args)
-        .status()
-        .context("running cargo test")?;
+    command.arg("--no-fail-fast").args(&cargo_test_args);
+    let (status, failed) = failures::run(command)?;
+    failures::report(&failed);
     check(status, "cargo test")?;
     // The end-to-end suites again, against the host's own binary run as an
     // external `spin up`: the switch that `--spin` and CI use is itself
@@ -296,10 +296,8 @@ fn end_to_end_against(spin: &Path, cargo_test_args: &[String]) -> Result<()> {
     if let Some(dir) = test_state_dir() {
         command.env("TMPDIR", dir);
     }
-    let status = command
-        .args(cargo_test_args)
-        .status()
-        .context("running cargo test")?;
+    command.arg("--no-fail-fast").args(cargo_test_args);
+    let (status, failed) = failures::run(command)?;
     let mut skipped: Vec<String> = std::fs::read_to_string(&skipped_log)
         .unwrap_or_default()
         .lines()
@@ -320,6 +318,7 @@ fn end_to_end_against(spin: &Path, cargo_test_args: &[String]) -> Result<()> {
         spin.display(),
         started.elapsed()
     );
+    failures::report(&failed);
     check(
         status,
         &format!("the end-to-end suites against {}", spin.display()),
