@@ -207,3 +207,53 @@ fn remember_me_makes_the_cookie_persistent(backend: Backend) {
         assert_eq!(element(&page, "name").as_deref(), Some("Ada"));
     }
 }
+
+/// The example builds its router once per instance; its layer still looks
+/// up the instance's sessions at each request, so the settings are read at
+/// an instance's first request, not again for `SHARED_FOR` (10 s), and then
+/// again: a changed variable takes effect within that time on an instance
+/// that never goes idle.
+#[test]
+fn a_reused_instance_reads_its_settings_once_then_again_after_ten_seconds() {
+    let app = start(Backend::Sqlite);
+    if !app.instrumented("the variable reads of each request, from the request stats") {
+        return;
+    }
+    // Requests every 250 ms for 11 s: the instance is never idle for the
+    // 1 s after which Spin (and the host) drops it.
+    let started = std::time::Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < std::time::Duration::from_secs(11) {
+        assert_eq!(app.get("/", None).status, 200);
+        sent += 1;
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let stats = app.take_stats_of(sent);
+    let first_instance = stats[0].instance;
+    let on_it: Vec<_> = stats
+        .iter()
+        .filter(|s| s.instance == first_instance)
+        .collect();
+    assert!(
+        on_it.len() > 40,
+        "one instance served them: {}",
+        on_it.len()
+    );
+    let reading: Vec<u64> = on_it
+        .iter()
+        .filter(|s| s.var_reads > 0)
+        .map(|s| s.instance_request)
+        .collect();
+    // Its first request read them, and one about 40 requests (10 s) later.
+    assert_eq!(
+        reading.len(),
+        2,
+        "the requests that read variables: {reading:?}"
+    );
+    assert_eq!(reading[0], 1);
+    assert!(
+        (20..=44).contains(&reading[1]),
+        "read again at request {}",
+        reading[1]
+    );
+}

@@ -62,16 +62,46 @@ pub type DefaultStore = crate::spin::SpinStore;
 pub type DefaultStore = crate::MemoryStore;
 
 /// A tower layer that gives every request its [`Session`].
+///
+/// A router with this layer can be built once and kept for the requests
+/// an instance serves (its clones are cheap): the layer looks its sessions
+/// up at each request.
 pub struct SessionLayer<S: SessionStore = DefaultStore> {
-    /// The sessions, or why there are none (every request then answers
-    /// the error).
-    sessions: Result<Arc<Sessions<S>>, Arc<Error>>,
+    source: Source<S>,
+}
+
+/// Where a [`SessionLayer`] finds its sessions.
+enum Source<S: SessionStore> {
+    /// Given once, by [`SessionLayer::new`].
+    Given(Arc<Sessions<S>>),
+    /// Looked up at each request: a reused instance's shared sessions,
+    /// remade when their settings are due to be read again.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))] // made by `spin()`
+    Lookup(fn() -> Result<Arc<Sessions<S>>, Error>),
+}
+
+impl<S: SessionStore> Source<S> {
+    fn sessions(&self) -> Result<Arc<Sessions<S>>, Error> {
+        match self {
+            Source::Given(sessions) => Ok(sessions.clone()),
+            Source::Lookup(lookup) => lookup(),
+        }
+    }
+}
+
+impl<S: SessionStore> Clone for Source<S> {
+    fn clone(&self) -> Self {
+        match self {
+            Source::Given(sessions) => Source::Given(sessions.clone()),
+            Source::Lookup(lookup) => Source::Lookup(*lookup),
+        }
+    }
 }
 
 impl<S: SessionStore> Clone for SessionLayer<S> {
     fn clone(&self) -> Self {
         SessionLayer {
-            sessions: self.sessions.clone(),
+            source: self.source.clone(),
         }
     }
 }
@@ -80,7 +110,7 @@ impl<S: SessionStore> SessionLayer<S> {
     /// Sessions from `sessions`.
     pub fn new(sessions: Arc<Sessions<S>>) -> Self {
         SessionLayer {
-            sessions: Ok(sessions),
+            source: Source::Given(sessions),
         }
     }
 }
@@ -88,16 +118,14 @@ impl<S: SessionStore> SessionLayer<S> {
 #[cfg(target_arch = "wasm32")]
 impl SessionLayer<crate::spin::SpinStore> {
     /// Sessions in Spin's `default` store, with the settings from Spin
-    /// variables, read once per instance (see
-    /// [`crate::spin::shared_sessions`]). Settings that do not read (an
-    /// invalid variable) make every request answer that error (a 500 that
-    /// names the variable in the log).
+    /// variables, read once per instance and looked up at each request (see
+    /// [`crate::spin::shared_sessions`]), so a router built once keeps
+    /// following them. Settings that do not read (an invalid variable) make
+    /// every request answer that error (a 500 that names the variable in
+    /// the log).
     pub fn spin() -> Self {
         SessionLayer {
-            sessions: crate::spin::shared_sessions().map_err(|err| {
-                eprintln!("spin-sessions: {err}");
-                Arc::new(err)
-            }),
+            source: Source::Lookup(crate::spin::shared_sessions),
         }
     }
 }
@@ -107,7 +135,7 @@ impl<S: SessionStore, I> tower_layer::Layer<I> for SessionLayer<S> {
 
     fn layer(&self, inner: I) -> Self::Service {
         SessionService {
-            sessions: self.sessions.clone(),
+            source: self.source.clone(),
             inner,
         }
     }
@@ -115,14 +143,14 @@ impl<S: SessionStore, I> tower_layer::Layer<I> for SessionLayer<S> {
 
 /// The service [`SessionLayer`] wraps a router (or any service) in.
 pub struct SessionService<S: SessionStore, I> {
-    sessions: Result<Arc<Sessions<S>>, Arc<Error>>,
+    source: Source<S>,
     inner: I,
 }
 
 impl<S: SessionStore, I: Clone> Clone for SessionService<S, I> {
     fn clone(&self) -> Self {
         SessionService {
-            sessions: self.sessions.clone(),
+            source: self.source.clone(),
             inner: self.inner.clone(),
         }
     }
@@ -147,11 +175,11 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let sessions = match &self.sessions {
+        let sessions = match self.source.sessions() {
             Ok(sessions) => sessions,
             Err(err) => {
-                let response = Error::into_response::<Body>(err);
-                return Box::pin(std::future::ready(Ok(response)));
+                eprintln!("spin-sessions: {err}");
+                return Box::pin(std::future::ready(Ok(err.into_response())));
             }
         };
         let session = match sessions.load_shared(&request) {
