@@ -2,8 +2,8 @@
 //!
 //! Two toolchains are tried, in order:
 //! 1. rustup with the `wasm32-wasip2` target installed: the plain
-//!    `cargo build --target wasm32-wasip2 --profile P`, once for each of
-//!    [`COMPONENT_PROFILES`].
+//!    `cargo build --target wasm32-wasip2 --release`, exactly what
+//!    `spin.toml`'s build command runs.
 //! 2. Debian's packaged Rust (`/usr/bin/rustc`, which ships the std sources),
 //!    building std from source with `-Zbuild-std` and linking with
 //!    `wasm-component-ld` over Debian's `wasm-ld-19`. This is the recipe for
@@ -20,7 +20,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// The wasm32-wasip2 packages of the workspace.
+/// The wasm32-wasip2 packages of the workspace, built together so that std
+/// and shared dependencies compile once.
 pub const COMPONENT_PACKAGES: &[&str] = &[
     "sessions-tutorial",
     "signin",
@@ -30,23 +31,6 @@ pub const COMPONENT_PACKAGES: &[&str] = &[
     "handover",
     "p3-floor",
     "p3-one-read",
-];
-
-/// The cargo profiles the components are built with, and which: each
-/// profile's packages are built together, so that std and their shared
-/// dependencies compile once per profile. The WASI 0.2 ones are built small
-/// (`release`); the WASI 0.3 ones as Spin's `http-rust` template builds a
-/// component (`spin-template`: cargo's release defaults; the workspace's
-/// Cargo.toml says why).
-pub const COMPONENT_PROFILES: &[(&str, &[&str])] = &[
-    (
-        "release",
-        &["sessions-tutorial", "probe", "floor", "handover"],
-    ),
-    (
-        "spin-template",
-        &["signin", "quickstart", "p3-floor", "p3-one-read"],
-    ),
 ];
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
@@ -95,29 +79,14 @@ fn tools_dir() -> PathBuf {
 pub fn build_components() -> Result<Vec<PathBuf>> {
     let wasm_opt = crate::shrink::find_wasm_opt()?;
     let _turn = take_turn_at_building()?;
-    let mut outputs = Vec::new();
-    for (profile, packages) in COMPONENT_PROFILES {
-        outputs.extend(build_with_profile(profile, packages)?);
-    }
-    for wasm in &outputs {
-        check_is_component(wasm)?;
-        crate::shrink::shrink_component(wasm, &wasm_opt)?;
-    }
-    Ok(outputs)
-}
-
-/// One cargo build of `packages` with `profile`; the paths of their
-/// `.wasm` files.
-fn build_with_profile(profile: &str, packages: &[&str]) -> Result<Vec<PathBuf>> {
     let mut command = if rustup_has_wasm_target() {
         let mut c = Command::new(host_cargo());
-        c.args(["build", "--target", WASM_TARGET]);
+        c.args(["build", "--release", "--target", WASM_TARGET]);
         c
     } else {
         debian_build_command()?
     };
-    command.args(["--profile", profile]);
-    for package in packages {
+    for package in COMPONENT_PACKAGES {
         command.args(["--package", package]);
     }
     let status = command
@@ -125,17 +94,22 @@ fn build_with_profile(profile: &str, packages: &[&str]) -> Result<Vec<PathBuf>> 
         .status()
         .context("starting the wasm build")?;
     if !status.success() {
-        bail!("the wasm32-wasip2 build ({profile}) failed ({status})");
+        bail!("the wasm32-wasip2 build failed ({status})");
     }
-    Ok(packages
+    let outputs: Vec<PathBuf> = COMPONENT_PACKAGES
         .iter()
         .map(|p| {
             target_dir()
                 .join(WASM_TARGET)
-                .join(profile)
+                .join("release")
                 .join(format!("{}.wasm", p.replace('-', "_")))
         })
-        .collect())
+        .collect();
+    for wasm in &outputs {
+        check_is_component(wasm)?;
+        crate::shrink::shrink_component(wasm, &wasm_opt)?;
+    }
+    Ok(outputs)
 }
 
 /// Makes concurrent builds of the components (two `cargo xtask up` in one
@@ -215,7 +189,7 @@ fn rustup_has_wasm_target() -> bool {
 /// pieces are present.
 fn debian_build_command() -> Result<Command> {
     let mut c = debian_cargo()?;
-    c.args(["build", "--target", WASM_TARGET])
+    c.args(["build", "--release", "--target", WASM_TARGET])
         .args(["-Zbuild-std=std,panic_abort"]);
     Ok(c)
 }
@@ -446,21 +420,4 @@ pub fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{COMPONENT_PACKAGES, COMPONENT_PROFILES};
-
-    #[test]
-    fn every_component_is_built_with_one_profile() {
-        let mut built: Vec<&str> = COMPONENT_PROFILES
-            .iter()
-            .flat_map(|(_, packages)| packages.iter().copied())
-            .collect();
-        built.sort_unstable();
-        let mut all = COMPONENT_PACKAGES.to_vec();
-        all.sort_unstable();
-        assert_eq!(built, all);
-    }
 }
