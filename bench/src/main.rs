@@ -248,7 +248,7 @@ fn run() -> anyhow::Result<ExitCode> {
 /// the tutorial component's size in bytes.
 fn check_wasm(workspace: &Path) -> anyhow::Result<u64> {
     let bytes = |wasm: &str| -> anyhow::Result<u64> {
-        let path = workspace.join("target/wasm32-wasip2/release").join(wasm);
+        let path = workspace.join("target/wasm32-wasip2").join(wasm);
         let metadata = std::fs::metadata(&path).with_context(|| {
             format!(
                 "{} is missing: run `cargo xtask bench`, which builds it",
@@ -258,15 +258,15 @@ fn check_wasm(workspace: &Path) -> anyhow::Result<u64> {
         Ok(metadata.len())
     };
     for wasm in [
-        "floor.wasm",
-        "handover.wasm",
-        "p3_floor.wasm",
-        "p3_one_read.wasm",
-        "signin.wasm",
+        "release/floor.wasm",
+        "release/handover.wasm",
+        "spin-template/p3_floor.wasm",
+        "spin-template/p3_one_read.wasm",
+        "spin-template/signin.wasm",
     ] {
         bytes(wasm)?;
     }
-    bytes("sessions_tutorial.wasm")
+    bytes("release/sessions_tutorial.wasm")
 }
 
 /// One store size on one backend: prefill, start the host, the GET phase

@@ -74,24 +74,27 @@ pub const fn same_str(a: &str, b: &str) -> bool {
 
 /// The tutorial app's manifest.
 pub fn manifest() -> PathBuf {
-    built_manifest("spin.toml", "sessions_tutorial.wasm")
+    built_manifest("spin.toml", "release/sessions_tutorial.wasm")
 }
 
 /// The sign-in example's manifest (`examples/signin`).
 pub fn signin_manifest() -> PathBuf {
-    built_manifest("examples/signin/spin.toml", "signin.wasm")
+    built_manifest("examples/signin/spin.toml", "spin-template/signin.wasm")
 }
 
 /// The library README's quick start (`examples/quickstart`).
 pub fn quickstart_manifest() -> PathBuf {
-    built_manifest("examples/quickstart/spin.toml", "quickstart.wasm")
+    built_manifest(
+        "examples/quickstart/spin.toml",
+        "spin-template/quickstart.wasm",
+    )
 }
 
 /// The manifest at `manifest` (relative to the workspace root), whose
-/// component `wasm` must have been built.
+/// component `wasm` (`PROFILE/NAME.wasm`) must have been built.
 fn built_manifest(manifest: &str, wasm: &str) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let wasm = root.join("target/wasm32-wasip2/release").join(wasm);
+    let wasm = root.join("target/wasm32-wasip2").join(wasm);
     assert!(
         wasm.exists(),
         "{} is missing: run `cargo xtask build` (or `cargo xtask test`) first",

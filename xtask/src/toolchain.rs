@@ -2,8 +2,8 @@
 //!
 //! Two toolchains are tried, in order:
 //! 1. rustup with the `wasm32-wasip2` target installed: the plain
-//!    `cargo build --target wasm32-wasip2 --release`, exactly what
-//!    `spin.toml`'s build command runs.
+//!    `cargo build --target wasm32-wasip2 --profile P`, once for each of
+//!    [`COMPONENT_PROFILES`].
 //! 2. Debian's packaged Rust (`/usr/bin/rustc`, which ships the std sources),
 //!    building std from source with `-Zbuild-std` and linking with
 //!    `wasm-component-ld` over Debian's `wasm-ld-19`. This is the recipe for
@@ -20,8 +20,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// The wasm32-wasip2 packages of the workspace, built together so that std
-/// and shared dependencies compile once.
+/// The wasm32-wasip2 packages of the workspace.
 pub const COMPONENT_PACKAGES: &[&str] = &[
     "sessions-tutorial",
     "signin",
@@ -31,6 +30,23 @@ pub const COMPONENT_PACKAGES: &[&str] = &[
     "handover",
     "p3-floor",
     "p3-one-read",
+];
+
+/// The cargo profiles the components are built with, and which: each
+/// profile's packages are built together, so that std and their shared
+/// dependencies compile once per profile. The WASI 0.2 ones are built small
+/// (`release`); the WASI 0.3 ones as Spin's `http-rust` template builds a
+/// component (`spin-template`: cargo's release defaults; the workspace's
+/// Cargo.toml says why).
+pub const COMPONENT_PROFILES: &[(&str, &[&str])] = &[
+    (
+        "release",
+        &["sessions-tutorial", "probe", "floor", "handover"],
+    ),
+    (
+        "spin-template",
+        &["signin", "quickstart", "p3-floor", "p3-one-read"],
+    ),
 ];
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
@@ -79,14 +95,29 @@ fn tools_dir() -> PathBuf {
 pub fn build_components() -> Result<Vec<PathBuf>> {
     let wasm_opt = crate::shrink::find_wasm_opt()?;
     let _turn = take_turn_at_building()?;
+    let mut outputs = Vec::new();
+    for (profile, packages) in COMPONENT_PROFILES {
+        outputs.extend(build_with_profile(profile, packages)?);
+    }
+    for wasm in &outputs {
+        check_is_component(wasm)?;
+        crate::shrink::shrink_component(wasm, &wasm_opt)?;
+    }
+    Ok(outputs)
+}
+
+/// One cargo build of `packages` with `profile`; the paths of their
+/// `.wasm` files.
+fn build_with_profile(profile: &str, packages: &[&str]) -> Result<Vec<PathBuf>> {
     let mut command = if rustup_has_wasm_target() {
         let mut c = Command::new(host_cargo());
-        c.args(["build", "--release", "--target", WASM_TARGET]);
+        c.args(["build", "--target", WASM_TARGET]);
         c
     } else {
         debian_build_command()?
     };
-    for package in COMPONENT_PACKAGES {
+    command.args(["--profile", profile]);
+    for package in packages {
         command.args(["--package", package]);
     }
     let status = command
@@ -94,22 +125,17 @@ pub fn build_components() -> Result<Vec<PathBuf>> {
         .status()
         .context("starting the wasm build")?;
     if !status.success() {
-        bail!("the wasm32-wasip2 build failed ({status})");
+        bail!("the wasm32-wasip2 build ({profile}) failed ({status})");
     }
-    let outputs: Vec<PathBuf> = COMPONENT_PACKAGES
+    Ok(packages
         .iter()
         .map(|p| {
             target_dir()
                 .join(WASM_TARGET)
-                .join("release")
+                .join(profile)
                 .join(format!("{}.wasm", p.replace('-', "_")))
         })
-        .collect();
-    for wasm in &outputs {
-        check_is_component(wasm)?;
-        crate::shrink::shrink_component(wasm, &wasm_opt)?;
-    }
-    Ok(outputs)
+        .collect())
 }
 
 /// Makes concurrent builds of the components (two `cargo xtask up` in one
@@ -189,7 +215,7 @@ fn rustup_has_wasm_target() -> bool {
 /// pieces are present.
 fn debian_build_command() -> Result<Command> {
     let mut c = debian_cargo()?;
-    c.args(["build", "--release", "--target", WASM_TARGET])
+    c.args(["build", "--target", WASM_TARGET])
         .args(["-Zbuild-std=std,panic_abort"]);
     Ok(c)
 }
@@ -420,4 +446,21 @@ pub fn which(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{COMPONENT_PACKAGES, COMPONENT_PROFILES};
+
+    #[test]
+    fn every_component_is_built_with_one_profile() {
+        let mut built: Vec<&str> = COMPONENT_PROFILES
+            .iter()
+            .flat_map(|(_, packages)| packages.iter().copied())
+            .collect();
+        built.sort_unstable();
+        let mut all = COMPONENT_PACKAGES.to_vec();
+        all.sort_unstable();
+        assert_eq!(built, all);
+    }
 }
