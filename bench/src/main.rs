@@ -258,15 +258,15 @@ fn check_wasm(workspace: &Path) -> anyhow::Result<u64> {
         Ok(metadata.len())
     };
     for wasm in [
-        "release/floor.wasm",
-        "release/handover.wasm",
-        "spin-template/p3_floor.wasm",
-        "spin-template/p3_one_read.wasm",
-        "spin-template/signin.wasm",
+        "small/floor.wasm",
+        "small/handover.wasm",
+        "release/p3_floor.wasm",
+        "release/p3_one_read.wasm",
+        "release/signin.wasm",
     ] {
         bytes(wasm)?;
     }
-    bytes("release/sessions_tutorial.wasm")
+    bytes("small/sessions_tutorial.wasm")
 }
 
 /// One store size on one backend: prefill, start the host, the GET phase

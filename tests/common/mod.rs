@@ -74,19 +74,19 @@ pub const fn same_str(a: &str, b: &str) -> bool {
 
 /// The tutorial app's manifest.
 pub fn manifest() -> PathBuf {
-    built_manifest("spin.toml", "release/sessions_tutorial.wasm")
+    built_manifest("spin.toml", "small/sessions_tutorial.wasm")
 }
 
 /// The sign-in example's manifest (`examples/signin`).
 pub fn signin_manifest() -> PathBuf {
-    built_manifest("examples/signin/spin.toml", "spin-template/signin.wasm")
+    built_manifest("examples/signin/spin.toml", "release/signin.wasm")
 }
 
 /// The library README's quick start (`examples/quickstart`).
 pub fn quickstart_manifest() -> PathBuf {
     built_manifest(
         "examples/quickstart/spin.toml",
-        "spin-template/quickstart.wasm",
+        "release/quickstart.wasm",
     )
 }
 

@@ -69,7 +69,7 @@ fn run() -> Result<()> {
 }
 
 const USAGE: &str = "usage: cargo xtask <task>
-  build              build the wasm components (target/wasm32-wasip2/{release,spin-template}/*.wasm)
+  build              build the wasm components (target/wasm32-wasip2/{release,small}/*.wasm)
   up [-- FLAGS]      build, then serve spin.toml on http://127.0.0.1:3000
                      (FLAGS: --listen ADDR, --runtime-config-file FILE, --state-dir DIR,
                      --from MANIFEST for another app, e.g. examples/signin/spin.toml)

@@ -34,19 +34,12 @@ pub const COMPONENT_PACKAGES: &[&str] = &[
 
 /// The cargo profiles the components are built with, and which: each
 /// profile's packages are built together, so that std and their shared
-/// dependencies compile once per profile. The WASI 0.2 ones are built small
-/// (`release`); the WASI 0.3 ones as Spin's `http-rust` template builds a
-/// component (`spin-template`: cargo's release defaults; the workspace's
-/// Cargo.toml says why).
+/// dependencies compile once per profile. The WASI 0.2 ones (the tutorial
+/// and its fixtures) are built small (`small`); the WASI 0.3 ones for speed
+/// (`release`: the workspace's Cargo.toml says why).
 pub const COMPONENT_PROFILES: &[(&str, &[&str])] = &[
-    (
-        "release",
-        &["sessions-tutorial", "probe", "floor", "handover"],
-    ),
-    (
-        "spin-template",
-        &["signin", "quickstart", "p3-floor", "p3-one-read"],
-    ),
+    ("small", &["sessions-tutorial", "probe", "floor", "handover"]),
+    ("release", &["signin", "quickstart", "p3-floor", "p3-one-read"]),
 ];
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
