@@ -92,16 +92,18 @@
 //! under quick ACKs it made 0.006-0.05 (SQLite: every write synced, at the
 //! speed of a disk other work shares) and 0.14-0.18 (Redis) of
 //! p3-one-read's req/s; the 404 of a live session, one read, 0.59-0.66 and
-//! 0.72-0.88 while the example built its axum router at each request, and
-//! 0.846 (SQLite) and 0.952 (Redis) once it kept one per instance
-//! (2026-12-08). Host CPU per request of that 404 under `wrk` (16
-//! connections, SQLite): 186 us with a router per request, 159 us with one
-//! per instance, against 132-138 us for p3-one-read; `perf` (the host's
-//! `SESSIONS_HOST_PERFMAP=1`) puts about 24 us of the difference in the
-//! guest (the record's JSON decoded, the id hashed, the cookie parsed,
-//! axum's routing and futures) and the rest in the host's share of a
-//! larger instance's calls. On Redis, where the read itself costs more,
-//! the same work is a smaller part of the request.
+//! 0.72-0.88 while the example built its axum router at each request and
+//! was built at opt-level `z`. Then (2026-12-08), with one router per
+//! instance: 0.815-0.846 (SQLite) and 0.952 (Redis) at `z`; built for
+//! speed (opt-level 3 and LTO, the `release` profile now), 0.880 (pairs
+//! 0.858-0.926) and 1.015. In instructions (callgrind, 1 000 sequential
+//! requests, the whole host process): 256k per read-only GET against 207k
+//! for p3-one-read (310k and 226k at `z`); `perf` with the host's
+//! `SESSIONS_HOST_PERFMAP=1` puts the difference in the guest: the record's
+//! JSON decoded, the id hashed, the cookie parsed, the layer and axum's
+//! routing and futures, none of them more than a tenth of it. On Redis,
+//! where the read itself costs more, the same work is a smaller part of
+//! the request.
 //!
 //! Flags: `--sizes 1000,100000,1000000` (`none`: no SQLite phases of the
 //! tutorial), `--redis-sizes 1000,100000,1000000` (`none` for no Redis

@@ -84,10 +84,7 @@ pub fn signin_manifest() -> PathBuf {
 
 /// The library README's quick start (`examples/quickstart`).
 pub fn quickstart_manifest() -> PathBuf {
-    built_manifest(
-        "examples/quickstart/spin.toml",
-        "release/quickstart.wasm",
-    )
+    built_manifest("examples/quickstart/spin.toml", "release/quickstart.wasm")
 }
 
 /// The manifest at `manifest` (relative to the workspace root), whose

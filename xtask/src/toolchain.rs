@@ -38,8 +38,14 @@ pub const COMPONENT_PACKAGES: &[&str] = &[
 /// and its fixtures) are built small (`small`); the WASI 0.3 ones for speed
 /// (`release`: the workspace's Cargo.toml says why).
 pub const COMPONENT_PROFILES: &[(&str, &[&str])] = &[
-    ("small", &["sessions-tutorial", "probe", "floor", "handover"]),
-    ("release", &["signin", "quickstart", "p3-floor", "p3-one-read"]),
+    (
+        "small",
+        &["sessions-tutorial", "probe", "floor", "handover"],
+    ),
+    (
+        "release",
+        &["signin", "quickstart", "p3-floor", "p3-one-read"],
+    ),
 ];
 
 pub const WASM_TARGET: &str = "wasm32-wasip2";
