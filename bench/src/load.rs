@@ -244,20 +244,13 @@ impl Client {
         self.next_session = self.next_session.wrapping_add(1);
         let cookie = Some(session.cookie.as_str());
         match mix {
-            Mix::SigninPost => {
-                self.posts += 1;
-                let form = format!(
-                    "csrf_token={}&name=c{}n{}",
-                    session.csrf_token, self.id, self.posts
-                );
-                http::post_form(mix.path(), &self.host_header, cookie, &form)
-            }
-            Mix::Post => {
+            Mix::SigninPost | Mix::Post => {
                 self.posts += 1;
                 // A new value every time, so every POST really changes the
                 // record (alphanumeric: no form escaping needed).
+                let field = if mix == Mix::SigninPost { "name" } else { "v1" };
                 let form = format!(
-                    "csrf_token={}&v1=c{}n{}",
+                    "csrf_token={}&{field}=c{}n{}",
                     session.csrf_token, self.id, self.posts
                 );
                 http::post_form(mix.path(), &self.host_header, cookie, &form)

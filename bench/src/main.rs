@@ -129,7 +129,7 @@ use host::{HostOptions, RunningHost};
 
 use load::{Client, Mix, PhaseResult};
 use prefill::{LiveSession, Target};
-use report::{size_label, Backend, Config, Report, SizeResult};
+use report::{list, size_label, Backend, Config, Report, SizeResult};
 use spin_sessions_core::SigningKey;
 use test_support::redis_server::{self, RedisServer};
 use test_support::tempdir::TempDir;
@@ -442,12 +442,6 @@ async fn alternate_with_floors(
             .one_read
             .push(one_read.requests_per_sec / nothing.requests_per_sec);
     }
-    let list = |rs: &[f64]| {
-        rs.iter()
-            .map(|r| format!("{r:.3}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     progress(
         label,
         format!(

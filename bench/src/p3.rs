@@ -21,7 +21,7 @@ use test_support::tempdir::TempDir;
 use crate::http::{self, Connection};
 use crate::load::{self, csrf_token, Client, Mix, PhaseResult, Shape};
 use crate::prefill::LiveSession;
-use crate::report::{Backend, Config, KeepAlive, P3Pairs, P3Result, SetupVariables};
+use crate::report::{list, Backend, Config, KeepAlive, P3Pairs, P3Result, SetupVariables};
 use crate::{connect, phase, progress, start_host_with, start_redis, write_runtime_config};
 use crate::{Runtimes, FLOOR_PAIRS, PAIR_TIMES};
 
@@ -325,12 +325,6 @@ async fn alternate(
         pairs.signin_vs_floor.push(signin / floor);
         pairs.one_read_vs_floor.push(one_read / floor);
     }
-    let list = |rs: &[f64]| {
-        rs.iter()
-            .map(|r| format!("{r:.3}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     progress(
         label,
         format!(

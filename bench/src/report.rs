@@ -559,7 +559,9 @@ fn p3_checks(r: &P3Result) -> Vec<Goal> {
     ]
 }
 
-fn list(ratios: &[f64]) -> String {
+/// Ratios as the progress lines and goals print them: three decimals,
+/// space-separated.
+pub fn list(ratios: &[f64]) -> String {
     ratios
         .iter()
         .map(|r| format!("{r:.3}"))
