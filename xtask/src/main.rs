@@ -467,7 +467,7 @@ fn wasm_clippy() -> Result<()> {
         "--package",
         "spin-sessions",
     ]);
-    for package in toolchain::COMPONENT_PACKAGES {
+    for package in toolchain::component_packages() {
         command.args(["--package", package]);
     }
     let status = command

@@ -76,7 +76,7 @@ fn docs() -> Result<()> {
     let mut wasm = toolchain::wasm_cargo("doc")?;
     wasm.args(["--quiet", "--release", "--no-deps", "--all-features"])
         .args(["--package", WASM_LIBRARY]);
-    for package in toolchain::COMPONENT_PACKAGES {
+    for package in toolchain::component_packages() {
         wasm.args(["--package", package]);
     }
     let status = wasm
