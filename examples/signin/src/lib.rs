@@ -105,7 +105,7 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
 
 /// The component's entry point: today's Spin SDK, one router per instance
 /// (an instance serves up to 128 requests; building the router each time
-/// was 7% of a request's CPU), whose layer looks up the instance's sessions
+/// cost a live session's 404 about 27 of its 186 us of host CPU), whose layer looks up the instance's sessions
 /// (settings read once per instance) at each request.
 #[cfg(target_arch = "wasm32")]
 #[spin_sdk::http_service]
